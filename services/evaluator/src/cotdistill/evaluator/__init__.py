@@ -1,0 +1,1 @@
+"""cotdistill evaluator service: accuracy in and out of distribution, model selection, reports."""

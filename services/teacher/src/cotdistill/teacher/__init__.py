@@ -1,0 +1,1 @@
+"""cotdistill teacher service: samples rationales with per-token top-k logprobs."""

@@ -1,0 +1,113 @@
+"""The typed run recipe: what to distill, from which teacher, into which student.
+
+A recipe is YAML (see ``configs/``) validated into :class:`RunConfig`; unknown keys are errors
+(a typo must not silently fall back to a default). Each pipeline stage reads its own section.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DatasetGroupName = Literal["in_distribution", "out_of_distribution", "generic"]
+StageName = Literal["sample", "filter", "train", "evaluate", "select", "serve"]
+ALL_STAGES: tuple[StageName, ...] = ("sample", "filter", "train", "evaluate", "select", "serve")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are rejected, values validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetRef(Section):
+    """A dataset of the run and its role."""
+
+    name: str = Field(description="Registry name (`cotdistill data list`) or a path to a custom file.")
+    split: str = Field("test", description="Split to use, e.g. train, test, dev.")
+    group: DatasetGroupName = Field("in_distribution", description="Role in evaluation and selection.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N examples.")
+
+
+class TeacherSection(Section):
+    """Where the teacher replicas are."""
+
+    addresses: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:50051"],
+        min_length=1,
+        description="host:port of each replica, or one dns:/// name with a record per replica.",
+    )
+    timeout_s: float = Field(600.0, gt=0, description="Deadline of one work unit's Sample call.")
+
+
+class SamplingSection(Section):
+    """Teacher sampling (diverse reasoning)."""
+
+    dataset: str = Field("synthetic_arithmetic", description="Dataset the questions come from.")
+    split: str = "train"
+    limit: int | None = Field(None, ge=1, description="Use only the first N questions.")
+    prompt_format: str = Field("zero_shot_cot", description="Named teacher prompt format.")
+    num_samples: int = Field(1, ge=1, le=1024, description="D: rationales per question.")
+    temperature: float = Field(0.7, ge=0, le=10)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(128, ge=1, le=32768)
+    top_k_logprobs: int = Field(0, ge=0, le=20, description="Teacher candidates kept per token (0 = none).")
+    two_stage: bool = Field(False, description="Zero-shot-CoT second stage (answer trigger).")
+    seed: int | None = None
+    concurrency: int = Field(8, ge=1, le=4096, description="Work units in flight across replicas.")
+    unit_size: int = Field(16, ge=1, le=4096, description="Questions per work unit.")
+
+
+class TrainingSection(Section):
+    """Student fine-tuning through the trainer service."""
+
+    trainer_address: str = "127.0.0.1:50052"
+    student: str = Field("", description="Student model directory (Hugging Face format).")
+    objective: Literal["sft", "kd", "sft+kd"] = "sft"
+    kd_weight: float = Field(1.0, ge=0)
+    max_steps: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+
+
+class EvaluationSection(Section):
+    """Evaluation and model selection through the evaluator service."""
+
+    evaluator_address: str = "127.0.0.1:50053"
+    datasets: list[DatasetRef] = Field(default_factory=list)
+    formats: list[str] = Field(default_factory=lambda: ["ft_cot"])
+    selection_signal: Literal["in_distribution", "out_of_distribution", "weighted", "validation_loss"] = (
+        "in_distribution"
+    )
+
+
+class ServingSection(Section):
+    """The model server that serves the selected student."""
+
+    url: str = "http://127.0.0.1:8000"
+
+
+class RunConfig(Section):
+    """A whole pipeline run."""
+
+    name: str = Field(description="Run name: the directory under output_dir.")
+    output_dir: str = Field("runs", description="Artifact store root (directory or fsspec URI).")
+    stages: list[StageName] = Field(default_factory=lambda: list(ALL_STAGES), description="Stages to run, in order.")
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    serving: ServingSection = Field(default_factory=ServingSection)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_directory_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-64 letters, digits, '_', '.', '-' (it names a directory)")
+        return value

@@ -1,0 +1,1 @@
+"""The ``cotdistill`` CLI: the pipeline driver, a client of the services."""

@@ -1,0 +1,44 @@
+"""Pipeline stages of ``cotdistill run``, in order, and who provides each.
+
+A stage is a function of (config, run store, console). Later work registers real stages here;
+a stage without an implementation stops the run with a message naming what will provide it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from cotdistill.common.artifacts import ArtifactStore
+from cotdistill.common.run_config import RunConfig
+
+StageFn = Callable[[RunConfig, ArtifactStore, Console], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    provider: str
+    run: StageFn | None = None
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("sample", "teacher rationales + top-k logprobs -> samples/*.parquet", "issue: Teacher service"),
+        Stage("filter", "correctness filter and statistics -> train/", "issue: Reasoning tasks"),
+        Stage("train", "student fine-tuning through the trainer -> checkpoints/", "issue: Trainer service"),
+        Stage("evaluate", "accuracy in and out of distribution -> eval/", "issue: Evaluator service"),
+        Stage("select", "checkpoint selection under a validation signal", "issue: Evaluator service"),
+        Stage("serve", "load the chosen checkpoint into the model server", "issue: Student model server"),
+    )
+}
+
+
+def register(name: str, run: StageFn) -> None:
+    """Provide the implementation of stage ``name``."""
+    stage = STAGES[name]
+    STAGES[name] = Stage(stage.name, stage.summary, stage.provider, run)
