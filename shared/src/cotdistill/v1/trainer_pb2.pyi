@@ -108,20 +108,22 @@ class LoraSpec(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DataSpec(_message.Message):
-    __slots__ = ("train_paths", "validation_paths", "format", "answer_only_fraction", "max_seq_len", "packing")
+    __slots__ = ("train_paths", "validation_paths", "format", "answer_only_fraction", "max_seq_len", "packing", "teacher_tokenizer")
     TRAIN_PATHS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_PATHS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     ANSWER_ONLY_FRACTION_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQ_LEN_FIELD_NUMBER: _ClassVar[int]
     PACKING_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_TOKENIZER_FIELD_NUMBER: _ClassVar[int]
     train_paths: _containers.RepeatedScalarFieldContainer[str]
     validation_paths: _containers.RepeatedScalarFieldContainer[str]
     format: str
     answer_only_fraction: float
     max_seq_len: int
     packing: bool
-    def __init__(self, train_paths: _Optional[_Iterable[str]] = ..., validation_paths: _Optional[_Iterable[str]] = ..., format: _Optional[str] = ..., answer_only_fraction: _Optional[float] = ..., max_seq_len: _Optional[int] = ..., packing: _Optional[bool] = ...) -> None: ...
+    teacher_tokenizer: str
+    def __init__(self, train_paths: _Optional[_Iterable[str]] = ..., validation_paths: _Optional[_Iterable[str]] = ..., format: _Optional[str] = ..., answer_only_fraction: _Optional[float] = ..., max_seq_len: _Optional[int] = ..., packing: _Optional[bool] = ..., teacher_tokenizer: _Optional[str] = ...) -> None: ...
 
 class ObjectiveSpec(_message.Message):
     __slots__ = ("sft_weight", "kd_weight", "divergence", "jsd_beta", "top_k_mass", "kd_temperature")

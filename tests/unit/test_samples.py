@@ -1,0 +1,64 @@
+"""Sample shards: write atomically, read back as flat arrays with offsets, metadata kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cotdistill.common.samples import SampleRecord, read_samples, shard_metadata, write_shard
+
+
+def record(i: int, t: int, k: int) -> SampleRecord:
+    rng = np.random.default_rng(i)
+    return SampleRecord(
+        example_id=f"ex{i}",
+        sample_index=i % 2,
+        prompt=f"Q{i}",
+        rationale=f"R{i}",
+        gold="3",
+        prediction="3",
+        correct=True,
+        token_ids=list(range(t)),
+        token_logprobs=(-rng.random(t)).tolist(),
+        top_k=k,
+        top_ids=rng.integers(0, 300, t * k).tolist(),
+        top_logprobs=(-rng.random(t * k) * 5).tolist(),
+    )
+
+
+def test_round_trip_flat_arrays_and_offsets(tmp_path: Path) -> None:
+    records = [record(i, t, 5) for i, t in enumerate([3, 0, 7])]
+    write_shard(tmp_path / "part-00000.parquet", records[:2], {"teacher_model": "tiny"})
+    write_shard(tmp_path / "part-00001.parquet", records[2:], {"teacher_model": "tiny"})
+    table = read_samples(tmp_path)
+    assert len(table) == 3
+    assert table.k == 5
+    assert list(table.token_offsets) == [0, 3, 3, 10]
+    assert table.top_ids.shape == (10, 5)
+    np.testing.assert_array_equal(table.top_ids[table.tokens(2)].reshape(-1), records[2].top_ids)
+    # float16 storage: within half-precision rounding of the exact values
+    np.testing.assert_allclose(table.top_logprobs[:3].reshape(-1), records[0].top_logprobs, atol=5e-3)
+    assert table.metadata["teacher_model"] == "tiny"
+    assert shard_metadata(tmp_path / "part-00000.parquet")["schema_version"] == 1
+
+
+def test_shape_errors_name_the_field() -> None:
+    bad = record(0, 4, 5)
+    bad.top_ids = list(bad.top_ids)[:-1]
+    with pytest.raises(ValueError, match="top_ids/top_logprobs"):
+        bad.validate()
+
+
+def test_no_shards_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no sample shards"):
+        read_samples(tmp_path)
+
+
+def test_failed_write_leaves_no_partial_shard(tmp_path: Path) -> None:
+    bad = record(0, 2, 3)
+    bad.top_ids = [1]
+    with pytest.raises(ValueError):
+        write_shard(tmp_path / "part-00000.parquet", [bad])
+    assert list(tmp_path.iterdir()) == []
