@@ -25,41 +25,45 @@ _sym_db = _symbol_database.Default()
 from cotdistill.v1 import common_pb2 as cotdistill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63otdistill/v1/evaluator.proto\x12\rcotdistill.v1\x1a\x1a\x63otdistill/v1/common.proto\"e\n\x0b\x45valDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12*\n\x05group\x18\x03 \x01(\x0e\x32\x1b.cotdistill.v1.DatasetGroup\x12\r\n\x05limit\x18\x04 \x01(\r\"~\n\x0e\x45valGeneration\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x13\n\x0bnum_samples\x18\x03 \x01(\r\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\rB\x07\n\x05_seed\"\xe0\x01\n\x0f\x45valuateRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.cotdistill.v1.ModelRef\x12,\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x1a.cotdistill.v1.EvalDataset\x12\x0f\n\x07\x66ormats\x18\x03 \x03(\t\x12\x31\n\ngeneration\x18\x04 \x01(\x0b\x32\x1d.cotdistill.v1.EvalGeneration\x12\x12\n\noutput_dir\x18\x05 \x01(\t\x12\x10\n\x08no_cache\x18\x06 \x01(\x08\x12\r\n\x05label\x18\x07 \x01(\t\"\xe8\x01\n\rDatasetResult\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12*\n\x05group\x18\x04 \x01(\x0e\x32\x1b.cotdistill.v1.DatasetGroup\x12\x0f\n\x07\x63orrect\x18\x05 \x01(\r\x12\r\n\x05total\x18\x06 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x07 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x08 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\t \x01(\x01\x12\x18\n\x10predictions_path\x18\n \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x0b \x01(\x08\"\xfb\x01\n\x10\x45valuationResult\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nmodel_hash\x18\x02 \x01(\t\x12-\n\x07results\x18\x03 \x03(\x0b\x32\x1c.cotdistill.v1.DatasetResult\x12J\n\x0egroup_accuracy\x18\x04 \x03(\x0b\x32\x32.cotdistill.v1.EvaluationResult.GroupAccuracyEntry\x12\x13\n\x0bresult_path\x18\x05 \x01(\t\x1a\x34\n\x12GroupAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"{\n\x10\x45valuateResponse\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.cotdistill.v1.ProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.cotdistill.v1.EvaluationResultH\x00\x42\x07\n\x05\x65vent\"\x82\x01\n\tCandidate\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.cotdistill.v1.ModelRef\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x1c\n\x0fvalidation_loss\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x12\n\x10_validation_loss\"\x85\x02\n\rSelectRequest\x12,\n\ncandidates\x18\x01 \x03(\x0b\x32\x18.cotdistill.v1.Candidate\x12,\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x1a.cotdistill.v1.EvalDataset\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12.\n\x06signal\x18\x04 \x01(\x0e\x32\x1e.cotdistill.v1.SelectionSignal\x12\x11\n\tid_weight\x18\x05 \x01(\x01\x12\x31\n\ngeneration\x18\x06 \x01(\x0b\x32\x1d.cotdistill.v1.EvalGeneration\x12\x12\n\noutput_dir\x18\x07 \x01(\t\"\x83\x02\n\x0cSelectionRow\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\x14\n\x0csignal_value\x18\x03 \x01(\x01\x12%\n\x18in_distribution_accuracy\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12)\n\x1cout_of_distribution_accuracy\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0fvalidation_loss\x18\x06 \x01(\x01H\x02\x88\x01\x01\x42\x1b\n\x19_in_distribution_accuracyB\x1f\n\x1d_out_of_distribution_accuracyB\x12\n\x10_validation_loss\"\xc0\x01\n\x0eSelectResponse\x12\x14\n\x0c\x63hosen_index\x18\x01 \x01(\r\x12(\n\x06\x63hosen\x18\x02 \x01(\x0b\x32\x18.cotdistill.v1.Candidate\x12*\n\x05table\x18\x03 \x03(\x0b\x32\x1b.cotdistill.v1.SelectionRow\x12.\n\x06signal\x18\x04 \x01(\x0e\x32\x1e.cotdistill.v1.SelectionSignal\x12\x12\n\ntable_path\x18\x05 \x01(\t*\x92\x01\n\x0c\x44\x61tasetGroup\x12\x1d\n\x19\x44\x41TASET_GROUP_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x41TASET_GROUP_IN_DISTRIBUTION\x10\x01\x12%\n!DATASET_GROUP_OUT_OF_DISTRIBUTION\x10\x02\x12\x19\n\x15\x44\x41TASET_GROUP_GENERIC\x10\x03*\xda\x01\n\x0fSelectionSignal\x12 \n\x1cSELECTION_SIGNAL_UNSPECIFIED\x10\x00\x12-\n)SELECTION_SIGNAL_IN_DISTRIBUTION_ACCURACY\x10\x01\x12\x31\n-SELECTION_SIGNAL_OUT_OF_DISTRIBUTION_ACCURACY\x10\x02\x12\x1d\n\x19SELECTION_SIGNAL_WEIGHTED\x10\x03\x12$\n SELECTION_SIGNAL_VALIDATION_LOSS\x10\x04\x32\xa8\x01\n\x10\x45valuatorService\x12M\n\x08\x45valuate\x12\x1e.cotdistill.v1.EvaluateRequest\x1a\x1f.cotdistill.v1.EvaluateResponse0\x01\x12\x45\n\x06Select\x12\x1c.cotdistill.v1.SelectRequest\x1a\x1d.cotdistill.v1.SelectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63otdistill/v1/evaluator.proto\x12\rcotdistill.v1\x1a\x1a\x63otdistill/v1/common.proto\"e\n\x0b\x45valDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12*\n\x05group\x18\x03 \x01(\x0e\x32\x1b.cotdistill.v1.DatasetGroup\x12\r\n\x05limit\x18\x04 \x01(\r\"~\n\x0e\x45valGeneration\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x13\n\x0bnum_samples\x18\x03 \x01(\r\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\rB\x07\n\x05_seed\"\xd3\x02\n\x0f\x45valuateRequest\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.cotdistill.v1.ModelRef\x12,\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x1a.cotdistill.v1.EvalDataset\x12\x0f\n\x07\x66ormats\x18\x03 \x03(\t\x12\x31\n\ngeneration\x18\x04 \x01(\x0b\x32\x1d.cotdistill.v1.EvalGeneration\x12\x12\n\noutput_dir\x18\x05 \x01(\t\x12\x10\n\x08no_cache\x18\x06 \x01(\x08\x12\r\n\x05label\x18\x07 \x01(\t\x12\x0c\n\x04step\x18\x08 \x01(\x04\x12\x36\n\x04tags\x18\t \x03(\x0b\x32(.cotdistill.v1.EvaluateRequest.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe8\x01\n\rDatasetResult\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12*\n\x05group\x18\x04 \x01(\x0e\x32\x1b.cotdistill.v1.DatasetGroup\x12\x0f\n\x07\x63orrect\x18\x05 \x01(\r\x12\r\n\x05total\x18\x06 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x07 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x08 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\t \x01(\x01\x12\x18\n\x10predictions_path\x18\n \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x0b \x01(\x08\"\xa1\x02\n\x10\x45valuationResult\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nmodel_hash\x18\x02 \x01(\t\x12-\n\x07results\x18\x03 \x03(\x0b\x32\x1c.cotdistill.v1.DatasetResult\x12J\n\x0egroup_accuracy\x18\x04 \x03(\x0b\x32\x32.cotdistill.v1.EvaluationResult.GroupAccuracyEntry\x12\x13\n\x0bresult_path\x18\x05 \x01(\t\x12\x0c\n\x04step\x18\x06 \x01(\x04\x12\x16\n\x0enum_parameters\x18\x07 \x01(\x04\x1a\x34\n\x12GroupAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"{\n\x10\x45valuateResponse\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.cotdistill.v1.ProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.cotdistill.v1.EvaluationResultH\x00\x42\x07\n\x05\x65vent\"\x82\x01\n\tCandidate\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.cotdistill.v1.ModelRef\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x04\x12\x1c\n\x0fvalidation_loss\x18\x04 \x01(\x01H\x00\x88\x01\x01\x42\x12\n\x10_validation_loss\"\x85\x02\n\rSelectRequest\x12,\n\ncandidates\x18\x01 \x03(\x0b\x32\x18.cotdistill.v1.Candidate\x12,\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x1a.cotdistill.v1.EvalDataset\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12.\n\x06signal\x18\x04 \x01(\x0e\x32\x1e.cotdistill.v1.SelectionSignal\x12\x11\n\tid_weight\x18\x05 \x01(\x01\x12\x31\n\ngeneration\x18\x06 \x01(\x0b\x32\x1d.cotdistill.v1.EvalGeneration\x12\x12\n\noutput_dir\x18\x07 \x01(\t\"\x83\x02\n\x0cSelectionRow\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\x14\n\x0csignal_value\x18\x03 \x01(\x01\x12%\n\x18in_distribution_accuracy\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12)\n\x1cout_of_distribution_accuracy\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x1c\n\x0fvalidation_loss\x18\x06 \x01(\x01H\x02\x88\x01\x01\x42\x1b\n\x19_in_distribution_accuracyB\x1f\n\x1d_out_of_distribution_accuracyB\x12\n\x10_validation_loss\"\xc0\x01\n\x0eSelectResponse\x12\x14\n\x0c\x63hosen_index\x18\x01 \x01(\r\x12(\n\x06\x63hosen\x18\x02 \x01(\x0b\x32\x18.cotdistill.v1.Candidate\x12*\n\x05table\x18\x03 \x03(\x0b\x32\x1b.cotdistill.v1.SelectionRow\x12.\n\x06signal\x18\x04 \x01(\x0e\x32\x1e.cotdistill.v1.SelectionSignal\x12\x12\n\ntable_path\x18\x05 \x01(\t*\x92\x01\n\x0c\x44\x61tasetGroup\x12\x1d\n\x19\x44\x41TASET_GROUP_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x41TASET_GROUP_IN_DISTRIBUTION\x10\x01\x12%\n!DATASET_GROUP_OUT_OF_DISTRIBUTION\x10\x02\x12\x19\n\x15\x44\x41TASET_GROUP_GENERIC\x10\x03*\xda\x01\n\x0fSelectionSignal\x12 \n\x1cSELECTION_SIGNAL_UNSPECIFIED\x10\x00\x12-\n)SELECTION_SIGNAL_IN_DISTRIBUTION_ACCURACY\x10\x01\x12\x31\n-SELECTION_SIGNAL_OUT_OF_DISTRIBUTION_ACCURACY\x10\x02\x12\x1d\n\x19SELECTION_SIGNAL_WEIGHTED\x10\x03\x12$\n SELECTION_SIGNAL_VALIDATION_LOSS\x10\x04\x32\xa8\x01\n\x10\x45valuatorService\x12M\n\x08\x45valuate\x12\x1e.cotdistill.v1.EvaluateRequest\x1a\x1f.cotdistill.v1.EvaluateResponse0\x01\x12\x45\n\x06Select\x12\x1c.cotdistill.v1.SelectRequest\x1a\x1d.cotdistill.v1.SelectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cotdistill.v1.evaluator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_EVALUATEREQUEST_TAGSENTRY']._loaded_options = None
+  _globals['_EVALUATEREQUEST_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATIONRESULT_GROUPACCURACYENTRY']._loaded_options = None
   _globals['_EVALUATIONRESULT_GROUPACCURACYENTRY']._serialized_options = b'8\001'
-  _globals['_DATASETGROUP']._serialized_start=2003
-  _globals['_DATASETGROUP']._serialized_end=2149
-  _globals['_SELECTIONSIGNAL']._serialized_start=2152
-  _globals['_SELECTIONSIGNAL']._serialized_end=2370
+  _globals['_DATASETGROUP']._serialized_start=2156
+  _globals['_DATASETGROUP']._serialized_end=2302
+  _globals['_SELECTIONSIGNAL']._serialized_start=2305
+  _globals['_SELECTIONSIGNAL']._serialized_end=2523
   _globals['_EVALDATASET']._serialized_start=76
   _globals['_EVALDATASET']._serialized_end=177
   _globals['_EVALGENERATION']._serialized_start=179
   _globals['_EVALGENERATION']._serialized_end=305
   _globals['_EVALUATEREQUEST']._serialized_start=308
-  _globals['_EVALUATEREQUEST']._serialized_end=532
-  _globals['_DATASETRESULT']._serialized_start=535
-  _globals['_DATASETRESULT']._serialized_end=767
-  _globals['_EVALUATIONRESULT']._serialized_start=770
-  _globals['_EVALUATIONRESULT']._serialized_end=1021
-  _globals['_EVALUATIONRESULT_GROUPACCURACYENTRY']._serialized_start=969
-  _globals['_EVALUATIONRESULT_GROUPACCURACYENTRY']._serialized_end=1021
-  _globals['_EVALUATERESPONSE']._serialized_start=1023
-  _globals['_EVALUATERESPONSE']._serialized_end=1146
-  _globals['_CANDIDATE']._serialized_start=1149
-  _globals['_CANDIDATE']._serialized_end=1279
-  _globals['_SELECTREQUEST']._serialized_start=1282
-  _globals['_SELECTREQUEST']._serialized_end=1543
-  _globals['_SELECTIONROW']._serialized_start=1546
-  _globals['_SELECTIONROW']._serialized_end=1805
-  _globals['_SELECTRESPONSE']._serialized_start=1808
-  _globals['_SELECTRESPONSE']._serialized_end=2000
-  _globals['_EVALUATORSERVICE']._serialized_start=2373
-  _globals['_EVALUATORSERVICE']._serialized_end=2541
+  _globals['_EVALUATEREQUEST']._serialized_end=647
+  _globals['_EVALUATEREQUEST_TAGSENTRY']._serialized_start=604
+  _globals['_EVALUATEREQUEST_TAGSENTRY']._serialized_end=647
+  _globals['_DATASETRESULT']._serialized_start=650
+  _globals['_DATASETRESULT']._serialized_end=882
+  _globals['_EVALUATIONRESULT']._serialized_start=885
+  _globals['_EVALUATIONRESULT']._serialized_end=1174
+  _globals['_EVALUATIONRESULT_GROUPACCURACYENTRY']._serialized_start=1122
+  _globals['_EVALUATIONRESULT_GROUPACCURACYENTRY']._serialized_end=1174
+  _globals['_EVALUATERESPONSE']._serialized_start=1176
+  _globals['_EVALUATERESPONSE']._serialized_end=1299
+  _globals['_CANDIDATE']._serialized_start=1302
+  _globals['_CANDIDATE']._serialized_end=1432
+  _globals['_SELECTREQUEST']._serialized_start=1435
+  _globals['_SELECTREQUEST']._serialized_end=1696
+  _globals['_SELECTIONROW']._serialized_start=1699
+  _globals['_SELECTIONROW']._serialized_end=1958
+  _globals['_SELECTRESPONSE']._serialized_start=1961
+  _globals['_SELECTRESPONSE']._serialized_end=2153
+  _globals['_EVALUATORSERVICE']._serialized_start=2526
+  _globals['_EVALUATORSERVICE']._serialized_end=2694
 # @@protoc_insertion_point(module_scope)

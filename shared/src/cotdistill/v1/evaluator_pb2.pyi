@@ -59,7 +59,14 @@ class EvalGeneration(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., num_samples: _Optional[int] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model", "datasets", "formats", "generation", "output_dir", "no_cache", "label")
+    __slots__ = ("model", "datasets", "formats", "generation", "output_dir", "no_cache", "label", "step", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     FORMATS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +74,8 @@ class EvaluateRequest(_message.Message):
     OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelRef
     datasets: _containers.RepeatedCompositeFieldContainer[EvalDataset]
     formats: _containers.RepeatedScalarFieldContainer[str]
@@ -74,7 +83,9 @@ class EvaluateRequest(_message.Message):
     output_dir: str
     no_cache: bool
     label: str
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., datasets: _Optional[_Iterable[_Union[EvalDataset, _Mapping]]] = ..., formats: _Optional[_Iterable[str]] = ..., generation: _Optional[_Union[EvalGeneration, _Mapping]] = ..., output_dir: _Optional[str] = ..., no_cache: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+    step: int
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., datasets: _Optional[_Iterable[_Union[EvalDataset, _Mapping]]] = ..., formats: _Optional[_Iterable[str]] = ..., generation: _Optional[_Union[EvalGeneration, _Mapping]] = ..., output_dir: _Optional[str] = ..., no_cache: _Optional[bool] = ..., label: _Optional[str] = ..., step: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DatasetResult(_message.Message):
     __slots__ = ("dataset", "split", "format", "group", "correct", "total", "accuracy", "ci_low", "ci_high", "predictions_path", "cached")
@@ -103,7 +114,7 @@ class DatasetResult(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., split: _Optional[str] = ..., format: _Optional[str] = ..., group: _Optional[_Union[DatasetGroup, str]] = ..., correct: _Optional[int] = ..., total: _Optional[int] = ..., accuracy: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., predictions_path: _Optional[str] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class EvaluationResult(_message.Message):
-    __slots__ = ("label", "model_hash", "results", "group_accuracy", "result_path")
+    __slots__ = ("label", "model_hash", "results", "group_accuracy", "result_path", "step", "num_parameters")
     class GroupAccuracyEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,12 +127,16 @@ class EvaluationResult(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     RESULT_PATH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     label: str
     model_hash: str
     results: _containers.RepeatedCompositeFieldContainer[DatasetResult]
     group_accuracy: _containers.ScalarMap[str, float]
     result_path: str
-    def __init__(self, label: _Optional[str] = ..., model_hash: _Optional[str] = ..., results: _Optional[_Iterable[_Union[DatasetResult, _Mapping]]] = ..., group_accuracy: _Optional[_Mapping[str, float]] = ..., result_path: _Optional[str] = ...) -> None: ...
+    step: int
+    num_parameters: int
+    def __init__(self, label: _Optional[str] = ..., model_hash: _Optional[str] = ..., results: _Optional[_Iterable[_Union[DatasetResult, _Mapping]]] = ..., group_accuracy: _Optional[_Mapping[str, float]] = ..., result_path: _Optional[str] = ..., step: _Optional[int] = ..., num_parameters: _Optional[int] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("progress", "result")
