@@ -7,6 +7,9 @@ from collections.abc import Sequence
 import grpc
 
 from cotdistill.common.grpc_server import GrpcService, create_server, serve
+from cotdistill.common.metrics import new_registry
+from cotdistill.trainer.manager import Executor, RunManager, SpecValidator, validate_recipe
+from cotdistill.trainer.metrics import TrainerMetrics
 from cotdistill.trainer.servicer import TrainerServicer
 from cotdistill.trainer.settings import TrainerSettings
 from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
@@ -14,15 +17,32 @@ from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
 SERVICE_NAME = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
 
-async def build_server(settings: TrainerSettings) -> GrpcService:
-    """Bind and start the server and report SERVING."""
-    servicer = TrainerServicer(settings)
+async def build_server(
+    settings: TrainerSettings, executor: Executor | None = None, validate: SpecValidator = validate_recipe
+) -> GrpcService:
+    """Bind and start the server, take over runs a previous process left active, report SERVING.
+
+    ``executor`` defaults to Ray Train (:class:`RayExecutor`); Ray itself starts on the first run.
+    """
+    if executor is None:
+        from cotdistill.trainer.ray_runner import RayExecutor
+
+        executor = RayExecutor(settings)
+    registry = new_registry()
+    manager = RunManager(settings, executor, TrainerMetrics(registry), validate=validate)
+    servicer = TrainerServicer(manager)
 
     def register(server: grpc.aio.Server) -> Sequence[str]:
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    service = await create_server("trainer", settings, register)
+    service = await create_server("trainer", settings, register, registry)
+    await manager.start()
+
+    async def stop_runs() -> None:
+        await manager.shutdown(settings.grace_period_s)
+
+    service.on_stop(stop_runs)
     await service.set_serving(True)
     return service
 

@@ -1,0 +1,406 @@
+"""Ray Train execution of a run: one ``TorchTrainer`` per run on the service's Ray runtime.
+
+Driver side (:class:`RayExecutor`, on a manager thread): builds the scaling, failure and run
+configs from the RunSpec and calls ``fit``. Worker side (:func:`train_worker`, in each Ray Train
+worker): builds the training recipe with a :class:`RayReporter` and :class:`RayDistributedHooks`.
+
+How the two talk:
+
+* Checkpoints go through ``ray.train.report`` (every rank, rank 0 attaching the directory the
+  recipe wrote under the run's directory, registered in place with ``NO_UPLOAD``), so Ray Train
+  knows the latest checkpoint and hands it back through ``ray.train.get_checkpoint()`` when the
+  worker group restarts after a failure or when the service re-runs the run after a restart
+  (same ``RunConfig(name=run_id, storage_path=<artifacts>/runs)``).
+* Progress events (steps, checkpoints, validation, messages) go from rank 0 to a small per-run
+  :class:`RunChannel` actor that the driver drains a few times a second; Ray Train's report is a
+  barrier across workers, too costly to call on every step.
+* Cancellation is a flag on the channel; rank 0 polls it and the ranks agree through an
+  all-reduce, so every rank leaves the loop at the same step (a lone rank leaving would hang the
+  others in the next collective).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from cotdistill.trainer.events import WorkerEvent, step_event
+from cotdistill.trainer.manager import RunFailed
+from cotdistill.trainer.settings import TrainerSettings
+from cotdistill.v1 import trainer_pb2
+
+log = logging.getLogger(__name__)
+
+DRAIN_INTERVAL_S = 0.25
+STOP_POLL_INTERVAL_S = 0.5
+WORKER_GROUP_STARTED = "worker group started"
+
+
+# --------------------------------------------------------------------------------------------
+# The channel between workers and the service
+
+
+class RunChannel:
+    """Per-run mailbox actor: workers push events, the driver drains them and sets the stop flag."""
+
+    def __init__(self) -> None:
+        self._events: list[WorkerEvent] = []
+        self._stop = False
+
+    def push(self, events: list[WorkerEvent]) -> None:
+        self._events.extend(events)
+
+    def drain(self) -> list[WorkerEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def stop_requested(self) -> bool:
+        return self._stop
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side
+
+
+class RayReporter:
+    """The recipe's ``Reporter`` inside a Ray Train worker.
+
+    Every rank calls every method the same number of times (the recipe is SPMD); only rank 0
+    sends events, and ``on_checkpoint`` / ``should_stop`` are collectives.
+    """
+
+    def __init__(self, channel: Any, rank: int, world_size: int) -> None:
+        self.channel = channel
+        self.rank = rank
+        self.world_size = world_size
+        self.last_step = 0
+        self.last_checkpoint_step = -1
+        self.stopped = False
+        self.save_started: float | None = None
+        self._stop_flag = False
+        self._last_poll = 0.0
+        self._last_event_time = time.perf_counter()
+
+    # Events -----------------------------------------------------------------------------------
+
+    def push(self, event: WorkerEvent) -> None:
+        if self.rank == 0:
+            self.channel.push.remote([event])  # fire and forget; calls from one caller stay ordered
+
+    def message(self, text: str) -> None:
+        self.push(WorkerEvent(kind="message", text=text))
+
+    def flush(self) -> None:
+        """Wait until everything pushed so far reached the channel."""
+        import ray
+
+        if self.rank == 0:
+            ray.get(self.channel.push.remote([]), timeout=30)
+
+    # Reporter protocol ------------------------------------------------------------------------
+
+    def on_step(self, step: int, total_steps: int, metrics: Mapping[str, float]) -> None:
+        self.last_step = int(step)
+        self._last_event_time = time.perf_counter()
+        self.push(step_event(step, total_steps, metrics))
+
+    def on_checkpoint(self, step: int, path: str, validation_loss: float | None, is_best: bool) -> None:
+        import ray.train
+        from ray.train import Checkpoint, CheckpointUploadMode
+
+        metrics: dict[str, float] = {"step": float(step)}
+        if validation_loss is not None:
+            metrics["validation_loss"] = float(validation_loss)
+        checkpoint = Checkpoint.from_directory(path) if self.rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+        started = self.save_started if self.save_started is not None else self._last_event_time
+        self.last_checkpoint_step = int(step)
+        self.push(
+            WorkerEvent(
+                kind="checkpoint",
+                step=int(step),
+                path=str(path),
+                validation_loss=validation_loss,
+                is_best=bool(is_best),
+                duration_s=time.perf_counter() - started,
+            )
+        )
+        self._last_event_time = time.perf_counter()
+
+    def on_validation(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._last_event_time = time.perf_counter()
+        self.push(WorkerEvent(kind="evaluation", step=int(step), metrics={k: float(v) for k, v in metrics.items()}))
+
+    def should_stop(self) -> bool:
+        if self.stopped:
+            return True
+        if self.rank == 0:
+            now = time.monotonic()
+            if now - self._last_poll >= STOP_POLL_INTERVAL_S:
+                import ray
+
+                self._stop_flag = bool(ray.get(self.channel.stop_requested.remote(), timeout=30))
+                self._last_poll = now
+        flag = self._stop_flag
+        if self.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                votes = torch.tensor([1 if flag else 0], dtype=torch.int32)
+                dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+                flag = bool(votes.item())
+        self.stopped = flag
+        return flag
+
+
+class RayDistributedHooks:
+    """The recipe's ``DistributedHooks`` filled from ``ray.train.torch``."""
+
+    def __init__(self, rank: int, world_size: int, strategy: str) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.strategy = strategy  # "ddp" or "fsdp"
+
+    def prepare_model(self, model: Any) -> Any:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, parallel_strategy=self.strategy)
+
+    def prepare_data_loader(self, loader: Any) -> Any:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_data_loader(loader)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: build the recipe, resume from Ray's latest checkpoint, train.
+
+    ``config`` keys: ``spec`` (serialized RunSpec), ``output_dir`` (the run's directory),
+    ``channel`` (the RunChannel handle), ``attempt_note`` (free text for the start message).
+    """
+    import ray.train
+
+    from cotdistill.trainer.config import RecipeConfig
+    from cotdistill.trainer.recipe import TrainRecipe
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    reporter = RayReporter(config["channel"], rank, world_size)
+    spec = trainer_pb2.RunSpec.FromString(config["spec"])
+    strategy = "fsdp" if spec.scaling.strategy == trainer_pb2.PARALLEL_STRATEGY_FSDP else "ddp"
+    hooks = RayDistributedHooks(rank, world_size, strategy)
+
+    # Every rank names its process so operators (and the fault test) can find a worker.
+    config["channel"].push.remote(
+        [WorkerEvent(kind="message", text=f"worker rank {rank}/{world_size} pid {os.getpid()}")]
+    )
+    recipe_config = RecipeConfig.from_proto(spec, config["output_dir"])
+    recipe_config.validate()
+    checkpoint = ray.train.get_checkpoint()
+    start = f"resuming from {checkpoint.path}" if checkpoint is not None else "starting from the base model"
+    reporter.message(f"{WORKER_GROUP_STARTED}: {world_size} worker(s), {strategy}; {start}")
+    if reporter.should_stop():
+        reporter.push(WorkerEvent(kind="finished", step=0, stopped=True))
+        reporter.flush()
+        return
+
+    recipe = TrainRecipe(recipe_config, reporter, hooks)
+    _time_saves(recipe, reporter)
+    with _checkpoint_dir(checkpoint) as resume_from:
+        recipe.setup(resume_from=resume_from)
+    try:
+        recipe.train()
+        if reporter.stopped and reporter.last_checkpoint_step != reporter.last_step and reporter.last_step > 0:
+            # Stopped between checkpoints: keep the work done so far (cancel and shutdown promise it).
+            recipe.save_checkpoint(reporter.last_step)
+    finally:
+        recipe.cleanup()
+    reporter.push(WorkerEvent(kind="finished", step=reporter.last_step, stopped=reporter.stopped))
+    reporter.flush()
+
+
+def _time_saves(recipe: Any, reporter: RayReporter) -> None:
+    """Mark when each ``save_checkpoint`` starts, so checkpoint events carry the write time."""
+    original: Callable[..., Any] = recipe.save_checkpoint
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        reporter.save_started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            reporter.save_started = None
+
+    recipe.save_checkpoint = timed
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(checkpoint: Any) -> Iterator[str | None]:
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as directory:  # the path itself for local storage, a copy otherwise
+        yield str(directory)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver side
+
+
+class RayExecutor:
+    """Runs runs on one Ray runtime per service process (started or joined on first use)."""
+
+    def __init__(self, settings: TrainerSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._started = False
+        self._local = not settings.ray_address
+
+    def ensure_ray(self) -> None:
+        import ray
+
+        with self._lock:
+            if self._started and ray.is_initialized():
+                return
+            if self._local:
+                # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR.
+                ray.init(
+                    address="local",
+                    num_cpus=self.settings.ray_num_cpus,
+                    include_dashboard=False,
+                    object_store_memory=self.settings.ray_object_store_mb << 20,
+                    configure_logging=False,
+                    log_to_driver=False,
+                )
+            else:
+                ray.init(address=self.settings.ray_address, configure_logging=False, log_to_driver=False)
+            self._started = True
+            log.info("ray runtime ready: %s", ray.cluster_resources())
+
+    def close(self) -> None:
+        import ray
+
+        with self._lock:
+            if self._started and ray.is_initialized():
+                ray.shutdown()
+            self._started = False
+
+    def execute(self, run: trainer_pb2.Run, emit: Callable[[WorkerEvent], None], stop: threading.Event) -> None:
+        import ray
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+        from ray.train.v2.api.exceptions import TrainingFailedError
+
+        self.ensure_ray()
+        scaling = run.spec.scaling
+        use_gpu = scaling.use_gpu
+        resources = ray.cluster_resources()
+        if use_gpu and resources.get("GPU", 0) == 0:
+            if not self.settings.gpu_fallback_to_cpu:
+                raise RunFailed("scaling.use_gpu is set but the Ray runtime has no GPUs")
+            use_gpu = False
+            emit(WorkerEvent(kind="message", text="no GPUs in the Ray runtime: training on CPU (gloo) instead"))
+        per_worker = {"CPU": float(scaling.cpus_per_worker or 1.0)}
+        if use_gpu:
+            per_worker["GPU"] = float(scaling.gpus_per_worker or 1.0)
+        needed = per_worker["CPU"] * max(1, scaling.num_workers)
+        if self._local and needed > resources.get("CPU", 0):
+            # A local runtime never grows: waiting would hang the run forever.
+            raise RunFailed(
+                f"scaling needs {needed:g} CPUs ({scaling.num_workers} workers x {per_worker['CPU']:g}) but the "
+                f"local Ray runtime has {resources.get('CPU', 0):g}; lower scaling.num_workers or cpus_per_worker"
+            )
+
+        channel = ray.remote(num_cpus=0)(RunChannel).remote()
+        output_dir = Path(run.output_dir)
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config={"spec": run.spec.SerializeToString(), "output_dir": str(output_dir), "channel": channel},
+            scaling_config=ScalingConfig(
+                num_workers=max(1, scaling.num_workers), use_gpu=use_gpu, resources_per_worker=per_worker
+            ),
+            run_config=RunConfig(
+                name=run.run_id,
+                storage_path=str(output_dir.parent),
+                failure_config=FailureConfig(max_failures=int(scaling.max_failures)),
+                # The recipe applies retention (last N + best) to its own directories.
+                checkpoint_config=CheckpointConfig(num_to_keep=None),
+            ),
+        )
+        pump = _Pump(channel, emit, stop)
+        pump.start()
+        try:
+            trainer.fit()
+        except TrainingFailedError as err:
+            raise RunFailed(_failure_reason(err)) from None
+        except ray.exceptions.RayError as err:
+            raise RunFailed(f"Ray error: {_first_line(str(err))}") from None
+        finally:
+            pump.finish()
+            with contextlib.suppress(Exception):
+                ray.kill(channel)
+
+
+class _Pump(threading.Thread):
+    """Moves events from the channel actor to the manager and the stop flag the other way."""
+
+    def __init__(self, channel: Any, emit: Callable[[WorkerEvent], None], stop: threading.Event) -> None:
+        super().__init__(name="run-events", daemon=True)
+        self.channel, self.emit, self.stop = channel, emit, stop
+        self._done = threading.Event()
+        self._stop_sent = False
+
+    def run(self) -> None:
+        while not self._done.wait(DRAIN_INTERVAL_S):
+            self._once()
+
+    def _once(self) -> None:
+        import ray
+
+        try:
+            if self.stop.is_set() and not self._stop_sent:
+                ray.get(self.channel.request_stop.remote(), timeout=30)
+                self._stop_sent = True
+            for event in ray.get(self.channel.drain.remote(), timeout=30):
+                self.emit(event)
+        except Exception:  # a slow or restarted actor must not kill the pump; the next tick retries
+            log.warning("could not drain run events", exc_info=True)
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+        self._once()  # whatever arrived between the last tick and the end of fit
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else text
+
+
+def _failure_reason(err: Exception) -> str:
+    """A one-line reason from Ray Train's error: the workers' own exception where there is one."""
+    failures = getattr(err, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        rank, cause = sorted(failures.items())[0]
+        inner = getattr(cause, "cause", None) or cause
+        return f"worker {rank} failed: {type(inner).__name__}: {_last_line(str(inner))}"
+    return _first_line(str(err))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def executor_env() -> Mapping[str, str]:
+    """Ray settings this process runs with (for the start-up log)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
