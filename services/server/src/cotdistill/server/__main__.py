@@ -1,5 +1,8 @@
 """Start the model server: ``python -m cotdistill.server`` or ``cotdistill serve server``."""
 
+import logging
+import sys
+
 import uvicorn
 
 from cotdistill.common.logging import configure_logging
@@ -11,14 +14,26 @@ from cotdistill.server.settings import ServerSettings
 def main() -> None:
     settings = ServerSettings()
     configure_logging(settings.log_level, json_format=settings.log_json, service="server")
+    app = build_app(settings)
     config = uvicorn.Config(
-        build_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.grace_period_s),
     )
-    GracefulServer(config).run()
+    server = GracefulServer(config)
+    failure: list[str] = []
+
+    def on_fatal(why: str) -> None:  # the configured model cannot load: exit non-zero, visibly
+        logging.getLogger("cotdistill.server").critical("%s; shutting down", why)
+        failure.append(why)
+        server.should_exit = True
+
+    app.state.on_fatal = on_fatal
+    server.run()
+    if failure:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

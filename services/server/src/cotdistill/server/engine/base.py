@@ -1,0 +1,124 @@
+"""The narrow async engine interface every backend implements (after vLLM's ``EngineClient``).
+
+The HTTP layer only ever calls :meth:`Engine.generate` (an async iterator of per-step deltas),
+``tokenize``/``token_text`` and :meth:`Engine.close`; cancelling the iterator aborts the request.
+That keeps the transformers and vLLM backends interchangeable and lets unit tests fake an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from cotdistill.common.errors import InvalidArgument
+
+FinishReason = Literal["stop", "length"]
+
+# Top-k logprobs per token an engine returns at most (OpenAI chat allows 20, vLLM too).
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one completion.
+
+    Attributes:
+        max_tokens: tokens to generate at most, >= 1.
+        temperature: 0 means greedy; otherwise logits are divided by it; range [0, 2].
+        top_p: nucleus sampling mass in (0, 1]; 1 keeps the whole distribution.
+        stop: strings that end the completion; the stop string is not part of the text.
+        seed: per-request RNG seed; the same seed and prompt give the same completion.
+        logprobs: None for no logprobs; k >= 0 returns the sampled token's logprob and the top k
+            candidates (raw: before temperature and top_p, as vLLM's default ``raw_logprobs``).
+    """
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise InvalidArgument("max_tokens", f"must be >= 1, got {self.max_tokens}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise InvalidArgument("temperature", f"must be in [0, 2], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidArgument("top_p", f"must be in (0, 1], got {self.top_p}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidArgument("logprobs", f"must be in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs}")
+        if any(not s for s in self.stop):
+            raise InvalidArgument("stop", "stop strings must not be empty")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its id and raw logprob, plus the top-k candidates (ids, logprobs)."""
+
+    token_id: int
+    logprob: float
+    top_ids: tuple[int, ...] = ()
+    top_logprobs: tuple[float, ...] = ()
+
+
+@dataclass
+class StepOutput:
+    """What one engine step added to one completion.
+
+    ``text`` is the new text (stop strings removed, held back while it may still become one);
+    ``token_ids`` the new tokens (text and tokens may lag each other by a step);
+    ``finish_reason`` is set on the last output only.
+    """
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Requests inside the engine now: in the running batch, and submitted but not started."""
+
+    running: int
+    waiting: int
+
+
+class EngineClosed(RuntimeError):
+    """The engine was closed while the request waited or ran."""
+
+
+class EngineLoadError(Exception):
+    """A checkpoint could not be loaded (missing, corrupt, unsupported); the message says why."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model that generates completions; safe to call from many tasks at once."""
+
+    backend: str
+    model_path: str
+    max_model_len: int
+    vocab_size: int
+    eos_token_id: int | None
+    tokenizer: Any  # the Hugging Face tokenizer (chat template, decoding)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Prompt text -> token ids (with the special tokens the model was trained with)."""
+        ...
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token as OpenAI's logprobs show it."""
+        ...
+
+    def generate(self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str) -> AsyncIterator[StepOutput]:
+        """Stream the completion of ``prompt_ids``; closing or cancelling the iterator aborts it."""
+        ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def close(self) -> None:
+        """Stop the engine and free its memory; in-flight requests fail."""
+        ...

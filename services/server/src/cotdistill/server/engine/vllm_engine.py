@@ -1,0 +1,153 @@
+"""vLLM backend: the ``AsyncLLM`` engine (continuous batching, paged KV cache) in this process.
+
+vLLM batches on its own, so this adapter only maps our :class:`SamplingParams` and step outputs
+to and from vLLM's, streaming deltas (``RequestOutputKind.DELTA``) and aborting on cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from cotdistill.server.engine.base import EngineLoadError, EngineStats, SamplingParams, StepOutput, TokenLogprob
+
+log = logging.getLogger(__name__)
+
+
+def vllm_available() -> bool:
+    """Whether vLLM can be imported here (the CPU or CUDA build)."""
+    try:
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class VllmEngine:
+    """A checkpoint served by vLLM's ``AsyncLLM``.
+
+    Args:
+        engine: a started ``AsyncLLM``; model_path: the checkpoint it serves.
+    """
+
+    backend = "vllm"
+
+    def __init__(self, engine: Any, tokenizer: Any, model_path: str, max_model_len: int, vocab_size: int) -> None:
+        self._engine = engine
+        self.tokenizer = tokenizer
+        self.model_path = model_path
+        self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
+        self.eos_token_id: int | None = tokenizer.eos_token_id
+        self._token_text: dict[int, str] = {}
+        self._running = 0
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        max_batch_size: int = 32,
+        enforce_eager: bool = True,
+        dtype: str = "float32",
+        max_model_len: int | None = None,
+    ) -> VllmEngine:
+        """Start an AsyncLLM on ``path`` (blocking; call it in a thread). Raises EngineLoadError."""
+        if not Path(path).is_dir():
+            raise EngineLoadError(f"checkpoint {str(path)!r} is not a directory")
+        try:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            args = AsyncEngineArgs(
+                model=str(path),
+                dtype=dtype,  # type: ignore[arg-type]
+                enforce_eager=enforce_eager,
+                max_num_seqs=max_batch_size,
+                max_model_len=max_model_len,
+                disable_log_stats=True,
+            )
+            engine = AsyncLLM.from_engine_args(args)
+        except Exception as exc:
+            raise EngineLoadError(
+                f"checkpoint {str(path)!r} failed to load in vLLM: {type(exc).__name__}: {exc}"
+            ) from exc
+        tokenizer = engine.tokenizer
+        length = int(engine.model_config.max_model_len)
+        return cls(engine, tokenizer, str(path), length, int(engine.model_config.get_vocab_size()))
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    def token_text(self, token_id: int) -> str:
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id])
+            self._token_text[token_id] = text
+        return text
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=self._running, waiting=0)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[StepOutput]:
+        from vllm import SamplingParams as VllmParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        vparams = VllmParams(
+            n=1,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            stop=list(params.stop) or None,
+            logprobs=params.logprobs,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        self._running += 1
+        finished = False
+        try:
+            stream = self._engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), vparams, request_id)
+            async for out in stream:
+                completion = out.outputs[0]
+                logprobs = None
+                if params.logprobs is not None and completion.logprobs is not None:
+                    logprobs = []
+                    for token, candidates in zip(completion.token_ids, completion.logprobs, strict=False):
+                        ranked = sorted(candidates.items(), key=lambda kv: kv[1].rank if kv[1].rank else 10**9)
+                        top = [
+                            (tid, lp.logprob)
+                            for tid, lp in ranked
+                            if lp.rank is not None and lp.rank <= params.logprobs
+                        ]
+                        logprobs.append(
+                            TokenLogprob(
+                                int(token),
+                                float(candidates[token].logprob),
+                                tuple(t for t, _ in top[: params.logprobs]),
+                                tuple(v for _, v in top[: params.logprobs]),
+                            )
+                        )
+                reason = completion.finish_reason if out.finished else None
+                finish = None if reason is None else ("length" if reason == "length" else "stop")
+                finished = finish is not None
+                yield StepOutput(
+                    text=completion.text,
+                    token_ids=list(completion.token_ids),
+                    logprobs=logprobs,
+                    finish_reason=finish,  # type: ignore[arg-type]
+                )
+                if finished:
+                    return
+        finally:
+            self._running -= 1
+            if not finished:
+                await asyncio.shield(self._engine.abort(request_id))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._engine.shutdown)

@@ -1,0 +1,120 @@
+"""Every error leaves the server in OpenAI's JSON shape, with a real status and the field named.
+
+``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}`` is what OpenAI clients
+parse (the ``openai`` package raises ``BadRequestError``/``RateLimitError``/... from the status and
+shows ``message``). One place maps every exception the app can raise; nothing leaks a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cotdistill.common.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error response: HTTP ``status``, OpenAI ``type``, the offending ``param`` and a ``code``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    *,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """An error in OpenAI's JSON shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return JSONResponse(status_code=status, content=error_body(message, kind, param, code), headers=dict(headers or {}))
+
+
+def bad_request(param: str, message: str, code: str | None = None) -> APIError:
+    """400 naming the request field at fault."""
+    return APIError(400, f"{param}: {message}", param=param, code=code)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "body"
+
+
+_STATUS_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception to an OpenAI-shaped response."""
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return openai_error(exc.status, exc.message, exc.kind, exc.code, param=exc.param, headers=exc.headers)
+
+    @app.exception_handler(InvalidArgument)
+    async def invalid_argument(request: Request, exc: InvalidArgument) -> JSONResponse:
+        return openai_error(400, str(exc), "invalid_request_error", param=exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        param = _field_path(tuple(first.get("loc", ("body",))))
+        message = f"{param}: {first.get('msg', 'invalid value')}"
+        if first.get("type") == "json_invalid":
+            message = "body: the request body is not valid JSON"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+        return openai_error(400, message, "invalid_request_error", param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail) if exc.detail else "error"
+        if exc.status_code == 404:
+            message = f"{request.url.path} not found"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
+        kind = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
+        return openai_error(exc.status_code, message, kind, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return openai_error(500, "internal server error", "server_error")

@@ -1,0 +1,186 @@
+"""One request's life: lease the model, validate, wait for a slot, generate, answer or stream.
+
+Shared by /v1/completions, /v1/chat/completions and /v1/reason so that limits, timeouts,
+disconnects and metrics behave the same on every generating endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from cotdistill.server.admission import Admission
+from cotdistill.server.auth import ApiKeys
+from cotdistill.server.engine.base import Engine, StepOutput
+from cotdistill.server.errors import APIError, error_body
+from cotdistill.server.generation import Choice, ClientDisconnected, Job, Trace, cancel_on_disconnect, collect, run_jobs
+from cotdistill.server.metrics import ServerMetrics
+from cotdistill.server.models import ModelHolder
+from cotdistill.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppContext:
+    """Everything the routes need; lives on ``app.state.ctx``."""
+
+    settings: ServerSettings
+    holder: ModelHolder
+    admission: Admission
+    metrics: ServerMetrics
+    api_keys: ApiKeys
+
+
+def context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+class TimedOut(APIError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(504, f"The request did not finish within {seconds:g} s.", "timeout_error", code="timeout")
+
+
+class SSEResponse(StreamingResponse):
+    """Server-sent events; ``on_close`` runs however the stream ends (done, error, disconnect)."""
+
+    def __init__(self, events: AsyncIterator[str], on_close: Callable[[], Any]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # On a disconnect Starlette cancels the sending task but leaves the generator open:
+            # close it now, which cancels the completions still generating for this client.
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._on_close()
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+@dataclass
+class Admitted:
+    """A request holding a model lease and admission slots until ``close()``."""
+
+    engine: Engine
+    jobs: list[Job]
+    trace: Trace
+    deadline: float
+    stack: AsyncExitStack
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.perf_counter())
+
+    async def close(self) -> None:
+        await self.stack.aclose()
+
+
+async def admit(ctx: AppContext, request: Request, make_jobs: Callable[[Engine], list[Job]]) -> Admitted:
+    """Lease the model (503), build and validate the jobs (400), wait for slots (429, 504)."""
+    trace = Trace()
+    timeout_s = ctx.settings.request_timeout_s
+    stack = AsyncExitStack()
+    try:
+        engine = await stack.enter_async_context(ctx.holder.lease())
+        jobs = make_jobs(engine)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await cancel_on_disconnect(request, stack.enter_async_context(ctx.admission.slot(len(jobs))))
+        except TimeoutError:
+            ctx.metrics.rejected.labels("timeout").inc()
+            raise TimedOut(timeout_s) from None
+        except APIError as exc:
+            if exc.status == 429:
+                ctx.metrics.rejected.labels("overloaded").inc()
+            raise
+        trace.admitted = time.perf_counter()
+        ctx.metrics.queue_time.observe(trace.queue_s())
+        seen: set[int] = set()
+        for job in jobs:
+            if job.prompt_index not in seen:
+                seen.add(job.prompt_index)
+                ctx.metrics.prompt_tokens.inc(len(job.prompt_ids))
+        return Admitted(engine, jobs, trace, trace.arrival + timeout_s, stack)
+    except BaseException as exc:
+        await stack.aclose()
+        if isinstance(exc, ClientDisconnected):
+            ctx.metrics.rejected.labels("disconnected").inc()
+        raise
+
+
+def _finished(ctx: AppContext, trace: Trace) -> None:
+    trace.finished = time.perf_counter()
+    elapsed = trace.finished - trace.arrival
+    ctx.metrics.e2e.observe(elapsed)
+    ctx.admission.observe_latency(elapsed)
+
+
+async def run_to_end(ctx: AppContext, request: Request, admitted: Admitted) -> list[Choice]:
+    """Generate every choice; cancelled if the client disconnects or the deadline passes."""
+    try:
+        try:
+            work = asyncio.wait_for(
+                collect(admitted.engine, admitted.jobs, admitted.trace, ctx.metrics), admitted.remaining_s()
+            )
+            choices = await cancel_on_disconnect(request, work)
+        except TimeoutError:
+            ctx.metrics.rejected.labels("timeout").inc()
+            raise TimedOut(ctx.settings.request_timeout_s) from None
+        except ClientDisconnected:
+            ctx.metrics.rejected.labels("disconnected").inc()
+            raise
+        _finished(ctx, admitted.trace)
+        return choices
+    finally:
+        await admitted.close()
+
+
+def stream_events(
+    ctx: AppContext,
+    admitted: Admitted,
+    render: Callable[[int, StepOutput], list[dict[str, Any]]],
+    final: Callable[[list[Choice]], list[dict[str, Any]]],
+) -> SSEResponse:
+    """An SSE response: ``render`` turns each step into chunks, ``final`` adds closing chunks."""
+
+    async def events() -> AsyncIterator[str]:
+        choices = {job.index: Choice(job.index) for job in admitted.jobs}
+        stream = run_jobs(admitted.engine, admitted.jobs, admitted.trace, ctx.metrics)
+        try:
+            async with asyncio.timeout(admitted.remaining_s()):
+                async for index, out in stream:
+                    choices[index].add(out)
+                    for chunk in render(index, out):
+                        yield sse(chunk)
+            for chunk in final([choices[i] for i in sorted(choices)]):
+                yield sse(chunk)
+            _finished(ctx, admitted.trace)
+        except TimeoutError:
+            ctx.metrics.rejected.labels("timeout").inc()
+            err = TimedOut(ctx.settings.request_timeout_s)
+            yield sse(error_body(err.message, err.kind, code=err.code))
+        except APIError as exc:
+            yield sse(error_body(exc.message, exc.kind, exc.param, exc.code))
+        finally:
+            await stream.aclose()
+        yield sse("[DONE]")
+
+    return SSEResponse(events(), on_close=admitted.close)
