@@ -1,0 +1,353 @@
+"""Cross-tokenizer alignment: carry the teacher's top-k onto the student's tokens.
+
+The teacher generated a rationale as teacher tokens, each with its top-k candidates. The student
+sees the same text cut into *its* tokens. Following Fu et al. (2023), the two token sequences
+are aligned by dynamic time warping whose local cost is the edit distance between token
+strings; then, for each student token:
+
+* aligned one-to-one with a teacher token whose string is identical: the target is that teacher
+  position's top-k, with each candidate mapped into the student vocabulary by its string
+  (candidates the student vocabulary lacks are dropped);
+* otherwise (one-to-many, many-to-one, or different strings): a one-hot target on the student's
+  own token.
+
+Tokens are compared as **bytes** (byte-level ``Ġ`` and Metaspace ``▁`` both become a space; byte
+fallback ``<0x..>`` becomes the byte), so a character split across byte-level tokens still
+aligns. With identical tokenizers (same content hash) and identical token ids the alignment is
+the identity and the DP is skipped.
+
+:func:`align_reference` is the straightforward pure-Python DP; :func:`align` is the compiled
+(numba) one; tests prove them identical, including tie-breaking (diagonal, then up, then left).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numba
+import numpy as np
+
+ABSENT = -np.inf  # logprob of a candidate the student vocabulary lacks / of one-hot's other slots
+
+
+# ---- token strings ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: printable stand-in character -> byte value."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+def _decoder_kinds(tokenizer: Any) -> set[str]:
+    """Names of the backend decoder components (ByteLevel, Metaspace, ByteFallback, ...)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is None:
+        return set()
+    names = {type(decoder).__name__}
+    text = repr(decoder)
+    for name in ("ByteLevel", "Metaspace", "ByteFallback", "Replace", "WordPiece"):
+        if name in text:
+            names.add(name)
+    return names
+
+
+def piece_bytes(tokenizer: Any, pieces: Sequence[str | None]) -> list[bytes]:
+    """Surface bytes of token pieces (from ``convert_ids_to_tokens``) for comparison.
+
+    Byte-level pieces map back through GPT-2's byte table; ``▁`` becomes a space; ``<0xNN>``
+    byte-fallback pieces become their byte; anything else is its UTF-8.
+    """
+    kinds = _decoder_kinds(tokenizer)
+    byte_level = "ByteLevel" in kinds
+    table = _byte_decoder()
+    out: list[bytes] = []
+    for piece in pieces:
+        if piece is None:
+            out.append(b"")
+        elif byte_level and all(ch in table for ch in piece):
+            out.append(bytes(table[ch] for ch in piece))
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            out.append(bytes([int(piece[3:5], 16)]))
+        else:
+            out.append(piece.replace("▁", " ").encode("utf-8"))
+    return out
+
+
+def token_bytes(tokenizer: Any, ids: Sequence[int] | np.ndarray) -> list[bytes]:
+    """Surface bytes of each token id (ids outside the tokenizer give b"")."""
+    n = len(tokenizer)
+    ids_list = [int(i) for i in ids]
+    pieces = tokenizer.convert_ids_to_tokens([i if 0 <= i < n else 0 for i in ids_list])
+    out = piece_bytes(tokenizer, pieces)
+    return [b if 0 <= i < n else b"" for b, i in zip(out, ids_list, strict=True)]
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """Content hash of a tokenizer (vocabulary, merges, normalization): equal means identical."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    payload = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def vocabulary_map(
+    teacher: Any, student: Any, student_vocab_size: int, teacher_vocab_size: int | None = None
+) -> np.ndarray:
+    """For each teacher id, the student id with the same surface bytes, or -1.
+
+    Returns int64 (V_teacher,), V_teacher = max(len(teacher), teacher_vocab_size) so padded
+    embedding rows (ids the tokenizer never produces) map to -1. Student ids at or above
+    ``student_vocab_size`` (the student's embedding rows) are never produced.
+    """
+    size = max(len(teacher), teacher_vocab_size or 0)
+    if tokenizer_fingerprint(teacher) == tokenizer_fingerprint(student):
+        mapping = np.arange(size, dtype=np.int64)
+        mapping[min(len(teacher), student_vocab_size) :] = -1
+        return mapping
+    student_ids = list(range(min(len(student), student_vocab_size)))
+    by_bytes: dict[bytes, int] = {}
+    for sid, b in zip(student_ids, token_bytes(student, student_ids), strict=True):
+        by_bytes.setdefault(b, sid)  # first (lowest) id wins: the base token over added duplicates
+    mapping = np.full(size, -1, dtype=np.int64)
+    teacher_ids = list(range(len(teacher)))
+    for tid, b in zip(teacher_ids, token_bytes(teacher, teacher_ids), strict=True):
+        if b:
+            mapping[tid] = by_bytes.get(b, -1)
+    return mapping
+
+
+# ---- the alignment DP ---------------------------------------------------------------------
+
+
+def edit_distance_reference(a: bytes, b: bytes) -> int:
+    """Levenshtein distance (unit insert/delete/substitute), the textbook DP."""
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+        prev = cur
+    return prev[len(b)]
+
+
+def align_reference(teacher: Sequence[bytes], student: Sequence[bytes]) -> list[tuple[int, int]]:
+    """DTW alignment path of two token-string sequences; the straightforward pure-Python DP.
+
+    ``D[i][j] = ed(t_i, s_j) + min(D[i-1][j-1], D[i-1][j], D[i][j-1])``; the path runs from (0, 0)
+    to (n-1, m-1); ties prefer the diagonal, then up (i-1), then left (j-1).
+    Returns the (teacher index, student index) pairs of the path, in order.
+    """
+    n, m = len(teacher), len(student)
+    if n == 0 or m == 0:
+        return []
+    inf = float("inf")
+    d = [[inf] * (m + 1) for _ in range(n + 1)]
+    d[0][0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost = edit_distance_reference(teacher[i - 1], student[j - 1])
+            d[i][j] = cost + min(d[i - 1][j - 1], d[i - 1][j], d[i][j - 1])
+    path = []
+    i, j = n, m
+    while True:
+        path.append((i - 1, j - 1))
+        if i == 1 and j == 1:
+            break
+        diag, up, left = d[i - 1][j - 1], d[i - 1][j], d[i][j - 1]
+        best = min(diag, up, left)
+        if diag == best:
+            i, j = i - 1, j - 1
+        elif up == best:
+            i -= 1
+        else:
+            j -= 1
+    path.reverse()
+    return path
+
+
+def _pack(strings: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated bytes (uint8) and offsets (int64, len+1) of byte strings."""
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+    if strings:
+        np.cumsum([len(s) for s in strings], out=offsets[1:])
+    flat = np.frombuffer(b"".join(strings), dtype=np.uint8) if strings else np.zeros(0, np.uint8)
+    return flat, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _edit_distance(
+    a: np.ndarray, a0: int, a1: int, b: np.ndarray, b0: int, b1: int, row: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    lb = b1 - b0
+    for j in range(lb + 1):
+        row[j] = j
+    for i in range(1, a1 - a0 + 1):
+        diag = row[0]
+        row[0] = i
+        ai = a[a0 + i - 1]
+        for j in range(1, lb + 1):
+            up = row[j]
+            sub = diag + (1 if ai != b[b0 + j - 1] else 0)
+            best = up + 1
+            if row[j - 1] + 1 < best:
+                best = row[j - 1] + 1
+            if sub < best:
+                best = sub
+            row[j] = best
+            diag = up
+    return row[lb]
+
+
+@numba.njit(cache=True, nogil=True)
+def _dtw(ta: np.ndarray, to: np.ndarray, sa: np.ndarray, so: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    n = to.shape[0] - 1
+    m = so.shape[0] - 1
+    longest = 1
+    for j in range(m):
+        if so[j + 1] - so[j] + 1 > longest:
+            longest = so[j + 1] - so[j] + 1
+    row = np.empty(longest, dtype=np.int64)
+    inf = np.inf
+    d = np.full((n + 1, m + 1), inf)
+    d[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost = _edit_distance(ta, to[i - 1], to[i], sa, so[j - 1], so[j], row)
+            best = d[i - 1, j - 1]
+            if d[i - 1, j] < best:
+                best = d[i - 1, j]
+            if d[i, j - 1] < best:
+                best = d[i, j - 1]
+            d[i, j] = cost + best
+    path = np.empty((n + m, 2), dtype=np.int64)
+    k = 0
+    i, j = n, m
+    while True:
+        path[k, 0] = i - 1
+        path[k, 1] = j - 1
+        k += 1
+        if i == 1 and j == 1:
+            break
+        diag, up, left = d[i - 1, j - 1], d[i - 1, j], d[i, j - 1]
+        best = min(diag, min(up, left))
+        if diag == best:
+            i -= 1
+            j -= 1
+        elif up == best:
+            i -= 1
+        else:
+            j -= 1
+    return path[:k][::-1].copy()
+
+
+def align(teacher: Sequence[bytes], student: Sequence[bytes]) -> list[tuple[int, int]]:
+    """Same result as :func:`align_reference`, compiled: (teacher index, student index) pairs."""
+    return [(int(i), int(j)) for i, j in align_array(teacher, student)]
+
+
+def align_array(teacher: Sequence[bytes], student: Sequence[bytes]) -> np.ndarray:
+    """The DTW path as an int64 array (P, 2) of (teacher index, student index)."""
+    if not teacher or not student:
+        return np.zeros((0, 2), dtype=np.int64)
+    ta, to = _pack(teacher)
+    sa, so = _pack(student)
+    return np.asarray(_dtw(ta, to, sa, so))
+
+
+def one_to_one(path: np.ndarray, n_teacher: int, n_student: int) -> np.ndarray:
+    """For each student token, the teacher index it is aligned with one-to-one, else -1.
+
+    path: (P, 2) alignment pairs. Returns int64 (n_student,).
+    """
+    out = np.full(n_student, -1, dtype=np.int64)
+    if len(path) == 0:
+        return out
+    t_count = np.bincount(path[:, 0], minlength=n_teacher)
+    s_count = np.bincount(path[:, 1], minlength=n_student)
+    single = (t_count[path[:, 0]] == 1) & (s_count[path[:, 1]] == 1)
+    out[path[single, 1]] = path[single, 0]
+    return out
+
+
+# ---- KD targets ---------------------------------------------------------------------------
+
+
+@dataclass
+class TeacherTokens:
+    """One teacher sample's generated tokens: ids (T,), top-k ids (T, k), top-k logprobs (T, k)."""
+
+    ids: np.ndarray
+    top_ids: np.ndarray
+    top_logprobs: np.ndarray
+
+
+class Aligner:
+    """Maps teacher top-k onto student tokens for one (teacher tokenizer, student tokenizer) pair."""
+
+    def __init__(self, teacher_tokenizer: Any, student_tokenizer: Any, student_vocab_size: int) -> None:
+        self.teacher = teacher_tokenizer
+        self.student = student_tokenizer
+        self.same = tokenizer_fingerprint(teacher_tokenizer) == tokenizer_fingerprint(student_tokenizer)
+        self.vocab = vocabulary_map(teacher_tokenizer, student_tokenizer, student_vocab_size)
+        self.student_vocab_size = student_vocab_size
+        self._student_bytes: dict[int, bytes] = {}
+        self._teacher_bytes: dict[int, bytes] = {}
+
+    def _bytes(self, tokenizer: Any, cache: dict[int, bytes], ids: np.ndarray) -> list[bytes]:
+        missing = [int(i) for i in set(ids.tolist()) if int(i) not in cache]
+        if missing:
+            cache.update(zip(missing, token_bytes(tokenizer, missing), strict=True))
+        return [cache[int(i)] for i in ids]
+
+    def map_candidates(self, top_ids: np.ndarray, top_logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Teacher candidates (T, k) -> student ids (T, k) int64 and logprobs float32 (-inf if absent)."""
+        inside = (top_ids >= 0) & (top_ids < len(self.vocab))
+        mapped = np.where(inside, self.vocab[np.clip(top_ids, 0, len(self.vocab) - 1)], -1)
+        present = mapped >= 0
+        return np.where(present, mapped, 0).astype(np.int64), np.where(present, top_logprobs, ABSENT).astype(np.float32)
+
+    def targets(self, student_ids: np.ndarray, teacher: TeacherTokens) -> tuple[np.ndarray, np.ndarray, int]:
+        """KD targets for a student token sequence that spells (about) the teacher's text.
+
+        student_ids: (S,) the student's tokens. Returns ``(ids (S, k) int64, logprobs (S, k)
+        float32, n_matched)``: matched tokens carry the mapped teacher top-k, the others a
+        one-hot on their own id (logprob 0 in slot 0, -inf elsewhere).
+        """
+        k = teacher.top_ids.shape[1]
+        s = len(student_ids)
+        ids = np.zeros((s, k), dtype=np.int64)
+        lps = np.full((s, k), ABSENT, dtype=np.float32)
+        ids[:, 0] = student_ids
+        lps[:, 0] = 0.0
+        if k == 0 or s == 0 or len(teacher.ids) == 0:
+            return ids, lps, 0
+        if self.same and len(teacher.ids) == s and np.array_equal(teacher.ids, student_ids):
+            match = np.arange(s, dtype=np.int64)  # identical tokenizers and tokens: no DP needed
+        else:
+            t_bytes = self._bytes(self.teacher, self._teacher_bytes, teacher.ids)
+            s_bytes = self._bytes(self.student, self._student_bytes, student_ids)
+            match = one_to_one(align_array(t_bytes, s_bytes), len(t_bytes), s)
+            same_string = np.array(
+                [m >= 0 and t_bytes[m] == s_bytes[j] for j, m in enumerate(match.tolist())], dtype=bool
+            )
+            match = np.where(same_string, match, -1)
+        rows = np.nonzero(match >= 0)[0]
+        if len(rows):
+            mids, mlps = self.map_candidates(teacher.top_ids[match[rows]], teacher.top_logprobs[match[rows]])
+            usable = np.isfinite(mlps).any(-1)  # a row with no candidate in the student vocab stays one-hot
+            rows, mids, mlps = rows[usable], mids[usable], mlps[usable]
+            ids[rows], lps[rows] = mids, mlps
+        return ids, lps, len(rows)

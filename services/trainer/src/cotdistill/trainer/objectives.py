@@ -1,0 +1,200 @@
+"""Training objectives as pure functions of tensors: sample matching and top-k distribution matching.
+
+Shapes: N is the number of supervised token positions (the loop gathers only completion
+positions, so N is not B*T), V the student vocabulary, k the teacher candidates per position.
+
+The teacher is known only through its top-k candidates per token (ids already mapped into the
+student vocabulary, logprobs in nats; a missing candidate has logprob ``-inf``). The
+teacher's full-vocabulary distribution is never built: the student's log-probs are gathered at
+the k candidate ids, an (N, k) tensor. Two ways to handle the mass outside the top-k:
+
+* ``renormalize``: both distributions are renormalized over the k candidates;
+* ``tail_bucket``: a (k+1)-th bucket holds ``1 - sum(top-k)`` for each side.
+
+With k = V both reduce to the exact full-vocabulary divergence (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.nn import functional
+
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+TopKMass = Literal["renormalize", "tail_bucket"]
+
+_TINY = 1e-12
+ABSENT_LOGPROB = -1e4  # "candidate absent": exp() underflows to exactly 0 in fp32
+
+
+def token_nll(student_logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sample matching: mean negative log-likelihood of the teacher's tokens.
+
+    student_logprobs: (N, V) log-softmax of the student's logits.
+    labels: (N,) int64 target ids in [0, V).
+    Returns a scalar: ``-mean_n log q(labels[n])``.
+    """
+    if labels.numel() == 0:
+        return student_logprobs.sum() * 0.0
+    return -student_logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1).mean()
+
+
+def topk_distributions(
+    student_logprobs: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor, mass: TopKMass
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher and student log-distributions over the k candidates (+ a tail bucket).
+
+    student_logprobs: (N, V) student log-softmax (already temperature-scaled).
+    teacher_ids: (N, k) int64 candidate ids in the student vocabulary (any valid id where absent).
+    teacher_logprobs: (N, k) float teacher logprobs; ``-inf`` marks an absent candidate.
+    Returns ``(log_p, log_q)``, each (N, k) for ``renormalize`` or (N, k+1) for ``tail_bucket``;
+    entries of absent candidates are ``-inf`` on both sides.
+    """
+    present = torch.isfinite(teacher_logprobs)
+    # Absent candidates get a large finite negative logprob instead of -inf: exp() is exactly 0,
+    # and logsumexp/logaddexp stay finite, so no NaN reaches the gradients.
+    s = student_logprobs.gather(-1, teacher_ids).masked_fill(~present, ABSENT_LOGPROB)
+    t = teacher_logprobs.to(student_logprobs.dtype).masked_fill(~present, ABSENT_LOGPROB)
+    if mass == "renormalize":
+        return t - torch.logsumexp(t, -1, keepdim=True), s - torch.logsumexp(s, -1, keepdim=True)
+    if mass == "tail_bucket":
+        return torch.cat([t, _log_tail(t)], -1), torch.cat([s, _log_tail(s)], -1)
+    raise ValueError(f"unknown top-k mass handling {mass!r}")
+
+
+def _log_tail(logprobs: torch.Tensor) -> torch.Tensor:
+    """log(1 - sum exp(logprobs)) per row, (N, 1); clamped so a full top-k gives a ~0 bucket."""
+    covered = torch.exp(torch.logsumexp(logprobs, -1, keepdim=True)).clamp(max=1.0)
+    return torch.log((1.0 - covered).clamp(min=_TINY))
+
+
+def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row: ``sum_i p_i (log p_i - log q_i)``, with 0 log 0 = 0.
+
+    log_p, log_q: (N, m) log-probabilities (``-inf`` allowed where p is 0).
+    Returns (N,).
+    """
+    p = log_p.exp()
+    diff = torch.where(p > 0, log_p - log_q.clamp(min=math.log(_TINY)), torch.zeros_like(log_p))
+    return (p * diff).sum(-1)
+
+
+def generalized_jsd(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence (GKD, Agarwal et al. 2024) per row.
+
+    ``m = beta p + (1 - beta) q``; ``JSD_beta = beta KL(p || m) + (1 - beta) KL(q || m)``.
+    Symmetric when beta = 0.5; bounded by ``-beta log beta - (1-beta) log(1-beta)``.
+    log_p, log_q: (N, m). Returns (N,).
+    """
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"jsd beta must be in (0, 1), got {beta}")
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log(1.0 - beta))
+    return beta * kl(log_p, log_m) + (1.0 - beta) * kl(log_q, log_m)
+
+
+def divergence(log_p: torch.Tensor, log_q: torch.Tensor, kind: Divergence, beta: float = 0.5) -> torch.Tensor:
+    """Teacher ``p`` vs student ``q`` per row: forward KL(p||q), reverse KL(q||p) or JSD_beta.
+
+    log_p, log_q: (N, m). Returns (N,).
+    """
+    if kind == "forward_kl":
+        return kl(log_p, log_q)
+    if kind == "reverse_kl":
+        return kl(log_q, log_p)
+    if kind == "jsd":
+        return generalized_jsd(log_p, log_q, beta)
+    raise ValueError(f"unknown divergence {kind!r}")
+
+
+def topk_distillation(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    *,
+    kind: Divergence = "forward_kl",
+    mass: TopKMass = "renormalize",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Distribution matching against the teacher's top-k: mean divergence over positions.
+
+    student_logits: (N, V) raw logits. teacher_ids: (N, k) int64 in [0, V).
+    teacher_logprobs: (N, k) teacher logprobs (``-inf`` = absent candidate).
+    temperature: divides the student's logits (the teacher's logprobs are used as sampled).
+    Returns a scalar; positions with no present candidate contribute 0 and are not counted.
+    """
+    logprobs = functional.log_softmax(student_logits.float() / temperature, dim=-1)
+    return topk_distillation_from_logprobs(logprobs, teacher_ids, teacher_logprobs, kind=kind, mass=mass, beta=beta)
+
+
+def topk_distillation_from_logprobs(
+    student_logprobs: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    *,
+    kind: Divergence = "forward_kl",
+    mass: TopKMass = "renormalize",
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """:func:`topk_distillation` on precomputed student log-softmax (N, V): shares it with the NLL."""
+    valid = torch.isfinite(teacher_logprobs).any(-1)
+    if not bool(valid.all()):
+        # Rows without any candidate carry no teacher signal: drop them rather than mask (no NaN).
+        student_logprobs, teacher_ids, teacher_logprobs = (
+            student_logprobs[valid],
+            teacher_ids[valid],
+            teacher_logprobs[valid],
+        )
+    if teacher_ids.numel() == 0:
+        return student_logprobs.sum() * 0.0
+    log_p, log_q = topk_distributions(student_logprobs, teacher_ids, teacher_logprobs, mass)
+    return divergence(log_p, log_q, kind, beta).mean()
+
+
+@dataclass(frozen=True)
+class ObjectiveWeights:
+    """Weights and settings of the mixture ``sft_weight * NLL + kd_weight * D(teacher, student)``."""
+
+    sft_weight: float = 1.0
+    kd_weight: float = 0.0
+    kind: Divergence = "forward_kl"
+    mass: TopKMass = "renormalize"
+    beta: float = 0.5
+    temperature: float = 1.0
+
+
+def distillation_objective(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_ids: torch.Tensor | None,
+    teacher_logprobs: torch.Tensor | None,
+    weights: ObjectiveWeights,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted mixture of sample matching and top-k distribution matching.
+
+    student_logits: (N, V); labels: (N,) int64; teacher_ids / teacher_logprobs: (N, k) or None.
+    Returns ``(loss, parts)`` with parts ``{"sft": nll, "kd": divergence}`` (detached). The
+    log-softmax is computed once and shared when the temperature is 1, so KD adds only the
+    (N, k) gather and the divergence on top of SFT.
+    """
+    logprobs = functional.log_softmax(student_logits.float(), dim=-1)
+    nll = token_nll(logprobs, labels)
+    loss = weights.sft_weight * nll if weights.sft_weight else nll.detach() * 0.0
+    parts = {"sft": nll.detach()}
+    if weights.kd_weight > 0:
+        if teacher_ids is None or teacher_logprobs is None:
+            raise ValueError("kd_weight > 0 needs teacher_ids and teacher_logprobs")
+        kd_logprobs = (
+            logprobs
+            if weights.temperature == 1.0
+            else functional.log_softmax(student_logits.float() / weights.temperature, dim=-1)
+        )
+        kd = topk_distillation_from_logprobs(
+            kd_logprobs, teacher_ids, teacher_logprobs, kind=weights.kind, mass=weights.mass, beta=weights.beta
+        )
+        loss = loss + weights.kd_weight * kd
+        parts["kd"] = kd.detach()
+    return loss, parts

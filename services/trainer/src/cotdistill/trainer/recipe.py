@@ -1,0 +1,588 @@
+"""The training recipe: fine-tune a student on teacher samples, in one readable loop.
+
+    setup(resume_from) -> train() -> save_checkpoint(step) -> cleanup()
+
+Run it standalone in one process::
+
+    python -m cotdistill.trainer.recipe CONFIG.yaml [hyperparameters.max_steps=100 ...]
+
+where CONFIG.yaml holds a :class:`~cotdistill.trainer.config.RecipeConfig` (see
+``configs/trainer_tiny.yaml``). The trainer service runs the same class inside Ray Train workers,
+plugging :class:`DistributedHooks` (DDP wrapping, data sharding, rank) and a :class:`Reporter`
+(events, cancellation); nothing else differs between one process and many.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from cotdistill.common.errors import InvalidArgument
+from cotdistill.trainer import checkpoints as ckpt
+from cotdistill.trainer.alignment import Aligner, tokenizer_fingerprint
+from cotdistill.trainer.config import RecipeConfig, detect_kind
+from cotdistill.trainer.data import IGNORE, BatchList, Example, ExampleBuilder, build_batches, load_samples
+from cotdistill.trainer.objectives import ObjectiveWeights, distillation_objective
+
+log = logging.getLogger("cotdistill.trainer.recipe")
+
+
+# ---- what the service plugs in --------------------------------------------------------------
+
+
+class Reporter(Protocol):
+    """Receives the run's progress; the service turns these into WatchRun events."""
+
+    def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        """metrics: loss, sft, kd (when used), learning_rate, tokens_per_second, grad_norm."""
+
+    def on_checkpoint(self, step: int, path: str, validation_loss: float | None, is_best: bool) -> None: ...
+
+    def on_validation(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def should_stop(self) -> bool:
+        """True asks the loop to stop after the current optimizer step (cancellation)."""
+        ...
+
+
+class LogReporter:
+    """Default reporter: log lines, never stops."""
+
+    def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        parts = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        log.info("step %d/%d %s", step, total_steps, parts)
+
+    def on_checkpoint(self, step: int, path: str, validation_loss: float | None, is_best: bool) -> None:
+        log.info("checkpoint step=%d path=%s validation_loss=%s best=%s", step, path, validation_loss, is_best)
+
+    def on_validation(self, step: int, metrics: dict[str, float]) -> None:
+        log.info("validation step=%d %s", step, metrics)
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class DistributedHooks:
+    """How the loop meets a distributed runtime; the defaults are one process.
+
+    The service passes e.g. ``prepare_model=ray.train.torch.prepare_model``,
+    ``prepare_data_loader=ray.train.torch.prepare_data_loader`` and the worker's rank.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | None = None  # None: CUDA when available, else CPU
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def prepare_data_loader(self, loader: Any) -> Any:
+        return loader
+
+
+# ---- the student's forward pass ---------------------------------------------------------------
+
+
+class StudentLM(nn.Module):
+    """Wraps a Hugging Face model so the forward pass returns logits only where there is a loss.
+
+    forward(batch) -> (N, V) logits at the N positions with ``labels != -100``. For plain causal
+    LMs the LM head runs on those N hidden states only (prompt and padding positions never
+    reach the (., V) projection); this module is what DDP wraps, so gradient sync still happens.
+    """
+
+    def __init__(self, model: nn.Module, encoder_decoder: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.encoder_decoder = encoder_decoder
+        hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = getattr(hf, "config", None)
+        # Heads with extra logit transforms (softcapping, scaling) go through the model's own forward.
+        self.fast_head = (
+            not encoder_decoder
+            and getattr(config, "final_logit_softcapping", None) is None
+            and not hasattr(hf, "logit_scale")
+            and hf.get_output_embeddings() is not None
+            and hasattr(hf, getattr(hf, "base_model_prefix", "") or "_none_")
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor], select: torch.Tensor) -> torch.Tensor:
+        """batch: collated tensors (B, T); select: (N,) flat indices into B*T. Returns (N, V)."""
+        if self.encoder_decoder:
+            out = self.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                decoder_input_ids=batch["decoder_input_ids"],
+                decoder_attention_mask=batch["decoder_attention_mask"],
+                use_cache=False,
+            )
+            return out.logits.flatten(0, 1)[select]
+        kwargs = {
+            "input_ids": batch["input_ids"],
+            "position_ids": batch["position_ids"],
+            # None + restarting position_ids = packed rows: HF builds a block-diagonal causal mask.
+            "attention_mask": batch.get("attention_mask"),
+            "use_cache": False,
+        }
+        if not self.fast_head:
+            return self.model(**kwargs).logits.flatten(0, 1)[select]
+        hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        backbone = getattr(hf, hf.base_model_prefix)
+        hidden = backbone(**kwargs).last_hidden_state
+        return hf.get_output_embeddings()(hidden.flatten(0, 1)[select])
+
+
+def lr_lambda(schedule: str, warmup: int, total: int) -> Any:
+    """Multiplier of the peak learning rate at a given optimizer step (0-based)."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / (warmup + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _find_sampler(loader: Any) -> Any:
+    for obj in (loader, getattr(loader, "_dataloader", None)):
+        sampler = getattr(obj, "sampler", None)
+        if sampler is not None:
+            return sampler
+    return None
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The Hugging Face (or peft) model inside DDP/FSDP and StudentLM wrappers."""
+    while True:
+        if isinstance(module, StudentLM):
+            return module.model
+        inner = getattr(module, "module", None)
+        if isinstance(inner, nn.Module):
+            module = inner
+            continue
+        return module
+
+
+@dataclass
+class LoopState:
+    """Counters that make a run resumable: where the data order and the schedule stand."""
+
+    step: int = 0  # optimizer steps done
+    micro_step: int = 0  # micro-batches done (across epochs)
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    best_validation_loss: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- the recipe -------------------------------------------------------------------------------
+
+
+class TrainRecipe:
+    """Fine-tunes one student; see the module docstring for the life cycle."""
+
+    def __init__(
+        self, config: RecipeConfig, reporter: Reporter | None = None, hooks: DistributedHooks | None = None
+    ) -> None:
+        self.config = config
+        self.reporter: Reporter = reporter or LogReporter()
+        self.hooks = hooks or DistributedHooks()
+        self.device = self.hooks.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.state = LoopState()
+        self.stopped = False
+        self.total_steps = 0
+        self.data_stats: dict[str, Any] = {}
+
+    # ---- setup ----------------------------------------------------------------------------
+
+    def setup(self, resume_from: str | None = None) -> None:
+        """Load the student, build the data, optimizer and schedule; restore a checkpoint if given."""
+        cfg = self.config
+        cfg.validate()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        hp = cfg.hyperparameters
+        self._seed_everything(hp.seed)
+        self.encoder_decoder = detect_kind(cfg.student.model) == "encoder_decoder"
+        self.tokenizer = self._load_tokenizer()
+        model = self._load_model(resume_from)
+        self.student_vocab_size = int(model.get_input_embeddings().num_embeddings)
+        self.train_loader, self.val_batches = self._build_data(model)
+        self.model = self.hooks.prepare_model(StudentLM(model, self.encoder_decoder).to(self.device))
+        self.train_loader = self.hooks.prepare_data_loader(self.train_loader)
+        steps_per_epoch = max(1, len(self.train_loader) // hp.gradient_accumulation)
+        self.total_steps = hp.max_steps or max(1, math.ceil(hp.epochs * steps_per_epoch))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(hp.schedule, hp.warmup_steps, self.total_steps)
+        )
+        obj = cfg.objective
+        self.weights = ObjectiveWeights(
+            sft_weight=obj.sft_weight,
+            kd_weight=obj.kd_weight,
+            kind=obj.divergence,
+            mass=obj.top_k_mass,
+            beta=obj.jsd_beta,
+            temperature=obj.kd_temperature,
+        )
+        if resume_from:
+            self._restore(resume_from)
+
+    def _seed_everything(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _load_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        path = self.config.student.tokenizer or self.config.student.model
+        tok = AutoTokenizer.from_pretrained(path)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        return tok
+
+    def _load_model(self, resume_from: str | None) -> nn.Module:
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        cfg = self.config
+        auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
+        lora = cfg.student.lora
+        # A full fine-tune resumes from the checkpoint's weights; LoRA from the base + saved adapter.
+        source = resume_from if resume_from and lora is None else cfg.student.model
+        model = auto.from_pretrained(source, dtype=torch.float32)
+        if cfg.hyperparameters.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if lora is not None:
+            from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+            if resume_from:
+                model = PeftModel.from_pretrained(model, str(Path(resume_from) / "adapter"), is_trainable=True)
+            else:
+                peft_config = LoraConfig(
+                    r=lora.rank,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=lora.target_modules or "all-linear",
+                    task_type=TaskType.SEQ_2_SEQ_LM if self.encoder_decoder else TaskType.CAUSAL_LM,
+                )
+                model = get_peft_model(model, peft_config)
+        return model
+
+    def _teacher_tokenizer(self, metadata: dict[str, Any]) -> Any:
+        """The teacher's tokenizer for alignment: the config's, the manifest's, or the student's."""
+        from transformers import AutoTokenizer
+
+        path = self.config.data.teacher_tokenizer or str(
+            metadata.get("teacher_tokenizer") or metadata.get("tokenizer") or ""
+        )
+        if path and Path(path).is_dir():
+            return AutoTokenizer.from_pretrained(path)
+        recorded = metadata.get("tokenizer_hash") or metadata.get("tokenizer_fingerprint")
+        if recorded and recorded == tokenizer_fingerprint(self.tokenizer):
+            return self.tokenizer
+        raise InvalidArgument(
+            "data.teacher_tokenizer",
+            "objective.kd_weight > 0 needs the teacher's tokenizer to align its top-k; set data.teacher_tokenizer"
+            + (f" (the samples name {path!r}, which is not a directory here)" if path else ""),
+        )
+
+    def _build_data(self, model: nn.Module) -> tuple[torch.utils.data.DataLoader[Any], list[dict[str, torch.Tensor]]]:
+        cfg, hp = self.config, self.config.hyperparameters
+        samples, metadata = load_samples(cfg.data.train_paths, only_correct=cfg.data.only_correct)
+        top_k, aligner = 0, None
+        if cfg.objective.kd_weight > 0:
+            ks = {s.teacher.top_ids.shape[1] for s in samples if s.teacher is not None}
+            if not ks or max(ks) == 0:
+                raise InvalidArgument("objective.kd_weight", "> 0 but the samples carry no top-k logprobs")
+            if len(ks) > 1:
+                raise InvalidArgument("data.train_paths", f"samples disagree on top-k size: {sorted(ks)}")
+            top_k = ks.pop()
+            aligner = Aligner(self._teacher_tokenizer(metadata), self.tokenizer, self.student_vocab_size)
+        max_len = cfg.data.max_seq_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        config = getattr(model, "config", None)
+        builder_args = {
+            "fmt": cfg.data.format,
+            "encoder_decoder": self.encoder_decoder,
+            "max_seq_len": max_len,
+            "aligner": aligner,
+            "top_k": top_k,
+            "decoder_start_id": int(getattr(config, "decoder_start_token_id", 0) or 0),
+        }
+        builder = ExampleBuilder(
+            self.tokenizer, answer_only_fraction=cfg.data.answer_only_fraction, seed=hp.seed, **builder_args
+        )
+        examples = builder.build(samples)
+        if not examples:
+            raise InvalidArgument("data.max_seq_len", f"all {len(samples)} examples are longer than {max_len} tokens")
+        self.data_stats = {
+            "examples": len(examples),
+            "dropped_too_long": builder.stats.dropped_too_long,
+            "answer_only": builder.stats.answer_only,
+            "kd_tokens": builder.stats.kd_tokens,
+            "kd_matched_tokens": builder.stats.kd_matched_tokens,
+        }
+        log.info("training data: %s", self.data_stats)
+        self.top_k = top_k
+        batches = self._batches(examples, hp.seed)
+        generator = torch.Generator()
+        generator.manual_seed(hp.seed)
+        self._generator = generator
+        loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
+            BatchList(batches), batch_size=None, shuffle=True, generator=generator
+        )
+        val_batches: list[dict[str, torch.Tensor]] = []
+        if cfg.data.validation_paths:
+            val_samples, _ = load_samples(
+                cfg.data.validation_paths, only_correct=False, field_name="data.validation_paths"
+            )
+            val_builder = ExampleBuilder(self.tokenizer, answer_only_fraction=0.0, seed=hp.seed, **builder_args)
+            val_batches = self._batches(val_builder.build(val_samples), hp.seed)
+        return loader, val_batches
+
+    def _batches(self, examples: list[Example], seed: int) -> list[dict[str, torch.Tensor]]:
+        return build_batches(
+            examples,
+            batch_size=self.config.hyperparameters.batch_size,
+            packing=self.config.data.packing,
+            pad_id=int(self.tokenizer.pad_token_id),
+            seed=seed,
+            top_k=self.top_k,
+            encoder_decoder=self.encoder_decoder,
+        )
+
+    # ---- train ----------------------------------------------------------------------------
+
+    def _epoch_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """This epoch's micro-batches from the saved position on (deterministic per epoch)."""
+        epoch = self.state.epoch
+        sampler = _find_sampler(self.train_loader)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        self._generator.manual_seed(self.config.hyperparameters.seed + epoch)
+        return itertools.islice(iter(self.train_loader), self.state.batch_in_epoch, None)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """Objective of one micro-batch; returns (loss, parts, supervised tokens)."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        labels = batch["labels"].flatten()
+        select = (labels != IGNORE).nonzero().squeeze(1)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.config.hyperparameters.precision == "bf16"
+            else nullcontext()
+        )
+        with autocast:
+            logits = self.model(batch, select)
+        kd_ids = kd_lps = None
+        if self.weights.kd_weight > 0:
+            kd_ids = batch["kd_ids"].flatten(0, 1)[select]
+            kd_lps = batch["kd_logprobs"].flatten(0, 1)[select]
+        loss, parts = distillation_objective(logits, labels[select], kd_ids, kd_lps, self.weights)
+        return loss, parts, int(select.numel())
+
+    def train(self) -> None:
+        """Run optimizer steps until ``total_steps`` or until the reporter asks to stop."""
+        hp, ck = self.config.hyperparameters, self.config.checkpoints
+        accum = hp.gradient_accumulation
+        self.model.train()
+        window_tokens, window_start = 0, time.perf_counter()
+        sums: dict[str, float] = {}
+        while self.state.step < self.total_steps and not self.stopped:
+            for batch in self._epoch_batches():
+                self.state.batch_in_epoch += 1
+                self.state.micro_step += 1
+                boundary = self.state.micro_step % accum == 0
+                # DDP: sync gradients only on the micro-batch that ends an optimizer step.
+                sync = nullcontext() if boundary or not hasattr(self.model, "no_sync") else self.model.no_sync()
+                with sync:
+                    loss, parts, _ = self._loss(batch)
+                    (loss / accum).backward()
+                window_tokens += int(batch["num_tokens"])
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) / accum
+                for name, value in parts.items():
+                    sums[name] = sums.get(name, 0.0) + float(value) / accum
+                if not boundary:
+                    continue
+                grad_norm = self._optimizer_step(hp.max_grad_norm)
+                self.state.step += 1
+                step = self.state.step
+                if step % self.config.log_every_steps == 0 or step == self.total_steps:
+                    elapsed = max(time.perf_counter() - window_start, 1e-9)
+                    n = self.config.log_every_steps if step % self.config.log_every_steps == 0 else 1
+                    metrics = {name: value / n for name, value in sums.items()}
+                    metrics.update(
+                        learning_rate=self.scheduler.get_last_lr()[0],
+                        tokens_per_second=window_tokens * self.hooks.world_size / elapsed,
+                        grad_norm=grad_norm,
+                    )
+                    self.reporter.on_step(step, self.total_steps, metrics)
+                    window_tokens, window_start, sums = 0, time.perf_counter(), {}
+                validation_loss = None
+                if self.val_batches and ck.validation_interval_steps and step % ck.validation_interval_steps == 0:
+                    validation_loss = self.validate()
+                if ck.interval_steps and step % ck.interval_steps == 0 and step < self.total_steps:
+                    self.save_checkpoint(step, validation_loss=validation_loss)
+                if self.reporter.should_stop():
+                    self.stopped = True
+                if self.stopped or step >= self.total_steps:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+        if not self.stopped:
+            self.save_checkpoint(self.state.step)
+
+    def _optimizer_step(self, max_grad_norm: float) -> float:
+        """Clip (when > 0), step, schedule; returns the gradient norm before clipping."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Token-weighted mean objective on the validation batches; reports it; returns it."""
+        was_training = self.model.training
+        self.model.eval()
+        totals: dict[str, float] = {}
+        tokens = 0
+        for batch in self.val_batches:
+            loss, parts, n = self._loss(batch)
+            tokens += n
+            totals["validation_loss"] = totals.get("validation_loss", 0.0) + float(loss) * n
+            for name, value in parts.items():
+                totals[f"validation_{name}"] = totals.get(f"validation_{name}", 0.0) + float(value) * n
+        self.model.train(was_training)
+        metrics = {k: v / max(tokens, 1) for k, v in totals.items()}
+        self.reporter.on_validation(self.state.step, metrics)
+        return metrics["validation_loss"]
+
+    # ---- checkpoints --------------------------------------------------------------------
+
+    def save_checkpoint(self, step: int, validation_loss: float | None = None) -> str:
+        """Save model, tokenizer, config and loop state atomically (rank 0); returns the path.
+
+        Computes the validation loss first when there is validation data and none was given.
+        Other ranks write nothing and return "".
+        """
+        if validation_loss is None and self.val_batches:
+            validation_loss = self.validate()
+        if self.hooks.rank != 0:
+            return ""
+        best = self.state.best_validation_loss
+        is_best = validation_loss is not None and (best is None or validation_loss <= best)
+        if is_best:
+            self.state.best_validation_loss = validation_loss
+        trainer_state = {
+            "loop": self.state.__dict__.copy(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+        }
+        info = {
+            "step": step,
+            "total_steps": self.total_steps,
+            "validation_loss": validation_loss,
+            "config": self.config.model_dump(mode="json"),
+            "data": self.data_stats,
+        }
+        path = ckpt.save_checkpoint(
+            self.config.output_dir,
+            step,
+            model=_unwrap(self.model),
+            tokenizer=self.tokenizer,
+            trainer_state=trainer_state,
+            info=info,
+        )
+        ckpt.apply_retention(self.config.output_dir, self.config.checkpoints.keep_last)
+        self.reporter.on_checkpoint(step, path, validation_loss, is_best)
+        return path
+
+    def _restore(self, path: str) -> None:
+        """Restore optimizer, schedule, counters and RNG from a checkpoint (weights already loaded)."""
+        state = ckpt.load_trainer_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.state = LoopState(**state["loop"])
+        rng = state.get("rng", {})
+        if rng:
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            path,
+            self.state.step,
+            self.state.epoch,
+            self.state.batch_in_epoch,
+        )
+
+    def cleanup(self) -> None:
+        """Release the model, optimizer and data (the process may train another run next)."""
+        for name in ("model", "optimizer", "scheduler", "train_loader", "val_batches"):
+            if hasattr(self, name):
+                delattr(self, name)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cotdistill.trainer.recipe CONFIG.yaml [key=value ...]``: train in this process."""
+    from cotdistill.common.config import load_config
+    from cotdistill.common.errors import ConfigError
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(main.__doc__)
+        return 0 if args else 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    resume = None
+    rest = []
+    for a in args[1:]:
+        if a.startswith("resume_from="):
+            resume = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    try:
+        config = load_config(RecipeConfig, args[0], rest)
+        recipe = TrainRecipe(config)
+        recipe.setup(resume_from=resume)
+    except (ConfigError, InvalidArgument) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
