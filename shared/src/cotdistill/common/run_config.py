@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DatasetGroupName = Literal["in_distribution", "out_of_distribution", "generic"]
 StageName = Literal["sample", "filter", "train", "evaluate", "select", "serve"]
@@ -34,7 +34,7 @@ class DatasetRef(Section):
 
 
 class TeacherSection(Section):
-    """Where the teacher replicas are."""
+    """Where the teacher replicas are (the sampling job spreads its work units over them)."""
 
     addresses: list[str] = Field(
         default_factory=lambda: ["127.0.0.1:50051"],
@@ -42,10 +42,13 @@ class TeacherSection(Section):
         description="host:port of each replica, or one dns:/// name with a record per replica.",
     )
     timeout_s: float = Field(600.0, gt=0, description="Deadline of one work unit's Sample call.")
+    connect_timeout_s: float = Field(
+        120.0, gt=0, description="How long to wait at start for a replica to answer Info (model loading)."
+    )
 
 
 class SamplingSection(Section):
-    """Teacher sampling (diverse reasoning)."""
+    """Teacher sampling (diverse reasoning): dataset x D samples, cut into resumable work units."""
 
     dataset: str = Field("synthetic_arithmetic", description="Dataset the questions come from.")
     split: str = "train"
@@ -55,11 +58,25 @@ class SamplingSection(Section):
     temperature: float = Field(0.7, ge=0, le=10)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(128, ge=1, le=32768)
+    stop: list[str] = Field(default_factory=list, max_length=16, description="Strings that end a rationale.")
     top_k_logprobs: int = Field(0, ge=0, le=20, description="Teacher candidates kept per token (0 = none).")
+    logprob_mode: Literal["raw", "processed"] = Field(
+        "raw", description="Top-k logprobs before (raw) or after (processed) temperature."
+    )
     two_stage: bool = Field(False, description="Zero-shot-CoT second stage (answer trigger).")
+    answer_trigger: str | None = Field(None, description="Stage-2 trigger; None means the dataset's own.")
+    answer_max_tokens: int = Field(32, ge=1, le=256, description="Stage-2 answer length limit.")
     seed: int | None = None
     concurrency: int = Field(8, ge=1, le=4096, description="Work units in flight across replicas.")
     unit_size: int = Field(16, ge=1, le=4096, description="Questions per work unit.")
+    max_attempts: int = Field(5, ge=1, le=100, description="Tries per work unit (each on another replica).")
+    retry_delay_s: float = Field(0.5, ge=0, le=60, description="Base of the exponential backoff between tries.")
+
+    @model_validator(mode="after")
+    def _greedy_means_one_sample(self) -> SamplingSection:
+        if self.temperature == 0 and self.num_samples > 1:
+            raise ValueError("num_samples: must be 1 with temperature 0 (greedy samples are identical)")
+        return self
 
 
 class TrainingSection(Section):
@@ -77,7 +94,13 @@ class TrainingSection(Section):
 
 
 class EvaluationSection(Section):
-    """Evaluation and model selection through the evaluator service."""
+    """Evaluation and model selection through the evaluator service.
+
+    What gets evaluated: every ``checkpoints/step-*`` of the run (or ``checkpoints`` when given),
+    plus the teacher service when ``evaluate_teacher`` is set and an OpenAI-compatible endpoint
+    when ``openai_url`` is set. ``generic_set`` adds a BIG-Bench-Hard-style JSON file
+    (``{"examples": [{"input", "target"}]}``) as the generic group.
+    """
 
     evaluator_address: str = "127.0.0.1:50053"
     datasets: list[DatasetRef] = Field(default_factory=list)
@@ -85,6 +108,24 @@ class EvaluationSection(Section):
     selection_signal: Literal["in_distribution", "out_of_distribution", "weighted", "validation_loss"] = (
         "in_distribution"
     )
+    id_weight: float = Field(0.5, ge=0, le=1, description="Weight of ID accuracy for the weighted signal.")
+    selection_datasets: list[DatasetRef] = Field(
+        default_factory=list, description="Validation (dev) datasets for selection; empty means `datasets`."
+    )
+    checkpoints: list[str] = Field(
+        default_factory=list, description="Checkpoint directories; empty means the run's checkpoints/step-*."
+    )
+    evaluate_teacher: bool = Field(False, description="Also evaluate the teacher (teacher.addresses[0]).")
+    openai_url: str | None = Field(None, description="Also evaluate an OpenAI-compatible server (base URL with /v1).")
+    openai_model: str = Field("", description="Model name sent to openai_url.")
+    generic_set: str | None = Field(None, description="BIG-Bench-Hard-style JSON file, evaluated as group generic.")
+    max_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=10, description="0 is greedy; > 0 samples.")
+    num_samples: int = Field(1, ge=1, le=64, description="Samples per question for maj@k (needs temperature > 0).")
+    seed: int | None = None
+    batch_size: int = Field(32, ge=1, le=1024)
+    no_cache: bool = Field(False, description="Evaluate again even when cached results exist.")
+    timeout_s: float = Field(3600.0, gt=0, description="Deadline of one Evaluate or Select call.")
 
 
 class ServingSection(Section):

@@ -1,0 +1,359 @@
+"""Where answers come from: a checkpoint (transformers), an OpenAI-compatible URL, or the teacher.
+
+Every backend implements :class:`Generator`: ``generate(prompts, params)`` returns, for each
+prompt, ``params.num_samples`` completions (text after the prompt, cut at the first stop string).
+The evaluation loop never knows which backend it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import httpx
+
+from cotdistill.common.errors import InvalidArgument, Unavailable
+from cotdistill.v1 import common_pb2
+
+_STEP_DIR = re.compile(r"(?:^|[-_])step[-_]?(\d+)$")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Generation settings after defaults and range checks.
+
+    ``temperature == 0`` is greedy decoding; ``num_samples`` completions are drawn per prompt
+    (they are all equal under greedy decoding, so greedy always uses 1).
+    """
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    num_samples: int = 1
+    seed: int | None = None
+    batch_size: int = 32
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    def cache_key(self) -> dict[str, Any]:
+        """The parameters that change results (batch size does not, for a deterministic model)."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "stop": list(self.stop),
+        }
+
+
+class Generator(Protocol):
+    """A model that completes prompts."""
+
+    kind: str
+    description: str
+
+    async def open(self) -> None:
+        """Load or connect; raises Unavailable when the model cannot be reached."""
+
+    def content_hash(self) -> str:
+        """Hex digest identifying the model's behaviour (weights + tokenizer, or URL + name)."""
+
+    def num_parameters(self) -> int:
+        """Parameter count, 0 when unknown."""
+
+    def step(self) -> int:
+        """Training step inferred from where the model lives, 0 when unknown."""
+
+    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+        """``[len(prompts)][params.num_samples]`` completions."""
+
+    async def close(self) -> None:
+        """Release memory and connections."""
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest stop string."""
+    end = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                end = min(end, i)
+    return text[:end]
+
+
+def hash_directory(path: Path) -> str:
+    """SHA-256 over the relative names and bytes of every regular file under ``path``.
+
+    Files are read in 1 MiB chunks, so large checkpoints hash without loading into memory.
+    """
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class TransformersGenerator:
+    """A local checkpoint run with transformers ``generate``, batched with left padding."""
+
+    kind = "checkpoint"
+
+    def __init__(self, path: str, *, device: str = "cpu", torch_threads: int = 0) -> None:
+        self.path = Path(path)
+        self.description = f"checkpoint {path}"
+        self.device = device
+        self.torch_threads = torch_threads
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._hash = ""
+        self._params = 0
+        # transformers models are not safe to call from two threads at once.
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        if not self.path.is_dir():
+            raise Unavailable(f"model.checkpoint_path: {self.path} is not a directory this service can read")
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        try:
+            config = AutoConfig.from_pretrained(self.path)
+            tokenizer = AutoTokenizer.from_pretrained(self.path)
+            cls: Any = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+            model: Any = cls.from_pretrained(self.path)
+        except (OSError, ValueError) as err:
+            raise Unavailable(f"model.checkpoint_path: cannot load {self.path}: {err}") from err
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # Decoder-only prompts must end where generation starts: pad on the left.
+        tokenizer.padding_side = "left"
+        model.to(self.device).eval()
+        self._model, self._tokenizer = model, tokenizer
+        self._params = sum(p.numel() for p in model.parameters())
+        self._hash = hash_directory(self.path)
+
+    def content_hash(self) -> str:
+        return self._hash
+
+    def num_parameters(self) -> int:
+        return self._params
+
+    def step(self) -> int:
+        match = _STEP_DIR.search(self.path.name)
+        return int(match.group(1)) if match else 0
+
+    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+        return await asyncio.to_thread(self._generate, list(prompts), params)
+
+    def _generate(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
+        import torch
+
+        model, tok = self._model, self._tokenizer
+        k = params.num_samples
+        sample = params.temperature > 0
+        with self._lock, torch.inference_mode():
+            batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(self.device)
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": params.max_tokens,
+                "do_sample": sample,
+                "num_return_sequences": k,
+                "pad_token_id": tok.pad_token_id,
+            }
+            if sample:
+                kwargs["temperature"] = params.temperature
+                kwargs["top_k"] = 0
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+            if params.stop:
+                kwargs["stop_strings"] = list(params.stop)
+                kwargs["tokenizer"] = tok
+            out = model.generate(**batch, **kwargs)
+        if not model.config.is_encoder_decoder:
+            out = out[:, batch["input_ids"].shape[1] :]
+        texts = tok.batch_decode(out, skip_special_tokens=True)
+        texts = [cut_at_stop(t, params.stop) for t in texts]
+        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+    async def close(self) -> None:
+        self._model = None
+        self._tokenizer = None
+
+
+class OpenAIGenerator:
+    """An OpenAI-compatible ``/v1/completions`` endpoint (the model server, vLLM, a hosted API).
+
+    One request per prompt (``n`` = samples), ``batch_size`` requests in flight: every
+    compatible server accepts that, and servers with dynamic batching batch them themselves.
+    """
+
+    kind = "openai"
+
+    def __init__(self, endpoint: common_pb2.OpenAIEndpoint, *, timeout_s: float = 300.0) -> None:
+        if not endpoint.base_url.startswith(("http://", "https://")):
+            raise InvalidArgument("model.openai.base_url", f"{endpoint.base_url!r} is not an http(s) URL")
+        if not endpoint.model:
+            raise InvalidArgument("model.openai.model", "must name the model to request")
+        headers = {}
+        if endpoint.api_key_env:
+            key = os.environ.get(endpoint.api_key_env)
+            if not key:
+                raise InvalidArgument(
+                    "model.openai.api_key_env", f"{endpoint.api_key_env} is not set in the evaluator's environment"
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        self.base_url = endpoint.base_url.rstrip("/")
+        self.model = endpoint.model
+        self.description = f"{self.model} at {self.base_url}"
+        self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
+
+    async def open(self) -> None:
+        try:
+            reply = await self._client.get("/models", timeout=10.0)
+        except httpx.HTTPError as err:
+            raise Unavailable(f"model.openai.base_url: cannot reach {self.base_url}: {err}") from err
+        if reply.status_code in (401, 403):
+            raise Unavailable(f"model.openai: {self.base_url} refused the credentials ({reply.status_code})")
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(f"openai\0{self.base_url}\0{self.model}".encode()).hexdigest()
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def step(self) -> int:
+        return 0
+
+    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+        limit = asyncio.Semaphore(params.batch_size)
+
+        async def one(prompt: str) -> list[str]:
+            body: dict[str, Any] = {
+                "model": self.model,
+                "prompt": prompt,
+                "max_tokens": params.max_tokens,
+                "temperature": params.temperature,
+                "n": params.num_samples,
+            }
+            if params.stop:
+                body["stop"] = list(params.stop)
+            if params.seed is not None:
+                body["seed"] = params.seed
+            async with limit:
+                try:
+                    reply = await self._client.post("/completions", json=body)
+                except httpx.HTTPError as err:
+                    raise Unavailable(f"model.openai.base_url: {self.base_url}: {err}") from err
+            if reply.status_code >= 500 or reply.status_code == 429:
+                raise Unavailable(f"model.openai: {self.base_url} answered {reply.status_code}: {reply.text[:200]}")
+            if reply.status_code >= 400:
+                raise InvalidArgument(
+                    "model.openai", f"{self.base_url} answered {reply.status_code}: {reply.text[:200]}"
+                )
+            choices = sorted(reply.json().get("choices", []), key=lambda c: c.get("index", 0))
+            texts = [cut_at_stop(str(c.get("text", "")), params.stop) for c in choices]
+            if len(texts) != params.num_samples:
+                raise Unavailable(
+                    f"model.openai: {self.base_url} returned {len(texts)} choices for n={params.num_samples}"
+                )
+            return texts
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class TeacherGenerator:
+    """The teacher service (gRPC ``Sample``), e.g. to plot teacher vs student accuracy."""
+
+    kind = "teacher"
+
+    def __init__(self, address: str, *, timeout_s: float = 600.0) -> None:
+        if ":" not in address:
+            raise InvalidArgument("model.teacher_address", f"{address!r} is not host:port")
+        self.address = address
+        self.description = f"teacher at {address}"
+        self.timeout_s = timeout_s
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._hash = ""
+
+    async def open(self) -> None:
+        from cotdistill.common.grpc_client import open_channel, wait_for_ready
+        from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc
+
+        self._channel = open_channel(self.address, round_robin=False)
+        self._stub = teacher_pb2_grpc.TeacherServiceStub(self._channel)
+        try:
+            await wait_for_ready(self._channel, timeout_s=10.0)
+            info = await self._stub.Info(teacher_pb2.InfoRequest(), timeout=30.0)
+        except (TimeoutError, grpc.aio.AioRpcError) as err:
+            raise Unavailable(f"model.teacher_address: teacher at {self.address} is not reachable: {err}") from err
+        self.description = f"teacher {info.model_id} at {self.address}"
+        self._hash = hashlib.sha256(f"teacher\0{info.model_id}\0{info.tokenizer.content_hash}".encode()).hexdigest()
+
+    def content_hash(self) -> str:
+        return self._hash
+
+    def num_parameters(self) -> int:
+        return 0
+
+    def step(self) -> int:
+        return 0
+
+    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+        from cotdistill.v1 import teacher_pb2
+
+        k = params.num_samples
+        request = teacher_pb2.SampleRequest(
+            prompts=[teacher_pb2.Prompt(id=str(i), text=p) for i, p in enumerate(prompts)],
+            params=teacher_pb2.SamplingParams(
+                n=k,
+                temperature=params.temperature,
+                max_tokens=params.max_tokens,
+                stop=list(params.stop),
+                seed=params.seed,
+            ),
+        )
+        out: list[list[str]] = [[""] * k for _ in prompts]
+        try:
+            async for reply in self._stub.Sample(request, timeout=self.timeout_s):
+                out[reply.prompt_index][reply.sample_index] = cut_at_stop(reply.text, params.stop)
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"model.teacher_address: {self.address}: {err.details()}") from err
+            raise
+        return out
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+
+
+def generator_for(model: common_pb2.ModelRef, *, device: str = "cpu", torch_threads: int = 0) -> Generator:
+    """The backend for a request's ``model`` field; INVALID_ARGUMENT when none is set."""
+    which = model.WhichOneof("source")
+    if which == "checkpoint_path":
+        if not model.checkpoint_path:
+            raise InvalidArgument("model.checkpoint_path", "must not be empty")
+        return TransformersGenerator(model.checkpoint_path, device=device, torch_threads=torch_threads)
+    if which == "openai":
+        return OpenAIGenerator(model.openai)
+    if which == "teacher_address":
+        return TeacherGenerator(model.teacher_address)
+    raise InvalidArgument("model", "set one of checkpoint_path, openai, teacher_address")
