@@ -1,0 +1,167 @@
+"""Answer extraction and cleansing, after Kojima et al. (zero_shot_cot ``answer_cleansing``) and
+Fine-tune-CoT.
+
+Two reading modes:
+
+* ``after_trigger=True``: ``text`` is what the model wrote after an answer trigger (Zero-shot-CoT
+  stage 2, e.g. after "Therefore, the answer (arabic numerals) is"): the *first* candidate wins.
+* ``after_trigger=False``: ``text`` is a whole completion (few-shot CoT, a student's output). The
+  text after the last answer phrase ("The answer is", "-->", "####", a trigger) is read and its
+  first candidate wins; without an answer phrase the *last* candidate in the text wins.
+
+Every answer comes back normalized, so ``pred == gold`` works for strings produced here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+from cotdistill.common.tasks.records import AnswerType
+from cotdistill.common.tasks.specs import AnswerSpec, spec_for
+
+_NUMBER = re.compile(r"-?\d+\.?\d*")
+_ANSWER_PHRASE = re.compile(
+    r"(?:the answer(?:\s*\([^)]*\))?\s*is|answer\s*:|-->|####)",
+    re.IGNORECASE,
+)
+_CALCULATOR = re.compile(r"<<.*?>>")
+_YES_NO_SEPARATORS = re.compile(r"\"|'|\n|\.|\s|:|,")
+_TEXT_STRIP = re.compile(r"\"|'|\n|\.|\s")
+
+
+def normalize_number(text: str) -> str | None:
+    """Canonical decimal string of a number: "1,234" -> "1234", "3.50" -> "3.5", "-0" -> "0".
+
+    Leading "$", trailing "." and "%" are dropped; returns None when ``text`` is not a number.
+    """
+    s = text.strip().replace(",", "").replace("$", "").rstrip("%").rstrip(".").strip()
+    if not s:
+        return None
+    try:
+        value = Decimal(s)
+    except InvalidOperation:
+        return None
+    if not value.is_finite():
+        return None
+    if value == 0:
+        return "0"
+    out = format(value.normalize(), "f")
+    if "." in out:
+        out = out.rstrip("0").rstrip(".")
+    return out
+
+
+def normalize_answer(text: str, answer_type: AnswerType) -> str:
+    """Normalize a *gold* answer of ``answer_type``; raises ValueError when it does not fit."""
+    raw = text.strip()
+    if answer_type == "number":
+        out = normalize_number(raw)
+        if out is None:
+            raise ValueError(f"not a number: {text!r}")
+        return out
+    if answer_type == "choice":
+        letter = raw.strip("() .").upper()
+        if len(letter) != 1 or not letter.isalpha():
+            raise ValueError(f"not a choice letter: {text!r}")
+        return letter
+    if answer_type == "yes_no":
+        word = raw.strip(" .").lower()
+        if word in ("yes", "true", "1"):
+            return "yes"
+        if word in ("no", "false", "0"):
+            return "no"
+        raise ValueError(f"not yes/no: {text!r}")
+    return _TEXT_STRIP.sub("", raw).lower()
+
+
+def split_gsm8k_answer(answer: str) -> tuple[str, str]:
+    """GSM8K gold ``"...steps...\\n#### 1,234"`` -> (rationale without ``<<a=b>>``, "1234")."""
+    if "####" not in answer:
+        raise ValueError("GSM8K answer lacks '#### N'")
+    body, _, final = answer.rpartition("####")
+    number = normalize_number(final)
+    if number is None:
+        raise ValueError(f"GSM8K final answer is not a number: {final.strip()!r}")
+    return _CALCULATOR.sub("", body).strip(), number
+
+
+def _candidates(text: str, spec: AnswerSpec) -> list[str]:
+    """All answer candidates in ``text``, in order, already normalized."""
+    if spec.answer_type == "number":
+        out = []
+        for match in _NUMBER.findall(text.replace(",", "")):
+            value = normalize_number(match)
+            if value is not None:
+                out.append(value)
+        return out
+    if spec.answer_type == "choice":
+        letters = re.escape(spec.letters or "ABCDEF")
+        return re.findall(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", text)
+    if spec.answer_type == "yes_no":
+        words = _YES_NO_SEPARATORS.sub(" ", text.lower()).split(" ")
+        return [w for w in words if w in ("yes", "no")]
+    cleaned = _TEXT_STRIP.sub("", text).lower()
+    return [cleaned] if cleaned else []
+
+
+def _after_last_phrase(text: str) -> str | None:
+    """The text after the last answer phrase, or None when there is none."""
+    matches = list(_ANSWER_PHRASE.finditer(text))
+    return text[matches[-1].end() :] if matches else None
+
+
+def extract_answer(text: str | None, dataset_or_type: str, *, after_trigger: bool = False) -> str | None:
+    """The normalized answer in ``text`` for a dataset name or an answer type, or None.
+
+    ``dataset_or_type`` is a dataset name ("gsm8k", "aqua", ...), an answer type ("number",
+    "choice", "yes_no", "text") or "choice:ABC". See the module docstring for the two modes.
+    """
+    if text is None:
+        return None
+    spec = spec_for(dataset_or_type)
+    if after_trigger:
+        found = _candidates(text, spec)
+        return found[0] if found else None
+    tail = _after_last_phrase(text)
+    if tail is not None:
+        tail = re.sub(r"\s+END\b.*$", "", tail, flags=re.S)  # Fine-tune-CoT's end marker
+        if spec.answer_type == "text":
+            # Only the first line/sentence after the phrase is the answer ("The answer is ab. Q: ...").
+            tail = re.split(r"\.\s|\n", tail.strip(), maxsplit=1)[0]
+        found = _candidates(tail, spec)
+        if found:
+            return found[0]
+    if spec.answer_type == "text":
+        words = text.split()
+        found = _candidates(words[-1], spec) if words else []
+        return found[-1] if found else None
+    found = _candidates(text, spec)
+    return found[-1] if found else None
+
+
+def answers_match(pred: str | None, gold: str, answer_type: AnswerType) -> bool:
+    """Whether a prediction equals the gold answer; numbers compare with a relative tolerance 1e-6."""
+    if pred is None:
+        return False
+    if answer_type == "number":
+        a, b = normalize_number(pred), normalize_number(gold)
+        if a is None or b is None:
+            return False
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+    if answer_type == "choice":
+        return pred.strip("() .").upper() == gold.strip("() .").upper()
+    if answer_type == "yes_no":
+        return pred.strip(" .").lower() == gold.strip(" .").lower()
+    return _TEXT_STRIP.sub("", pred).lower() == _TEXT_STRIP.sub("", gold).lower()
+
+
+def answer_trigger(dataset: str) -> str:
+    """Kojima et al.'s stage-2 answer trigger, e.g. ``"\\nTherefore, the answer (arabic numerals) is"``."""
+    return spec_for(dataset).trigger
+
+
+def direct_answer_trigger(dataset: str) -> str:
+    """The answer-only trigger, e.g. ``"The answer (arabic numerals) is"``."""
+    return spec_for(dataset).direct_trigger

@@ -1,0 +1,68 @@
+"""Teacher prompt formats: the exact strings the papers sent to their teachers.
+
+=================  ===========================================================================
+format             prompt
+=================  ===========================================================================
+zero_shot_cot      ``Q: {q}\\nA: Let's think step by step.`` (Kojima et al. stage 1); stage 2 is
+                   :func:`render_answer_prompt`: stage 1 + generated text + ``" " + trigger``
+answer_only        ``Q: {q}\\nA: The answer (arabic numerals) is`` (Kojima et al. Zero-shot)
+few_shot_cot       Wei et al.'s exemplars (Fine-tune-CoT's ``few_shot_cot_prompts.json``) +
+                   ``\\n\\nQ: {q}\\nA:``
+fu_complex         Fu et al.'s 8 complex exemplars + ``\\n\\nQuestion: {q}\\nLet's think step by step\\n``
+fu_simple          Fu et al.'s 4 simple exemplars + ``\\n\\nQ: {q}\\nLet's think step by step\\n``
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+
+from cotdistill.common.tasks.errors import UnknownFormatError
+from cotdistill.common.tasks.prompt_files import FU_COMPLEX_FILE, FU_SIMPLE_FILE, few_shot_prompt, text_file
+from cotdistill.common.tasks.records import Example
+from cotdistill.common.tasks.specs import spec_for
+
+COT_TRIGGER = "Let's think step by step."
+
+TEACHER_FORMATS: dict[str, str] = {
+    "zero_shot_cot": "Kojima et al. Zero-shot-CoT stage 1: Q: {q}\\nA: Let's think step by step.",
+    "answer_only": "Kojima et al. Zero-shot (no rationale): Q: {q}\\nA: <answer trigger>",
+    "few_shot_cot": "Wei et al. few-shot CoT exemplars per dataset (Fine-tune-CoT's file)",
+    "fu_complex": "Fu et al. 8 complex GSM8K exemplars (prompt_complex.txt), Question:/Let's think step by step",
+    "fu_simple": "Fu et al. 4 simple GSM8K exemplars (prompt_simple_4_cases.txt)",
+}
+
+
+def render_teacher_prompt(format: str, example: Example, *, data_dir: str | os.PathLike[str] | None = None) -> str:
+    """The teacher prompt of ``example`` in ``format`` (see the module table)."""
+    q = example.question
+    if format == "zero_shot_cot":
+        return f"Q: {q}\nA: {COT_TRIGGER}"
+    if format == "answer_only":
+        return f"Q: {q}\nA: {spec_for(example.dataset or example.answer_type).direct_trigger}"
+    if format == "few_shot_cot":
+        return f"{few_shot_prompt(_few_shot_key(example), data_dir)}\n\nQ: {q}\nA:"
+    if format == "fu_complex":
+        return f"{text_file(FU_COMPLEX_FILE, data_dir)}\n\nQuestion: {q}\nLet's think step by step\n"
+    if format == "fu_simple":
+        return f"{text_file(FU_SIMPLE_FILE, data_dir)}\n\nQ: {q}\nLet's think step by step\n"
+    raise UnknownFormatError(format, list(TEACHER_FORMATS))
+
+
+def render_answer_prompt(example: Example, stage1_prompt: str, rationale: str) -> str:
+    """Zero-shot-CoT stage 2: ``stage1_prompt + rationale + " " + trigger`` (Kojima et al. ``z2``).
+
+    ``rationale`` is the teacher's stage-1 text as generated (leading space/newlines included).
+    """
+    return f"{stage1_prompt}{rationale} {spec_for(example.dataset or example.answer_type).trigger}"
+
+
+def _few_shot_key(example: Example) -> str:
+    name = example.dataset
+    if name.startswith("synthetic_arithmetic"):
+        return "multiarith"
+    if name.startswith("synthetic_last_letters"):
+        return "last_letters"
+    if name.startswith("synthetic_coin_flip"):
+        return "coin_flip"
+    return name
