@@ -1,32 +1,82 @@
-"""Build and run the teacher gRPC server."""
+"""Build and run the teacher gRPC server.
+
+The server binds and answers health checks at once (NOT_SERVING), loads the model in the
+background and only then reports SERVING, so orchestrators route no traffic to a replica whose
+weights are still loading. On SIGTERM it reports NOT_SERVING, drains in-flight streams for the
+grace period and then releases the engine.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 
 from cotdistill.common.grpc_server import GrpcService, create_server, serve
+from cotdistill.common.metrics import new_registry
+from cotdistill.teacher.engine import Engine
+from cotdistill.teacher.engines import create_engine
+from cotdistill.teacher.metrics import TeacherMetrics
 from cotdistill.teacher.servicer import TeacherServicer
 from cotdistill.teacher.settings import TeacherSettings
 from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc
 
 SERVICE_NAME = teacher_pb2.DESCRIPTOR.services_by_name["TeacherService"].full_name
 
+log = logging.getLogger(__name__)
 
-async def build_server(settings: TeacherSettings) -> GrpcService:
-    """Bind and start the server; it reports SERVING once the engine is ready."""
-    servicer = TeacherServicer(settings)
+
+@dataclass
+class TeacherServer:
+    """A started teacher: the gRPC frame, its servicer and engine."""
+
+    service: GrpcService
+    servicer: TeacherServicer
+    engine: Engine
+
+    async def load(self) -> None:
+        """Load the model, then report SERVING."""
+        await self.engine.start()
+        self.servicer.ready = True
+        await self.service.set_serving(True)
+        info = self.engine.info()
+        log.info("teacher ready: %s (%s, context %d)", info.model_id, info.backend, info.context_length)
+
+    async def stop(self, grace_s: float) -> None:
+        self.servicer.ready = False
+        await self.service.stop(grace_s)
+
+
+async def build_server(settings: TeacherSettings, engine: Engine | None = None) -> TeacherServer:
+    """Bind and start the server (NOT_SERVING); call :meth:`TeacherServer.load` to load the model."""
+    engine = engine if engine is not None else create_engine(settings)
+    registry = new_registry()
+    metrics = TeacherMetrics(registry)
+    servicer = TeacherServicer(settings, engine, metrics)
 
     def register(server: grpc.aio.Server) -> Sequence[str]:
         teacher_pb2_grpc.add_TeacherServiceServicer_to_server(servicer, server)
         return [SERVICE_NAME]
 
-    service = await create_server("teacher", settings, register)
-    await service.set_serving(True)
-    return service
+    service = await create_server("teacher", settings, register, registry)
+    service.on_stop(engine.close)
+    return TeacherServer(service, servicer, engine)
 
 
 async def run(settings: TeacherSettings) -> None:
-    service = await build_server(settings)
-    await serve(service, settings.grace_period_s)
+    teacher = await build_server(settings)
+    loading = asyncio.create_task(teacher.load())
+    serving = asyncio.create_task(serve(teacher.service, settings.grace_period_s))
+    done, _ = await asyncio.wait({loading, serving}, return_when=asyncio.FIRST_COMPLETED)
+    if loading in done and loading.exception() is not None:
+        error = loading.exception()
+        log.error("teacher: loading the model failed: %s", error)
+        serving.cancel()
+        await teacher.stop(0)
+        raise SystemExit(1) from error
+    await serving
+    if not loading.done():
+        loading.cancel()

@@ -1,0 +1,80 @@
+"""Dataset-aware prompts: render ``record_id`` prompts, answer triggers and answer extraction.
+
+Thin glue over ``cotdistill.common.tasks`` (datasets, named prompt formats, answer extraction).
+Examples of a (dataset, split) are loaded once and indexed by id, so a work unit naming record
+ids costs a dict lookup per prompt.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from cotdistill.common.errors import InvalidArgument, NotFound
+
+DEFAULT_SPLIT = "train"
+DEFAULT_FORMAT = "zero_shot_cot"
+
+
+def _tasks() -> Any:
+    try:
+        from cotdistill.common import tasks
+    except ImportError as exc:  # the tasks package is part of cotdistill-shared
+        raise NotFound(f"dataset support is not installed: {exc}") from exc
+    return tasks
+
+
+@functools.lru_cache(maxsize=32)
+def _index(dataset: str, split: str, data_dir: str | None) -> dict[str, Any]:
+    examples = _tasks().load_dataset(dataset, split, data_dir=data_dir)
+    return {str(ex.id): ex for ex in examples}
+
+
+class DatasetPrompts:
+    """Prompt rendering and answer extraction for one named dataset.
+
+    Raises ``InvalidArgument`` naming the request field for an unknown dataset, split, format or id.
+    """
+
+    def __init__(self, dataset: str, split: str = "", prompt_format: str = "", data_dir: str | None = None) -> None:
+        tasks = _tasks()
+        self.dataset = dataset
+        self.split = split or DEFAULT_SPLIT
+        self.prompt_format = prompt_format or DEFAULT_FORMAT
+        self._data_dir = data_dir
+        try:
+            tasks.get_dataset_info(dataset)
+        except KeyError as exc:
+            raise InvalidArgument("dataset", str(exc)) from exc
+        except NotFound as exc:
+            raise InvalidArgument("dataset", str(exc)) from exc
+
+    def render(self, record_ids: Sequence[tuple[int, str]]) -> dict[int, str]:
+        """Prompt texts of ``(prompt index, record id)`` pairs, keyed by prompt index."""
+        tasks = _tasks()
+        try:
+            index = _index(self.dataset, self.split, self._data_dir)
+        except NotFound as exc:
+            raise InvalidArgument("split", str(exc)) from exc
+        out: dict[int, str] = {}
+        for i, record_id in record_ids:
+            example = index.get(record_id)
+            if example is None:
+                raise InvalidArgument(
+                    f"prompts[{i}].record_id", f"no record {record_id!r} in {self.dataset}/{self.split}"
+                )
+            try:
+                out[i] = tasks.render_teacher_prompt(example, self.prompt_format)
+            except InvalidArgument as exc:
+                raise InvalidArgument("prompt_format", str(exc)) from exc
+        return out
+
+    def trigger(self) -> str:
+        """Zero-shot-CoT's stage-2 answer trigger of the dataset."""
+        return str(_tasks().answer_trigger(self.dataset))
+
+    def extract(self, text: str | None, *, after_trigger: bool) -> str | None:
+        """The normalized answer in ``text``; ``after_trigger`` for stage-2 answer text."""
+        found = _tasks().extract_answer(text, self.dataset, after_trigger=after_trigger)
+        return None if found is None else str(found)

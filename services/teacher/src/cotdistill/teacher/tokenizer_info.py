@@ -1,0 +1,39 @@
+"""Describe a Hugging Face tokenizer: sizes, special tokens and a content hash.
+
+The hash covers what decides tokenization (the model's vocabulary and merges, added tokens,
+normalizer and pre-tokenizer), not the file layout, so two copies of one tokenizer hash equal and
+a student with another tokenizer is recognized as different.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from cotdistill.teacher.engine import TokenizerDescription
+
+
+def tokenizer_content_hash(tokenizer: Any) -> str:
+    """Hex SHA-256 of the tokenization-relevant parts of a fast tokenizer's JSON."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        relevant = {k: spec.get(k) for k in ("model", "added_tokens", "normalizer", "pre_tokenizer")}
+        payload = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
+    else:  # a slow tokenizer: its vocabulary is all we can see
+        payload = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def describe_tokenizer(tokenizer: Any, name: str, model_vocab_size: int) -> TokenizerDescription:
+    """TokenizerInfo fields; ``model_vocab_size`` is the embedding rows (may exceed len(tokenizer))."""
+    return TokenizerDescription(
+        name=name,
+        vocab_size=int(model_vocab_size),
+        tokenizer_vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        content_hash=tokenizer_content_hash(tokenizer),
+    )

@@ -1,0 +1,130 @@
+"""The transformers engine against a plain forward pass of the same tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from cotdistill.teacher.engine import GenerateRequest, SamplingOptions, ScoreInput
+from cotdistill.teacher.engines.transformers_engine import TransformersEngine, _top_p_filter, truncate_at_stop
+from tests.unit.teacher.conftest import collect
+
+PROMPTS = ["Tom has 3 apples. Tom buys 2 more.", "A coin", 'Take the last letters of the words in "Ana Lee"']
+
+
+def reference_logprobs(engine: TransformersEngine, prompt_ids: list[int], generated: list[int]) -> torch.Tensor:
+    """log_softmax of the logits that predicted each generated token: [T, V], one unpadded forward."""
+    ids = torch.tensor([prompt_ids + generated])
+    with torch.inference_mode():
+        logits = engine.model(input_ids=ids).logits[0].float()
+    start = len(prompt_ids) - 1
+    return torch.log_softmax(logits[start : start + len(generated)], dim=-1)
+
+
+async def test_greedy_topk_matches_a_plain_forward_pass_under_left_padding(engine: TransformersEngine) -> None:
+    options = SamplingOptions(n=1, temperature=0.0, max_tokens=12, top_k_logprobs=5)
+    completions = await collect(engine, PROMPTS, options)  # different lengths: left padding in one batch
+    assert [c.prompt_index for c in completions] == [0, 1, 2]
+    for c, ids in zip(completions, engine.encode(PROMPTS), strict=True):
+        s = c.scores
+        assert c.prompt_tokens == len(ids)
+        ref = reference_logprobs(engine, ids, s.token_ids)
+        assert s.token_ids == ref.argmax(-1).tolist()  # greedy
+        torch.testing.assert_close(torch.tensor(s.token_logprobs), ref.max(-1).values, atol=1e-4, rtol=0)
+        top = torch.tensor(s.top_logprobs).view(-1, 5)
+        values, cand = ref.topk(5, dim=-1)
+        torch.testing.assert_close(top, values, atol=1e-4, rtol=0)
+        assert torch.equal(torch.tensor(s.top_ids).view(-1, 5), cand.to(torch.int64))
+        assert (top[:, :-1] >= top[:, 1:]).all()  # sorted, highest first
+        assert s.k == 5 and s.mode == "raw"
+
+
+async def test_sampled_logprobs_raw_and_processed_modes(engine: TransformersEngine) -> None:
+    prompt = PROMPTS[:1]
+    ids = engine.encode(prompt)[0]
+    for mode in ("raw", "processed"):
+        options = SamplingOptions(n=2, temperature=0.5, max_tokens=8, top_k_logprobs=3, seed=7, logprob_mode=mode)
+        for c in await collect(engine, prompt, options):
+            ref = reference_logprobs(engine, ids, c.scores.token_ids)
+            if mode == "processed":
+                ref = torch.log_softmax(ref / 0.5, dim=-1)  # log_softmax(log_softmax(z)/T) == log_softmax(z/T)
+            picked = ref.gather(1, torch.tensor(c.scores.token_ids)[:, None]).squeeze(1)
+            torch.testing.assert_close(torch.tensor(c.scores.token_logprobs), picked, atol=1e-4, rtol=0)
+            assert c.scores.mode == mode
+
+
+async def test_seeded_samples_reproduce_whatever_shares_the_batch(engine: TransformersEngine) -> None:
+    options = SamplingOptions(n=3, temperature=1.0, max_tokens=10, seed=123)
+    alone = await collect(engine, PROMPTS[:1], options)
+    other = SamplingOptions(n=5, temperature=1.0, max_tokens=6)
+    together, _ = await asyncio.gather(collect(engine, PROMPTS[:1], options, "a"), collect(engine, PROMPTS, other, "b"))
+    assert [c.scores.token_ids for c in alone] == [c.scores.token_ids for c in together]
+    assert len({tuple(c.scores.token_ids) for c in alone}) > 1  # the n samples differ from each other
+    reseeded = await collect(engine, PROMPTS[:1], SamplingOptions(n=3, temperature=1.0, max_tokens=10, seed=124))
+    assert [c.scores.token_ids for c in reseeded] != [c.scores.token_ids for c in alone]
+
+
+async def test_length_stop_strings_and_eos(engine: TransformersEngine) -> None:
+    options = SamplingOptions(n=4, temperature=1.0, max_tokens=7, seed=1)
+    for c in await collect(engine, PROMPTS, options):
+        eos = c.scores.token_ids[-1] in engine.eos_ids
+        assert c.finish_reason == ("stop" if eos else "length")
+        assert len(c.scores.token_ids) == 7 or eos
+    # Stop on a character the random model emits often: the text ends before it.
+    sampled = await collect(engine, PROMPTS[:1], SamplingOptions(n=8, temperature=1.0, max_tokens=40, seed=3))
+    common = max("aeiost ", key=lambda ch: sum(ch in c.text for c in sampled))
+    stopped = await collect(
+        engine, PROMPTS[:1], SamplingOptions(n=8, temperature=1.0, max_tokens=40, seed=3, stop=(common,))
+    )
+    hits = [c for c in stopped if c.finish_reason == "stop" and c.scores.token_ids[-1] not in engine.eos_ids]
+    assert hits, "no sample hit the stop string"
+    for c in hits:
+        assert common not in c.text
+        assert common in engine.tokenizer.decode(c.scores.token_ids)
+
+
+async def test_abort_frees_the_request_and_the_engine_keeps_serving(engine: TransformersEngine) -> None:
+    options = SamplingOptions(n=64, temperature=1.0, max_tokens=400)
+    request = GenerateRequest("long", PROMPTS[:1], engine.encode(PROMPTS[:1]), options)
+    stream = engine.generate(request)
+    task = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.3)
+    await engine.abort("long")
+    task.cancel()
+    await stream.aclose()
+    assert engine.active_requests() == 0 and engine.queue_depth() == 0
+    quick = await asyncio.wait_for(collect(engine, PROMPTS[:1], SamplingOptions(max_tokens=3, temperature=0)), 30)
+    assert len(quick) == 1
+
+
+async def test_score_matches_a_forward_pass(engine: TransformersEngine) -> None:
+    items = [ScoreInput("Tom has", " 3 apples. END"), ScoreInput("", "A coin"), ScoreInput("Ana", " Lee")]
+    outputs = await engine.score(items, 4)
+    for item, out in zip(items, outputs, strict=True):
+        prompt = engine.encode([item.prompt])[0] or [engine.tokenizer.bos_token_id]
+        completion = engine.encode([item.completion], special_tokens=False)[0]
+        ref = reference_logprobs(engine, prompt, completion)
+        assert out.scores.token_ids == completion and out.prompt_tokens == len(prompt)
+        picked = ref.gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+        torch.testing.assert_close(torch.tensor(out.scores.token_logprobs), picked, atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(out.scores.top_logprobs).view(-1, 4), ref.topk(4).values, atol=1e-4, rtol=0
+        )
+
+
+def test_top_p_keeps_the_smallest_nucleus_per_row() -> None:
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]])
+    out = _top_p_filter(probs, torch.tensor([0.7, 1.0]))
+    torch.testing.assert_close(out[0], torch.tensor([0.625, 0.375, 0.0, 0.0]))
+    torch.testing.assert_close(out[1], probs[1])
+    assert _top_p_filter(probs, torch.tensor([0.01, 0.01])).count_nonzero(dim=-1).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("text", "stop", "expected"),
+    [("a. b. c", (".",), "a"), ("x END y", ("END", " y"), "x "), ("none", ("z",), "none")],
+)
+def test_truncate_at_the_earliest_stop(text: str, stop: tuple[str, ...], expected: str) -> None:
+    assert truncate_at_stop(text, stop) == expected
