@@ -42,3 +42,10 @@ def register(name: str, run: StageFn) -> None:
     """Provide the implementation of stage ``name``."""
     stage = STAGES[name]
     STAGES[name] = Stage(stage.name, stage.summary, stage.provider, run)
+
+
+# Implementations provided by the pipeline's own modules (imported last: they need Stage/register).
+from cotdistill.pipeline.sampling.stage import filter_stage, sample_stage  # noqa: E402
+
+register("sample", sample_stage)
+register("filter", filter_stage)

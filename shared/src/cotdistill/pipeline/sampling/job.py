@@ -1,0 +1,440 @@
+"""The sampling job's engine: work units over teacher replicas, exactly once, resumable.
+
+Flow of one unit: pick a replica (round-robin, avoiding ones that just failed) -> one streaming
+``Sample`` call for all its prompts x D -> buffer every result in memory -> check each
+(prompt, sample index) arrived exactly once -> write the unit's shard atomically -> record the
+unit in the manifest. Any failure before the shard write throws the partial results away and
+retries the whole unit on another replica after a backoff, so a sample is stored only as part of
+a complete unit, under a name fixed by the unit id: never twice, never half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+from cotdistill.common.artifacts import ArtifactStore
+from cotdistill.common.errors import CotdistillError, Unavailable
+from cotdistill.common.grpc_client import Replica, ReplicaPool
+from cotdistill.common.samples import SampleRecord, shard_bytes, write_shard
+from cotdistill.pipeline.sampling.manifest import (
+    SAMPLES_DIR,
+    Manifest,
+    Reconciliation,
+    UnitRecord,
+    check_compatible,
+    load_manifest,
+    reconcile,
+    save_manifest,
+)
+from cotdistill.pipeline.sampling.retry import IncompleteUnit, RetryPolicy
+from cotdistill.pipeline.sampling.units import JobSpec, WorkUnit
+from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+EVENTS = "events.jsonl"
+_FINISH = {
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+    common_pb2.FINISH_REASON_ABORT: "abort",
+}
+_MODES = {"raw": common_pb2.LOGPROB_MODE_RAW, "processed": common_pb2.LOGPROB_MODE_PROCESSED}
+
+Extractor = Callable[[str, str | None], str | None]
+"""(rationale, stage-2 answer text or None) -> extracted answer, or None when none is found."""
+Matcher = Callable[[str | None, str], bool]
+"""(prediction, gold) -> whether they agree."""
+
+
+class JobFailed(CotdistillError):
+    """Some units could not be sampled; the completed ones are kept and a re-run resumes."""
+
+
+class ProgressSink(Protocol):
+    def start(self, total_examples: int, done_examples: int, total_units: int) -> None: ...
+
+    def unit_done(self, record: UnitRecord) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class JobResult:
+    """What one run of the job did (a resumed run counts only its own work in ``sampled``)."""
+
+    units_total: int
+    units_done: int
+    sampled: list[UnitRecord] = field(default_factory=list)
+    reconciliation: Reconciliation = field(default_factory=Reconciliation)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def samples(self) -> int:
+        return sum(r.samples for r in self.sampled)
+
+    @property
+    def tokens(self) -> int:
+        return sum(r.tokens for r in self.sampled)
+
+
+def info_to_dict(info: teacher_pb2.InfoResponse) -> dict[str, Any]:
+    """The teacher facts every shard and the manifest record."""
+    tok = info.tokenizer
+    return {
+        "model_id": info.model_id,
+        "backend": info.backend,
+        "version": info.version,
+        "max_top_k": info.max_top_k,
+        "context_length": info.context_length,
+        "tokenizer": {
+            "name": tok.name,
+            "vocab_size": tok.vocab_size,
+            "tokenizer_vocab_size": tok.tokenizer_vocab_size,
+            "content_hash": tok.content_hash,
+        },
+    }
+
+
+async def fetch_teacher_info(pool: ReplicaPool, *, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Info of every reachable replica; they must serve the same model and tokenizer.
+
+    Waits up to ``timeout_s`` for at least one replica (a replica loading its model answers
+    UNAVAILABLE). Replicas that never answer are marked failed and used last.
+    """
+    deadline = time.monotonic() + timeout_s
+    infos: dict[str, dict[str, Any]] = {}
+    last_error = "no answer"
+    while not infos and time.monotonic() < deadline:
+        for replica in pool.replicas:
+            stub = teacher_pb2_grpc.TeacherServiceStub(replica.channel)
+            try:
+                reply = await stub.Info(
+                    teacher_pb2.InfoRequest(), timeout=min(5.0, max(0.5, deadline - time.monotonic()))
+                )
+                infos[replica.address] = info_to_dict(reply)
+                pool.mark(replica, True)
+            except grpc.aio.AioRpcError as err:
+                pool.mark(replica, False)
+                last_error = f"{replica.address}: {err.code().name} {err.details()}"
+        if not infos:
+            await asyncio.sleep(0.25)
+    if not infos:
+        raise Unavailable(f"no teacher replica answered Info within {timeout_s:g}s (last: {last_error})")
+    hashes = {(i["model_id"], i["tokenizer"]["content_hash"]) for i in infos.values()}
+    if len(hashes) > 1:
+        detail = ", ".join(f"{a}: {i['model_id']} ({i['tokenizer']['content_hash'][:12]})" for a, i in infos.items())
+        raise CotdistillError(f"teacher replicas serve different models or tokenizers: {detail}")
+    return next(iter(infos.values()))
+
+
+class EventLog:
+    """Append-only JSON lines under samples/ (local stores only): what each run did, for humans
+    and for the fault tests that count unit completions across driver restarts."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.path = store.path(SAMPLES_DIR, EVENTS) if store.is_local else None
+        self.run = f"{os.getpid()}-{int(time.time() * 1000)}"
+
+    def write(self, event: str, **fields: Any) -> None:
+        if self.path is None:
+            return
+        line = json.dumps({"t": round(time.time(), 3), "run": self.run, "event": event, **fields})
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+class SamplingJob:
+    """Runs the units of ``spec`` not yet in the manifest; see the module docstring."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        units: Sequence[WorkUnit],
+        store: ArtifactStore,
+        pool: ReplicaPool,
+        *,
+        concurrency: int = 8,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy | None = None,
+        extract: Extractor | None = None,
+        match: Matcher | None = None,
+        progress: ProgressSink | None = None,
+        info_timeout_s: float = 60.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency: must be >= 1, got {concurrency}")
+        self.spec = spec
+        self.units = list(units)
+        self.store = store
+        self.pool = pool
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.extract = extract
+        self.match = match
+        self.progress = progress
+        self.info_timeout_s = info_timeout_s
+        self.events = EventLog(store)
+        self._manifest: Manifest | None = None
+        self._manifest_lock = asyncio.Lock()
+        self._rng = random.Random()
+        self._fatal = False
+
+    async def run(self) -> JobResult:
+        started = time.monotonic()
+        teacher = await fetch_teacher_info(self.pool, timeout_s=self.info_timeout_s)
+        self._check_params(teacher)
+        self.store.makedirs(SAMPLES_DIR)
+        manifest = await asyncio.to_thread(load_manifest, self.store)
+        if manifest is None:
+            manifest = Manifest.new(self.spec, teacher, len(self.units))
+        else:
+            check_compatible(manifest, self.spec, teacher)
+            manifest.teacher = manifest.teacher or teacher
+        manifest.units_total = len(self.units)
+        report = await asyncio.to_thread(reconcile, self.store, manifest, self.units, self.spec.params.num_samples)
+        await asyncio.to_thread(save_manifest, self.store, manifest)
+        self._manifest = manifest
+        pending = [u for u in self.units if u.unit_id not in manifest.completed]
+        self.events.write(
+            "job_started",
+            units_total=len(self.units),
+            units_pending=len(pending),
+            adopted=report.adopted,
+            missing=report.missing,
+            stale=report.stale,
+            replicas=[r.address for r in self.pool.replicas],
+        )
+        if report.adopted or report.missing or report.stale:
+            log.info(
+                "reconciled samples/: adopted %d finished shards, %d listed units missing, %d stale shards moved aside",
+                len(report.adopted),
+                len(report.missing),
+                len(report.stale),
+            )
+        result = JobResult(len(self.units), len(manifest.completed), reconciliation=report, teacher=teacher)
+        if self.progress is not None:
+            done_examples = sum(r.examples for r in manifest.completed.values())
+            self.progress.start(sum(len(u.examples) for u in self.units), done_examples, len(self.units))
+        queue: asyncio.Queue[WorkUnit] = asyncio.Queue()
+        for unit in pending:
+            queue.put_nowait(unit)
+        failures: list[str] = []
+        try:
+            workers = [
+                asyncio.create_task(self._worker(queue, teacher, result, failures))
+                for _ in range(min(self.concurrency, len(pending)))
+            ]
+            await asyncio.gather(*workers)
+        finally:
+            if self.progress is not None:
+                self.progress.stop()
+        result.units_done = len(manifest.completed)
+        result.elapsed_s = time.monotonic() - started
+        self.events.write("job_finished", units_done=result.units_done, failed=len(failures))
+        if failures:
+            raise JobFailed(
+                f"{len(failures)} of {len(self.units)} units failed ({'; '.join(failures[:3])}); "
+                f"{result.units_done} units are stored, re-run the same command to resume"
+            )
+        return result
+
+    def _check_params(self, teacher: dict[str, Any]) -> None:
+        k = self.spec.params.top_k_logprobs
+        if k > int(teacher.get("max_top_k", 20)):
+            raise CotdistillError(
+                f"sampling.top_k_logprobs: {k} is more than the teacher's maximum {teacher['max_top_k']}"
+            )
+
+    async def _worker(
+        self, queue: asyncio.Queue[WorkUnit], teacher: dict[str, Any], result: JobResult, failures: list[str]
+    ) -> None:
+        while not queue.empty():
+            if self._fatal:
+                return  # a non-retryable error stops new work; units in flight still finish
+            unit = queue.get_nowait()
+            try:
+                record = await self._run_unit(unit, teacher)
+            except _UnitError as err:
+                failures.append(str(err))
+                self._fatal = self._fatal or err.fatal
+                continue
+            result.sampled.append(record)
+            if self.progress is not None:
+                self.progress.unit_done(record)
+
+    async def _run_unit(self, unit: WorkUnit, teacher: dict[str, Any]) -> UnitRecord:
+        tried: set[str] = set()
+        for attempt in range(1, self.retry.max_attempts + 1):
+            replica = self.pool.pick(exclude=tried)
+            tried.add(replica.address)
+            if len(tried) == len(self.pool):
+                tried.clear()  # every replica had its chance: start over rather than give up
+            self.events.write(
+                "unit_started", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
+            )
+            try:
+                responses = await self._sample(unit, replica, attempt)
+            except (grpc.aio.AioRpcError, IncompleteUnit) as err:
+                self.pool.mark(replica, False)
+                what = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.aio.AioRpcError) else str(err)
+                self.events.write(
+                    "unit_failed", unit_id=unit.unit_id, attempt=attempt, replica=replica.address, error=what
+                )
+                if not self.retry.is_retryable(err):
+                    raise _UnitError(f"unit {unit.index} on {replica.address}: {what}", fatal=True) from None
+                if attempt == self.retry.max_attempts:
+                    raise _UnitError(f"unit {unit.index}: {attempt} attempts failed, last {what}") from None
+                delay = self.retry.delay_s(attempt, self._rng)
+                log.warning(
+                    "unit %d failed on %s (%s); retrying on another replica in %.2fs",
+                    unit.index,
+                    replica.address,
+                    what,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.pool.mark(replica, True)
+            return await self._store(unit, responses, replica, attempt, teacher)
+        raise AssertionError("unreachable")
+
+    def _request(self, unit: WorkUnit, attempt: int) -> teacher_pb2.SampleRequest:
+        p = self.spec.params
+        params = teacher_pb2.SamplingParams(
+            n=p.num_samples,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            max_tokens=p.max_tokens,
+            stop=list(p.stop),
+            top_k_logprobs=p.top_k_logprobs,
+            logprob_mode=_MODES[p.logprob_mode],
+        )
+        if unit.seed is not None:
+            params.seed = unit.seed
+        request = teacher_pb2.SampleRequest(
+            prompts=[teacher_pb2.Prompt(id=e.id, text=e.prompt) for e in unit.examples],
+            params=params,
+            request_id=f"{unit.unit_id}/{attempt}",
+        )
+        if p.answer_trigger is not None:
+            request.two_stage.CopyFrom(
+                teacher_pb2.TwoStage(answer_trigger=p.answer_trigger, answer_max_tokens=p.answer_max_tokens)
+            )
+        return request
+
+    async def _sample(self, unit: WorkUnit, replica: Replica, attempt: int) -> list[teacher_pb2.SampleResponse]:
+        stub = teacher_pb2_grpc.TeacherServiceStub(replica.channel)
+        n = self.spec.params.num_samples
+        expected = unit.expected_results(n)
+        got: dict[tuple[int, int], teacher_pb2.SampleResponse] = {}
+        call = stub.Sample(self._request(unit, attempt), timeout=self.timeout_s)
+        try:
+            async for response in call:
+                key = (response.prompt_index, response.sample_index)
+                if response.prompt_index >= len(unit.examples) or response.sample_index >= n or key in got:
+                    raise IncompleteUnit(f"unexpected result {key} from {replica.address}")
+                got[key] = response
+        finally:
+            call.cancel()  # no-op when the stream ended; frees the replica when we bail out
+        if len(got) != expected:
+            raise IncompleteUnit(f"stream ended after {len(got)} of {expected} results")
+        return [got[key] for key in sorted(got)]
+
+    async def _store(
+        self,
+        unit: WorkUnit,
+        responses: list[teacher_pb2.SampleResponse],
+        replica: Replica,
+        attempt: int,
+        teacher: dict[str, Any],
+    ) -> UnitRecord:
+        records = [self._record(unit, r) for r in responses]
+        metadata = {
+            "unit_id": unit.unit_id,
+            "unit_index": unit.index,
+            "replica": replica.address,
+            "attempt": attempt,
+            "teacher": teacher,
+            "teacher_model": teacher.get("model_id", ""),
+            "tokenizer_hash": teacher.get("tokenizer", {}).get("content_hash", ""),
+            "logprob_mode": self.spec.params.logprob_mode,
+            "job": self.spec.as_dict(),
+        }
+        await asyncio.to_thread(self._write, unit.shard_name, records, metadata)
+        record = UnitRecord(
+            unit_id=unit.unit_id,
+            index=unit.index,
+            shard=unit.shard_name,
+            examples=len(unit.examples),
+            samples=len(records),
+            tokens=sum(len(r.token_ids) for r in records),
+            replica=replica.address,
+            attempts=attempt,
+        )
+        assert self._manifest is not None
+        async with self._manifest_lock:
+            self._manifest.completed[unit.unit_id] = record
+            await asyncio.to_thread(save_manifest, self.store, self._manifest)
+        self.events.write(
+            "unit_completed", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
+        )
+        return record
+
+    def _write(self, name: str, records: list[SampleRecord], metadata: dict[str, Any]) -> None:
+        if self.store.is_local:
+            write_shard(self.store.path(SAMPLES_DIR, name), records, metadata)
+        else:  # an object store upload is atomic by itself
+            self.store.write_bytes(shard_bytes(records, metadata), SAMPLES_DIR, name)
+
+    def _record(self, unit: WorkUnit, r: teacher_pb2.SampleResponse) -> SampleRecord:
+        example = unit.examples[r.prompt_index]
+        answer_text = r.answer_text if r.HasField("answer_text") else None
+        if self.extract is not None:
+            prediction = self.extract(r.text, answer_text)
+        else:
+            prediction = r.extracted_answer if r.HasField("extracted_answer") else None
+        correct = None
+        if example.gold is not None and prediction is not None:
+            correct = self.match(prediction, example.gold) if self.match else prediction == example.gold
+        elif example.gold is not None:
+            correct = False  # no answer found is a wrong answer
+        lp = r.logprobs
+        return SampleRecord(
+            example_id=example.id,
+            sample_index=r.sample_index,
+            prompt=r.prompt_text or example.prompt,
+            rationale=r.text,
+            dataset=self.spec.dataset,
+            split=self.spec.split,
+            answer_text=answer_text,
+            prediction=prediction,
+            gold=example.gold,
+            correct=correct,
+            finish_reason=_FINISH.get(r.finish_reason, "stop"),
+            prompt_tokens=r.usage.prompt_tokens,
+            token_ids=lp.token_ids,
+            token_logprobs=lp.token_logprobs,
+            top_k=lp.k,
+            top_ids=lp.top_ids,
+            top_logprobs=lp.top_logprobs,
+        )
+
+
+class _UnitError(Exception):
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal

@@ -1,0 +1,181 @@
+"""The ``sample`` and ``filter`` pipeline stages: recipe sections -> a sampling job -> train/.
+
+``sample`` loads the dataset split, renders each question in the teacher prompt format, plans
+work units and runs :class:`SamplingJob` over the teacher replicas (resuming whatever an earlier
+run left). ``filter`` keeps the correct samples (and drops duplicates) into ``train/`` and
+writes ``train/filter_stats.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any
+
+from rich.console import Console
+
+from cotdistill.common import tasks
+from cotdistill.common.artifacts import ArtifactStore
+from cotdistill.common.errors import ConfigError
+from cotdistill.common.run_config import RunConfig, SamplingSection
+from cotdistill.common.samples import SampleRecord, read_records, shard_bytes, write_shard
+from cotdistill.pipeline.sampling.job import JobResult, SamplingJob
+from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
+from cotdistill.pipeline.sampling.pool import open_pool
+from cotdistill.pipeline.sampling.progress import RichProgress
+from cotdistill.pipeline.sampling.retry import RetryPolicy
+from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, UnitParams, WorkUnit, plan_units
+
+TRAIN_DIR = "train"
+FILTER_STATS = "filter_stats.json"
+TRAIN_SHARD_ROWS = 50_000
+
+
+def job_spec(section: SamplingSection) -> JobSpec:
+    """The job identity of a recipe's sampling section (``limit`` and throughput knobs excluded)."""
+    trigger = None
+    if section.two_stage:
+        # Fine-tune-CoT stage 2 is stage 1 + rationale + " " + trigger (tasks.render_answer_prompt).
+        trigger = (
+            section.answer_trigger
+            if section.answer_trigger is not None
+            else " " + tasks.answer_trigger(section.dataset)
+        )
+    params = UnitParams(
+        num_samples=section.num_samples,
+        temperature=section.temperature,
+        top_p=section.top_p,
+        max_tokens=section.max_tokens,
+        top_k_logprobs=section.top_k_logprobs,
+        logprob_mode=section.logprob_mode,
+        stop=tuple(section.stop),
+        prompt_format=section.prompt_format,
+        answer_trigger=trigger,
+        answer_max_tokens=section.answer_max_tokens,
+        seed=section.seed,
+    )
+    return JobSpec(dataset=section.dataset, split=section.split, params=params, unit_size=section.unit_size)
+
+
+def load_examples(section: SamplingSection) -> list[ExampleRef]:
+    """The questions of the recipe, rendered in its teacher prompt format, with gold answers."""
+    examples = tasks.load_dataset(section.dataset, section.split, limit=section.limit)
+    if not examples:
+        raise ConfigError(f"{section.dataset}/{section.split} has no examples", key="sampling.dataset")
+    return [
+        ExampleRef(id=e.id, prompt=tasks.render_teacher_prompt(section.prompt_format, e), gold=e.answer)
+        for e in examples
+    ]
+
+
+def plan(section: SamplingSection) -> tuple[JobSpec, list[WorkUnit]]:
+    spec = job_spec(section)
+    return spec, plan_units(load_examples(section), spec)
+
+
+def answer_functions(section: SamplingSection) -> tuple[Any, Any]:
+    """(extract, match) for the dataset: Kojima et al. extraction, type-aware comparison."""
+    dataset = section.dataset
+    answer_type = tasks.get_dataset_info(dataset).answer_type
+
+    def extract(rationale: str, answer_text: str | None) -> str | None:
+        if answer_text is not None:
+            return tasks.extract_answer(answer_text, dataset, after_trigger=True)
+        return tasks.extract_answer(rationale, dataset)
+
+    def match(prediction: str | None, gold: str) -> bool:
+        return tasks.answers_match(prediction, gold, answer_type)
+
+    return extract, match
+
+
+async def run_sampling(config: RunConfig, store: ArtifactStore, console: Console | None = None) -> JobResult:
+    """Plan and run (or resume) the recipe's sampling job; samples land under ``samples/``."""
+    section = config.sampling
+    spec, units = plan(section)
+    extract, match = answer_functions(section)
+    pool = open_pool(config.teacher.addresses)
+    try:
+        job = SamplingJob(
+            spec,
+            units,
+            store,
+            pool,
+            concurrency=section.concurrency,
+            timeout_s=config.teacher.timeout_s,
+            retry=RetryPolicy(
+                max_attempts=section.max_attempts,
+                base_delay_s=section.retry_delay_s,
+                max_delay_s=max(section.retry_delay_s, 10.0),
+            ),
+            extract=extract,
+            match=match,
+            progress=RichProgress(console) if console is not None else None,
+            info_timeout_s=config.teacher.connect_timeout_s,
+        )
+        return await job.run()
+    finally:
+        await pool.close()
+
+
+def sample_stage(config: RunConfig, store: ArtifactStore, console: Console) -> None:
+    """Pipeline stage ``sample``."""
+    started = time.monotonic()
+    result = asyncio.run(run_sampling(config, store, console))
+    rec = result.reconciliation
+    resumed = result.units_done - len(result.sampled)
+    console.print(
+        f"[green]sampled[/] {result.samples} samples ({result.tokens} tokens) in {len(result.sampled)} units "
+        f"over {time.monotonic() - started:.1f}s; {result.units_done}/{result.units_total} units done"
+        + (f" ({resumed} from earlier runs, {len(rec.adopted)} adopted after a crash)" if resumed else "")
+        + f" -> {store.uri(SAMPLES_DIR)}"
+    )
+
+
+def filter_stage(config: RunConfig, store: ArtifactStore, console: Console) -> None:
+    """Pipeline stage ``filter``."""
+    run_filter(store, console)
+
+
+def run_filter(store: ArtifactStore, console: Console) -> dict[str, Any]:
+    """Correct, non-duplicate samples of ``samples/`` -> ``train/``; returns the statistics."""
+    shards = [s for s in store.list(SAMPLES_DIR, pattern="part-*.parquet")]
+    if not shards:
+        raise ConfigError(f"no sample shards under {store.uri(SAMPLES_DIR)}: run the sample stage first")
+    records: list[SampleRecord] = []
+    metadata: dict[str, Any] = {}
+    for rel in shards:
+        rows, meta = read_records(store.path(rel)) if store.is_local else _read_remote(store, rel)
+        records.extend(rows)
+        metadata = metadata or meta
+    kept, stats = tasks.filter_samples(records)
+    # Old outputs first: a re-run must not leave shards of an earlier filter pass behind.
+    for old in store.list(TRAIN_DIR, pattern="part-*.parquet"):
+        store.fs.rm(store.path(old))
+    shard_meta = {k: v for k, v in metadata.items() if k not in ("unit_id", "unit_index", "replica", "attempt")}
+    shard_meta["filter"] = stats.settings
+    for i, start in enumerate(range(0, max(len(kept), 1), TRAIN_SHARD_ROWS)):
+        chunk = kept[start : start + TRAIN_SHARD_ROWS]
+        name = f"part-{i:05d}.parquet"
+        if store.is_local:
+            write_shard(store.path(TRAIN_DIR, name), chunk, shard_meta)
+        else:
+            store.write_bytes(shard_bytes(chunk, shard_meta), TRAIN_DIR, name)
+    summary = {
+        **stats.to_dict(),
+        "source": store.uri(SAMPLES_DIR),
+        "shards": len(shards),
+        "teacher": metadata.get("teacher", {}),
+    }
+    store.write_json(summary, TRAIN_DIR, FILTER_STATS)
+    dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items() if v) or "none"
+    console.print(
+        f"[green]kept[/] {stats.kept}/{stats.total} samples ({stats.kept_fraction:.1%}) of "
+        f"{stats.examples_kept}/{stats.examples_total} examples; dropped: {dropped} -> {store.uri(TRAIN_DIR)}"
+    )
+    return summary
+
+
+def _read_remote(store: ArtifactStore, rel: str) -> tuple[list[SampleRecord], dict[str, Any]]:
+    return read_records(io.BytesIO(store.read_bytes(rel)))

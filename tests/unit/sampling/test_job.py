@@ -1,0 +1,166 @@
+"""The sampling job against in-process fake teachers: exactly once, retries elsewhere, resume."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cotdistill.common.artifacts import ArtifactStore
+from cotdistill.common.errors import ConfigError, CotdistillError
+from cotdistill.common.samples import read_samples, shard_metadata
+from cotdistill.pipeline.sampling.job import JobFailed, SamplingJob
+from cotdistill.pipeline.sampling.manifest import load_manifest
+from cotdistill.pipeline.sampling.pool import open_pool
+from cotdistill.pipeline.sampling.retry import RetryPolicy
+from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, UnitParams, plan_units
+from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, start_fake
+
+N_EXAMPLES, D, UNIT = 10, 3, 3
+FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.0, max_delay_s=0.0)
+
+
+def spec(**params: object) -> JobSpec:
+    base = dict(num_samples=D, temperature=0.7, top_p=1.0, max_tokens=16, top_k_logprobs=4, seed=1)
+    return JobSpec("toy", "train", UnitParams(**{**base, **params}), unit_size=UNIT)  # type: ignore[arg-type]
+
+
+EXAMPLES = [ExampleRef(id=f"ex{i}", prompt=f"Q: {i}?", gold="4") for i in range(N_EXAMPLES)]
+
+
+@pytest.fixture
+async def teachers() -> AsyncIterator[list[tuple[FakeTeacher, str]]]:
+    started = []
+    for _ in range(2):
+        fake = FakeTeacher()
+        server, address = await start_fake(fake)
+        started.append((fake, server, address))
+    yield [(f, a) for f, _, a in started]
+    for _, server, _ in started:
+        await server.stop(None)
+
+
+async def run_job(store: ArtifactStore, addresses: list[str], job_spec: JobSpec | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    job_spec = job_spec or spec()
+    pool = open_pool(addresses)
+    try:
+        job = SamplingJob(
+            job_spec,
+            plan_units(EXAMPLES, job_spec),
+            store,
+            pool,
+            concurrency=int(kw.pop("concurrency", 2)),  # type: ignore[call-overload]
+            retry=kw.pop("retry", FAST_RETRY),  # type: ignore[arg-type]
+            extract=lambda text, _answer: text.rsplit("is ", 1)[-1].rstrip("."),
+            info_timeout_s=float(kw.pop("info_timeout_s", 5)),  # type: ignore[arg-type]
+            **kw,  # type: ignore[arg-type]
+        )
+        return await job.run()
+    finally:
+        await pool.close()
+
+
+def pairs(root: Path) -> Counter[tuple[str, int]]:
+    table = read_samples(root / "samples")
+    return Counter(zip(table.example_id, table.sample_index.tolist(), strict=True))
+
+
+def events(root: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (root / "samples" / "events.jsonl").read_text().splitlines()]
+
+
+async def test_every_example_and_sample_index_exactly_once(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path)
+    result = await run_job(store, [a for _, a in teachers])
+    counts = pairs(tmp_path)
+    assert set(counts) == {(f"ex{i}", s) for i in range(N_EXAMPLES) for s in range(D)}
+    assert set(counts.values()) == {1}
+    assert result.units_done == result.units_total == 4  # 10 examples in units of 3
+    # Both replicas got work (round-robin), and the manifest records the teacher and every unit.
+    assert all(fake.calls for fake, _ in teachers)
+    manifest = load_manifest(store)
+    assert manifest is not None and len(manifest.completed) == 4
+    assert manifest.teacher["tokenizer"]["content_hash"] == "abc123"
+    table = read_samples(tmp_path / "samples")
+    assert table.k == 4 and table.top_ids.shape[1] == 4
+    assert [c for c in table.correct] == [s % 2 == 0 for s in table.sample_index.tolist()]
+    meta = shard_metadata(next((tmp_path / "samples").glob("part-*.parquet")))
+    assert meta["teacher_model"] == "fake-teacher" and meta["tokenizer_hash"] == "abc123"
+
+
+async def test_failed_unit_is_retried_on_the_other_replica(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    (bad, bad_address), (_, good_address) = teachers
+    # The first replica fails mid-stream (after 2 results) and then cuts a stream short.
+    bad.faults = [Fault(grpc.StatusCode.UNAVAILABLE, after=2), Fault(after=1, cut=True)] + [Fault()] * 10
+    await run_job(ArtifactStore(tmp_path), [bad_address, good_address], concurrency=1)
+    assert set(pairs(tmp_path).values()) == {1} and len(pairs(tmp_path)) == N_EXAMPLES * D
+    log = events(tmp_path)
+    failed = [e for e in log if e["event"] == "unit_failed"]
+    assert failed and all(e["replica"] == bad_address for e in failed)
+    for failure in failed:  # the retry of each failed attempt went to the other replica
+        retry = next(
+            e
+            for e in log
+            if e["event"] == "unit_started"
+            and e["unit_id"] == failure["unit_id"]
+            and e["attempt"] == failure["attempt"] + 1  # type: ignore[operator]
+        )
+        assert retry["replica"] == good_address
+    assert sum(1 for e in log if e["event"] == "unit_completed") == 4
+
+
+async def test_invalid_argument_fails_fast_and_keeps_finished_units(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    (fake, address), _ = teachers
+    fake.faults = [None, None, Fault(grpc.StatusCode.INVALID_ARGUMENT)]  # calls 1-2 fine, 3rd rejected
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(JobFailed, match="INVALID_ARGUMENT.*re-run the same command to resume"):
+        await run_job(store, [address], concurrency=1)
+    manifest = load_manifest(store)
+    assert manifest is not None and len(manifest.completed) == 2
+    assert len(fake.calls) == 3  # not retried: the same request would be rejected everywhere
+    # A re-run samples only the missing units.
+    fake.faults = []
+    result = await run_job(store, [address], concurrency=1)
+    assert len(result.sampled) == 2 and result.units_done == 4
+    assert set(pairs(tmp_path).values()) == {1} and len(pairs(tmp_path)) == N_EXAMPLES * D
+
+
+async def test_rerun_of_a_finished_job_samples_nothing(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path)
+    await run_job(store, [a for _, a in teachers])
+    calls = sum(len(f.calls) for f, _ in teachers)
+    result = await run_job(store, [a for _, a in teachers])
+    assert result.sampled == [] and result.units_done == 4
+    assert sum(len(f.calls) for f, _ in teachers) == calls
+
+
+async def test_changed_parameters_refuse_to_mix_into_old_samples(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(tmp_path)
+    await run_job(store, [teachers[0][1]])
+    with pytest.raises(ConfigError, match=r"different job \(changed: params.temperature\)"):
+        await run_job(store, [teachers[0][1]], job_spec=spec(temperature=0.9))
+
+
+async def test_replicas_with_different_tokenizers_are_refused(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    teachers[1][0].tokenizer_hash = "other"
+    with pytest.raises(CotdistillError, match="different models or tokenizers"):
+        await run_job(ArtifactStore(tmp_path), [a for _, a in teachers])
+
+
+async def test_exhausted_retries_name_the_unit(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    (fake, address), _ = teachers
+    fake.faults = [Fault(grpc.StatusCode.UNAVAILABLE)] * 100
+    with pytest.raises(JobFailed, match="4 attempts failed, last UNAVAILABLE"):
+        await run_job(ArtifactStore(tmp_path), [address], concurrency=1)
+
+
+async def test_no_reachable_replica_is_a_clear_error(tmp_path: Path) -> None:
+    from cotdistill.common.errors import Unavailable
+    from tests.conftest import free_port
+
+    with pytest.raises(Unavailable, match="no teacher replica answered Info"):
+        await run_job(ArtifactStore(tmp_path), [f"127.0.0.1:{free_port()}"], info_timeout_s=1)
