@@ -156,6 +156,35 @@ def test_deadline_aborts_the_generation(teacher: ServiceProcess) -> None:
         assert name in text
 
 
+def test_record_ids_two_stage_and_answer_extraction(teacher: ServiceProcess) -> None:
+    from cotdistill.common.tasks import load_dataset, render_teacher_prompt
+
+    examples = load_dataset("synthetic_arithmetic", "train", limit=2)
+    request = teacher_pb2.SampleRequest(
+        prompts=[teacher_pb2.Prompt(id=ex.id, record_id=ex.id) for ex in examples],
+        params=teacher_pb2.SamplingParams(n=2, temperature=1.0, max_tokens=12, seed=3),
+        dataset="synthetic_arithmetic",
+        split="train",
+        prompt_format="zero_shot_cot",
+        two_stage=teacher_pb2.TwoStage(answer_max_tokens=6),
+    )
+    results = list(stub(teacher.address).Sample(request, timeout=60))
+    assert len(results) == 4
+    for r in results:
+        assert r.prompt_text == render_teacher_prompt("zero_shot_cot", examples[r.prompt_index])
+        assert r.HasField("answer_text")
+        assert r.usage.completion_tokens >= len(r.logprobs.token_ids)
+    bad = teacher_pb2.SampleRequest(prompts=[teacher_pb2.Prompt(record_id="nope")], dataset="synthetic_arithmetic")
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub(teacher.address).Sample(bad, timeout=30))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("prompts[0].record_id: ")
+    unknown = teacher_pb2.SampleRequest(prompts=[prompt("x")], dataset="no_such_dataset")
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub(teacher.address).Sample(unknown, timeout=30))
+    assert info.value.details().startswith("dataset: ")
+
+
 def test_sigterm_drains_the_stream_in_flight(teacher: ServiceProcess) -> None:
     """Runs last in this module: it stops the shared process."""
     params = teacher_pb2.SamplingParams(n=16, temperature=1.0, max_tokens=120)

@@ -44,19 +44,16 @@ class DatasetPrompts:
         self.prompt_format = prompt_format or DEFAULT_FORMAT
         self._data_dir = data_dir
         try:
-            tasks.get_dataset_info(dataset)
-        except KeyError as exc:
+            info = tasks.get_dataset_info(dataset)
+        except (KeyError, NotFound) as exc:
             raise InvalidArgument("dataset", str(exc)) from exc
-        except NotFound as exc:
-            raise InvalidArgument("dataset", str(exc)) from exc
+        if self.split not in info.splits:
+            raise InvalidArgument("split", f"{dataset} has splits {', '.join(info.splits)}, not {self.split!r}")
 
     def render(self, record_ids: Sequence[tuple[int, str]]) -> dict[int, str]:
         """Prompt texts of ``(prompt index, record id)`` pairs, keyed by prompt index."""
         tasks = _tasks()
-        try:
-            index = _index(self.dataset, self.split, self._data_dir)
-        except NotFound as exc:
-            raise InvalidArgument("split", str(exc)) from exc
+        index = _index(self.dataset, self.split, self._data_dir)
         out: dict[int, str] = {}
         for i, record_id in record_ids:
             example = index.get(record_id)
@@ -65,14 +62,15 @@ class DatasetPrompts:
                     f"prompts[{i}].record_id", f"no record {record_id!r} in {self.dataset}/{self.split}"
                 )
             try:
-                out[i] = tasks.render_teacher_prompt(example, self.prompt_format)
+                out[i] = tasks.render_teacher_prompt(self.prompt_format, example, data_dir=self._data_dir)
             except InvalidArgument as exc:
                 raise InvalidArgument("prompt_format", str(exc)) from exc
         return out
 
     def trigger(self) -> str:
-        """Zero-shot-CoT's stage-2 answer trigger of the dataset."""
-        return str(_tasks().answer_trigger(self.dataset))
+        """Zero-shot-CoT's stage-2 text appended after prompt + rationale (Kojima et al.: a space, then
+        the dataset's trigger, as ``tasks.render_answer_prompt`` builds it)."""
+        return " " + str(_tasks().answer_trigger(self.dataset))
 
     def extract(self, text: str | None, *, after_trigger: bool) -> str | None:
         """The normalized answer in ``text``; ``after_trigger`` for stage-2 answer text."""

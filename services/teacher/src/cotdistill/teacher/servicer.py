@@ -179,7 +179,9 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         records = [(i, p.record_id) for i, p in enumerate(request.prompts) if texts[i] is None]
         dataset: DatasetPrompts | None = None
         if request.dataset:
-            dataset = DatasetPrompts(request.dataset, request.split, request.prompt_format)
+            dataset = DatasetPrompts(
+                request.dataset, request.split, request.prompt_format, self.settings.data_dir or None
+            )
         elif records:
             raise validation.InvalidArgument("dataset", "record_id prompts need a dataset name")
         if records:

@@ -28,6 +28,9 @@ class TeacherSettings(ServiceSettings):
         description="Tokenizer directory; empty means the model's. The openai backend uses it to map "
         "returned token strings to ids and to check prompt lengths.",
     )
+    data_dir: str = Field(
+        "", description="Real datasets' folder for record_id prompts; empty uses COTDISTILL_DATA_DIR or ../shared/data."
+    )
     max_top_k: int = Field(20, ge=0, le=20, description="Largest top_k_logprobs a request may ask for.")
     max_in_flight: int = Field(64, ge=1, le=100_000, description="Requests run at once before RESOURCE_EXHAUSTED.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens used when a request leaves it 0.")
