@@ -1,0 +1,169 @@
+"""Sampling job faults against real teacher replicas (`cotdistill serve teacher`, transformers).
+
+* the driver is SIGKILLed mid-job and started again: it resumes, and no finished unit is
+  sampled twice (at most the one unit in flight is redone);
+* one of two replicas is SIGKILLed mid-job: its unit is retried on the other replica and the job
+  completes.
+
+Both check exactly-once by counting (example, sample index) pairs in the stored shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from cotdistill.common.samples import read_samples
+from tests.integration.conftest import ServiceProcess, start_service, wait_until
+
+VENV_BIN = Path(sys.executable).parent
+EXAMPLES, D, UNIT = 16, 4, 2
+TEACHER_ENV = {
+    "COTDISTILL_TEACHER_BACKEND": "transformers",
+    "COTDISTILL_TEACHER_NUM_THREADS": "1",
+    "COTDISTILL_TEACHER_GRACE_PERIOD_S": "5",
+}
+
+
+def serving(address: str) -> bool:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@pytest.fixture(scope="module")
+def replicas(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceProcess]]:
+    env = {**TEACHER_ENV, "COTDISTILL_TEACHER_MODEL": str(tiny_models["teacher"])}
+    started = [start_service("teacher", tmp_path_factory.mktemp(f"teacher{i}"), env) for i in range(2)]
+    for service in started:
+        wait_until(lambda s=service: serving(s.address), 120, f"teacher {service.address} SERVING", service)
+    yield started
+    for service in started:
+        service.terminate(timeout_s=10)
+
+
+def recipe(tmp_path: Path, addresses: list[str], concurrency: int) -> Path:
+    config = {
+        "name": "faults",
+        "output_dir": str(tmp_path / "runs"),
+        "teacher": {"addresses": addresses, "timeout_s": 60, "connect_timeout_s": 30},
+        "sampling": {
+            "dataset": "synthetic_arithmetic",
+            "split": "train",
+            "limit": EXAMPLES,
+            "num_samples": D,
+            "temperature": 1.0,
+            "max_tokens": 24,
+            "top_k_logprobs": 5,
+            "unit_size": UNIT,
+            "concurrency": concurrency,
+            "seed": 7,
+            "retry_delay_s": 0.1,
+        },
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_driver(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    handle = log.open("ab")
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.Popen(
+        [str(VENV_BIN / "cotdistill"), "sample", str(config), *extra], stdout=handle, stderr=subprocess.STDOUT, env=env
+    )
+
+
+def events(samples: Path) -> list[dict[str, object]]:
+    path = samples / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def completed(samples: Path) -> int:
+    return sum(1 for e in events(samples) if e["event"] == "unit_completed")
+
+
+def assert_exactly_once(samples: Path) -> None:
+    table = read_samples(samples)
+    pairs = Counter(zip(table.example_id, table.sample_index.tolist(), strict=True))
+    ids = {f"synthetic_arithmetic:train:{i}" for i in range(EXAMPLES)}
+    assert set(pairs) == {(e, s) for e in ids for s in range(D)}, "some (example, sample) pairs are missing"
+    assert set(pairs.values()) == {1}, f"duplicates: {[p for p, n in pairs.items() if n > 1]}"
+    assert table.k == 5 and len(table.token_ids) == int(table.token_offsets[-1])
+
+
+def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
+    replicas: list[ServiceProcess], tmp_path: Path
+) -> None:
+    config = recipe(tmp_path, [r.address for r in replicas], concurrency=1)
+    samples, log = tmp_path / "runs" / "faults" / "samples", tmp_path / "driver.log"
+    first = start_driver(config, log, "--no-filter")
+    try:
+        wait_until(lambda: completed(samples) >= 3 or first.poll() is not None, 90, "3 units completed")
+        assert first.poll() is None, f"the job finished before it could be killed:\n{log.read_text()}"
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    done_before = completed(samples)
+    assert 3 <= done_before < EXAMPLES // UNIT
+    second = start_driver(config, log)
+    assert second.wait(120) == 0, log.read_text()
+
+    assert_exactly_once(samples)
+    runs = {str(e["run"]) for e in events(samples)}
+    assert len(runs) == 2
+    starts: dict[str, set[str]] = {}
+    completions: Counter[str] = Counter()
+    for e in events(samples):
+        if e["event"] == "unit_started":
+            starts.setdefault(str(e["unit_id"]), set()).add(str(e["run"]))
+        elif e["event"] == "unit_completed":
+            completions[str(e["unit_id"])] += 1
+    assert len(completions) == EXAMPLES // UNIT and set(completions.values()) == {1}, "a finished unit was redone"
+    redone = [u for u, r in starts.items() if len(r) > 1]
+    assert len(redone) <= 1, f"more than the unit in flight was redone: {redone}"
+    stats = json.loads((samples.parent / "train" / "filter_stats.json").read_text())
+    assert stats["total"] == EXAMPLES * D and stats["kept"] + stats["dropped_total"] == stats["total"]
+
+
+def test_replica_killed_mid_job_its_units_move_to_the_other(replicas: list[ServiceProcess], tmp_path: Path) -> None:
+    victim, survivor = replicas
+    config = recipe(tmp_path, [victim.address, survivor.address], concurrency=2)
+    samples, log = tmp_path / "runs" / "faults" / "samples", tmp_path / "driver.log"
+    driver = start_driver(config, log, "--no-filter")
+    try:
+        wait_until(lambda: completed(samples) >= 2 or driver.poll() is not None, 90, "2 units completed")
+        assert driver.poll() is None, f"the job finished before the replica could be killed:\n{log.read_text()}"
+        victim.proc.send_signal(signal.SIGKILL)
+        assert driver.wait(120) == 0, log.read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert_exactly_once(samples)
+    log_events = events(samples)
+    failed = [e for e in log_events if e["event"] == "unit_failed"]
+    assert failed and {e["replica"] for e in failed} == {victim.address}, failed
+    finished_on = Counter(str(e["replica"]) for e in log_events if e["event"] == "unit_completed")
+    assert finished_on[survivor.address] > finished_on[victim.address]
+    for failure in failed:  # each failed unit was finished by the survivor
+        assert any(
+            e["event"] == "unit_completed" and e["unit_id"] == failure["unit_id"] and e["replica"] == survivor.address
+            for e in log_events
+        )
