@@ -88,13 +88,26 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:end]
 
 
-def hash_directory(path: Path) -> str:
-    """SHA-256 over the relative names and bytes of every regular file under ``path``.
+# Training state kept beside the weights; it does not change what the model generates, so a
+# checkpoint re-saved with another loss record or optimizer state keeps its cached results.
+TRAINING_STATE = re.compile(
+    r"^(optimizer.*|scheduler.*|rng_state.*|trainer_state\.json|run_state\.json|state\.json|metrics\.json"
+    r"|training_args\.bin)$"
+)
 
-    Files are read in 1 MiB chunks, so large checkpoints hash without loading into memory.
+
+def hash_directory(path: Path) -> str:
+    """SHA-256 over the relative names and bytes of the model files under ``path``.
+
+    Every regular file counts (weights, config, tokenizer) except training state
+    (:data:`TRAINING_STATE`) and hidden files. Files are read in 1 MiB chunks, so large
+    checkpoints hash without loading into memory.
     """
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    files = [
+        p for p in path.rglob("*") if p.is_file() and not TRAINING_STATE.match(p.name) and not p.name.startswith(".")
+    ]
+    for file in sorted(files):
         digest.update(str(file.relative_to(path)).encode() + b"\0")
         with file.open("rb") as handle:
             while chunk := handle.read(1 << 20):

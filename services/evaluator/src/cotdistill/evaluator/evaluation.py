@@ -128,6 +128,9 @@ class EvaluationRequest:
     no_cache: bool = False
     step: int = 0
     tags: dict[str, str] = field(default_factory=dict)
+    # Folder of the result JSON under ``output``; Select keeps its dev-set results apart from
+    # ``eval/`` so they do not mix with the test-set results in reports.
+    result_dir: str = "eval"
 
 
 async def run_evaluation(
@@ -156,7 +159,12 @@ async def run_evaluation(
             params = GenerationParams(**{**asdict(request.params), "stop": tuple(suite.stop(ds, fmt))})
             key = cache_key(model_hash, ds, fmt, params)
             where = f"{ds.name}/{ds.split} {fmt}"
-            pred_rel = ("eval", "predictions", name, f"{slug(ds.name)}__{slug(ds.split)}__{slug(fmt)}.jsonl")
+            pred_rel = (
+                request.result_dir,
+                "predictions",
+                name,
+                f"{slug(ds.name)}__{slug(ds.split)}__{slug(fmt)}.jsonl",
+            )
             if not request.no_cache and cache.exists("eval-cache", key, "summary.json"):
                 summary = cache.read_json("eval-cache", key, "summary.json")
                 request.output.write_bytes(cache.read_bytes("eval-cache", key, "predictions.jsonl"), *pred_rel)
@@ -229,8 +237,8 @@ async def run_evaluation(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         elapsed_s=round(time.perf_counter() - started, 3),
     )
-    outcome.result_path = request.output.path("eval", f"{name}.json")
-    request.output.write_json(outcome.to_json(), "eval", f"{name}.json")
+    outcome.result_path = request.output.path(request.result_dir, f"{name}.json")
+    request.output.write_json(outcome.to_json(), request.result_dir, f"{name}.json")
     yield outcome
 
 

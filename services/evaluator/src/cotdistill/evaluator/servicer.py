@@ -224,6 +224,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                     output=output,
                     step=cand.step,
                     tags={"role": "student"},
+                    result_dir="eval/selection",
                 )
                 outcome: EvaluationOutcome | None = None
                 async for event in self._evaluate(eval_request, cand.model):
