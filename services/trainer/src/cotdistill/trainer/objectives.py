@@ -11,7 +11,9 @@ the k candidate ids, an (N, k) tensor. Two ways to handle the mass outside the t
 * ``renormalize``: both distributions are renormalized over the k candidates;
 * ``tail_bucket``: a (k+1)-th bucket holds ``1 - sum(top-k)`` for each side.
 
-With k = V both reduce to the exact full-vocabulary divergence (tested).
+With k = V both reduce to the exact full-vocabulary divergence (tested). A one-hot target (the
+alignment's fallback for unmatched student tokens) is always scored with the tail bucket, where
+forward KL equals the token's NLL.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ _TINY = 1e-12
 ABSENT_LOGPROB = -1e4  # "candidate absent": exp() underflows to exactly 0 in fp32
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits in fp32 for the softmax (the loss is sensitive); fp64 stays fp64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def token_nll(student_logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sample matching: mean negative log-likelihood of the teacher's tokens.
 
@@ -45,24 +52,34 @@ def token_nll(student_logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 def topk_distributions(
     student_logprobs: torch.Tensor, teacher_ids: torch.Tensor, teacher_logprobs: torch.Tensor, mass: TopKMass
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher and student log-distributions over the k candidates (+ a tail bucket).
+    """Teacher and student log-distributions over the k candidates plus a tail bucket.
 
     student_logprobs: (N, V) student log-softmax (already temperature-scaled).
     teacher_ids: (N, k) int64 candidate ids in the student vocabulary (any valid id where absent).
     teacher_logprobs: (N, k) float teacher logprobs; ``-inf`` marks an absent candidate.
-    Returns ``(log_p, log_q)``, each (N, k) for ``renormalize`` or (N, k+1) for ``tail_bucket``;
-    entries of absent candidates are ``-inf`` on both sides.
+    Returns ``(log_p, log_q)``, each (N, k+1). With ``renormalize`` both sides are renormalized
+    over the present candidates and the last column is an empty bucket (probability 0 on both
+    sides, so it adds nothing); with ``tail_bucket`` it holds ``1 - sum(top-k)`` of each side.
+
+    One-hot rows (a single candidate with teacher logprob 0: the alignment's fallback) always
+    use the tail bucket: renormalizing a student over one candidate would make every divergence
+    0, whereas the two buckets {token, rest} give exactly the token NLL for forward KL.
     """
     present = torch.isfinite(teacher_logprobs)
     # Absent candidates get a large finite negative logprob instead of -inf: exp() is exactly 0,
     # and logsumexp/logaddexp stay finite, so no NaN reaches the gradients.
     s = student_logprobs.gather(-1, teacher_ids).masked_fill(~present, ABSENT_LOGPROB)
     t = teacher_logprobs.to(student_logprobs.dtype).masked_fill(~present, ABSENT_LOGPROB)
-    if mass == "renormalize":
-        return t - torch.logsumexp(t, -1, keepdim=True), s - torch.logsumexp(s, -1, keepdim=True)
+    if mass not in ("renormalize", "tail_bucket"):
+        raise ValueError(f"unknown top-k mass handling {mass!r}")
+    tail_p, tail_q = torch.cat([t, _log_tail(t)], -1), torch.cat([s, _log_tail(s)], -1)
     if mass == "tail_bucket":
-        return torch.cat([t, _log_tail(t)], -1), torch.cat([s, _log_tail(s)], -1)
-    raise ValueError(f"unknown top-k mass handling {mass!r}")
+        return tail_p, tail_q
+    empty = torch.full_like(t[:, :1], ABSENT_LOGPROB)
+    renorm_p = torch.cat([t - torch.logsumexp(t, -1, keepdim=True), empty], -1)
+    renorm_q = torch.cat([s - torch.logsumexp(s, -1, keepdim=True), empty], -1)
+    one_hot = ((present.sum(-1) == 1) & (t.max(-1).values == 0)).unsqueeze(-1)
+    return torch.where(one_hot, tail_p, renorm_p), torch.where(one_hot, tail_q, renorm_q)
 
 
 def _log_tail(logprobs: torch.Tensor) -> torch.Tensor:
@@ -126,7 +143,7 @@ def topk_distillation(
     temperature: divides the student's logits (the teacher's logprobs are used as sampled).
     Returns a scalar; positions with no present candidate contribute 0 and are not counted.
     """
-    logprobs = functional.log_softmax(student_logits.float() / temperature, dim=-1)
+    logprobs = functional.log_softmax(_at_least_fp32(student_logits) / temperature, dim=-1)
     return topk_distillation_from_logprobs(logprobs, teacher_ids, teacher_logprobs, kind=kind, mass=mass, beta=beta)
 
 
@@ -180,7 +197,7 @@ def distillation_objective(
     log-softmax is computed once and shared when the temperature is 1, so KD adds only the
     (N, k) gather and the divergence on top of SFT.
     """
-    logprobs = functional.log_softmax(student_logits.float(), dim=-1)
+    logprobs = functional.log_softmax(_at_least_fp32(student_logits), dim=-1)
     nll = token_nll(logprobs, labels)
     loss = weights.sft_weight * nll if weights.sft_weight else nll.detach() * 0.0
     parts = {"sft": nll.detach()}
@@ -190,7 +207,7 @@ def distillation_objective(
         kd_logprobs = (
             logprobs
             if weights.temperature == 1.0
-            else functional.log_softmax(student_logits.float() / weights.temperature, dim=-1)
+            else functional.log_softmax(_at_least_fp32(student_logits) / weights.temperature, dim=-1)
         )
         kd = topk_distillation_from_logprobs(
             kd_logprobs, teacher_ids, teacher_logprobs, kind=weights.kind, mass=weights.mass, beta=weights.beta
