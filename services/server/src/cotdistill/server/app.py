@@ -13,9 +13,11 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -259,6 +261,25 @@ def build_app(settings: ServerSettings, *, loader: Callable[[str], Awaitable[Eng
     async def metrics_endpoint() -> Response:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        """The spec, with this server's runtime limits filled in (model id, max_tokens, n)."""
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schemas = spec.get("components", {}).get("schemas", {})
+            for name in ("CompletionRequest", "ChatCompletionRequest"):
+                props = schemas.get(name, {}).get("properties", {})
+                if "model" in props:
+                    props["model"]["enum"] = [settings.served_model_name]
+                for field in ("max_tokens", "max_completion_tokens"):
+                    for option in props.get(field, {}).get("anyOf", []):
+                        if option.get("type") == "integer":
+                            option["maximum"] = settings.max_tokens_cap
+                if "n" in props:
+                    props["n"]["maximum"] = settings.max_n
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(routes_openai.router)
     app.include_router(routes_reason.router)
     app.include_router(routes_admin.router)

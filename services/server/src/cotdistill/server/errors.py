@@ -8,6 +8,7 @@ shows ``message``). One place maps every exception the app can raise; nothing le
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,8 +66,14 @@ def bad_request(param: str, message: str, code: str | None = None) -> APIError:
     return APIError(400, f"{param}: {message}", param=param, code=code)
 
 
+# pydantic puts union member tags in error locations ("str", "list[int]", "function-after[...]").
+_TYPE_TAG = re.compile(
+    r"^(str|int|float|bool|none|bytes|[a-z-]+\[.*\]|function-[a-z]+|constrained-[a-z]+|json-or-python.*)$"
+)
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not _TYPE_TAG.match(str(p))]
     out = ""
     for part in parts:
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
@@ -107,12 +114,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail) if exc.detail else "error"
+        param = None
+        if exc.status_code == 400:  # FastAPI's "There was an error parsing the body"
+            param, message = "body", f"body: {message}"
         if exc.status_code == 404:
             message = f"{request.url.path} not found"
         elif exc.status_code == 405:
             message = f"method {request.method} not allowed on {request.url.path}"
         kind = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
-        return openai_error(exc.status_code, message, kind, headers=getattr(exc, "headers", None))
+        return openai_error(exc.status_code, message, kind, param=param, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

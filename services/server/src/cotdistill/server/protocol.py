@@ -37,9 +37,9 @@ class _Sampling(_Request):
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="Same seed, same completion.")
     stream: bool = Field(False, description="Stream server-sent events `data: {...}`, ending `data: [DONE]`.")
     stream_options: StreamOptions | None = None
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Not supported: only 0.")
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0, description="Not supported: only 0.")
-    logit_bias: dict[str, float] | None = Field(None, description="Not supported: only empty.")
+    presence_penalty: float = Field(0.0, ge=0.0, le=0.0, description="Not supported: only 0.")
+    frequency_penalty: float = Field(0.0, ge=0.0, le=0.0, description="Not supported: only 0.")
+    logit_bias: dict[str, float] | None = Field(None, max_length=0, description="Not supported: only empty.")
     user: str | None = Field(None, description="Ignored (end-user id).")
 
     def stop_strings(self) -> tuple[str, ...]:
@@ -57,13 +57,13 @@ class CompletionRequest(_Sampling):
         | Annotated[list[StrictInt], Field(min_length=1)]
         | Annotated[list[Annotated[list[StrictInt], Field(min_length=1)]], Field(min_length=1)]
     ) = Field(description="Text, texts, token ids, or lists of token ids.")
-    max_tokens: int | None = Field(16, ge=1, description="Tokens to generate at most (default 16).")
+    max_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most (default 16).")
     logprobs: int | None = Field(
         None, ge=0, le=MAX_TOP_LOGPROBS, description="Return the sampled token's logprob and the top-k."
     )
-    echo: bool = Field(False, description="Not supported: only false.")
+    echo: Literal[False] = Field(False, description="Not supported: only false.")
     best_of: int | None = Field(None, ge=1, description="Only equal to n (or absent).")
-    suffix: str | None = Field(None, description="Not supported.")
+    suffix: Annotated[str, Field(max_length=0)] | None = Field(None, description="Not supported: only empty.")
 
 
 class TextPart(BaseModel):
@@ -92,7 +92,7 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most.")
     logprobs: bool = Field(False, description="Return logprobs of the generated tokens.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Top-k per token (needs logprobs).")
-    tools: list[dict[str, Any]] | None = Field(None, description="Not supported.")
+    tools: list[dict[str, Any]] | None = Field(None, max_length=0, description="Not supported: only empty.")
 
 
 class ReasonRequest(_Request):

@@ -20,15 +20,6 @@ from cotdistill.server.protocol import ChatCompletionRequest, CompletionRequest,
 router = APIRouter(prefix="/v1", dependencies=[Authenticated], tags=["OpenAI-compatible"])
 
 
-def _refuse_unsupported(body: _Sampling) -> None:
-    if body.presence_penalty:
-        raise bad_request("presence_penalty", "is not supported; only 0")
-    if body.frequency_penalty:
-        raise bad_request("frequency_penalty", "is not supported; only 0")
-    if body.logit_bias:
-        raise bad_request("logit_bias", "is not supported; only empty")
-
-
 def _check_n(body: _Sampling, prompts: int, ctx: AppContext) -> None:
     if body.n > ctx.settings.max_n:
         raise bad_request("n", f"must be <= {ctx.settings.max_n} on this server, got {body.n}")
@@ -111,15 +102,11 @@ def _completion_logprobs(engine: Engine, entries: list[TokenLogprob], offset: in
 async def completions(body: CompletionRequest, request: Request) -> Response:
     """OpenAI completions: text in, text out (optionally streamed as server-sent events)."""
     ctx = context(request)
-    _refuse_unsupported(body)
-    if body.echo:
-        raise bad_request("echo", "is not supported; only false")
-    if body.suffix:
-        raise bad_request("suffix", "is not supported")
     if body.best_of is not None and body.best_of != body.n:
         raise bad_request("best_of", "is only supported equal to n")
     check_model(body.model, ctx.settings)
-    max_tokens = check_max_tokens(body.max_tokens or 16, ctx.settings)
+    # OpenAI's default is 16; a server capped lower uses its cap rather than refusing the default.
+    max_tokens = check_max_tokens(body.max_tokens or min(16, ctx.settings.max_tokens_cap), ctx.settings)
     raw = body.prompt
     if isinstance(raw, str):
         texts: list[str | list[int]] = [raw]
@@ -230,9 +217,6 @@ def _chat_logprobs(engine: Engine, entries: list[TokenLogprob]) -> dict[str, Any
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """OpenAI chat completions (optionally streamed as server-sent events)."""
     ctx = context(request)
-    _refuse_unsupported(body)
-    if body.tools:
-        raise bad_request("tools", "are not supported")
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs", "needs logprobs=true")
     check_model(body.model, ctx.settings)
