@@ -26,6 +26,7 @@ from cotdistill.common.tasks.extraction import (
 from cotdistill.common.tasks.filtering import FilterStats, SampleLike, filter_samples
 from cotdistill.common.tasks.formats import FormatInfo, list_formats
 from cotdistill.common.tasks.importing import import_completions
+from cotdistill.common.tasks.loaders.custom import ColumnMapping, load_custom_file, register_custom_dataset
 from cotdistill.common.tasks.paths import resolve_data_dir
 from cotdistill.common.tasks.records import ANSWER_TYPES, AnswerType, DatasetInfo, Example
 from cotdistill.common.tasks.registry import (
@@ -48,6 +49,7 @@ __all__ = [
     "ANSWER_TYPES",
     "SYNTHETIC_TASKS",
     "AnswerType",
+    "ColumnMapping",
     "DataDirNotFound",
     "DatasetInfo",
     "Example",
@@ -69,11 +71,13 @@ __all__ = [
     "known_names",
     "list_datasets",
     "list_formats",
+    "load_custom_file",
     "load_dataset",
     "normalize_answer",
     "normalize_number",
     "parse_student_completion",
     "rationale_styles",
+    "register_custom_dataset",
     "register_dataset",
     "render_answer_prompt",
     "render_student_pair",

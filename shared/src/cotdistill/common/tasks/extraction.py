@@ -34,7 +34,8 @@ _TEXT_STRIP = re.compile(r"\"|'|\n|\.|\s")
 def normalize_number(text: str) -> str | None:
     """Canonical decimal string of a number: "1,234" -> "1234", "3.50" -> "3.5", "-0" -> "0".
 
-    Leading "$", trailing "." and "%" are dropped; returns None when ``text`` is not a number.
+    Leading "$", trailing "." and "%" are dropped; every digit is kept (no rounding);
+    returns None when ``text`` is not a number.
     """
     s = text.strip().replace(",", "").replace("$", "").rstrip("%").rstrip(".").strip()
     if not s:
@@ -47,10 +48,14 @@ def normalize_number(text: str) -> str | None:
         return None
     if value == 0:
         return "0"
-    out = format(value.normalize(), "f")
+    # format(..., "f") keeps all digits of the input (Decimal.normalize would round to 28).
+    out = format(value, "f")
     if "." in out:
         out = out.rstrip("0").rstrip(".")
-    return out
+    sign = "-" if out.startswith("-") else ""
+    digits = out.lstrip("+-")
+    whole, dot, frac = digits.partition(".")
+    return f"{sign}{whole.lstrip('0') or '0'}{dot}{frac}"
 
 
 def normalize_answer(text: str, answer_type: AnswerType) -> str:
@@ -88,22 +93,27 @@ def split_gsm8k_answer(answer: str) -> tuple[str, str]:
 
 
 def _candidates(text: str, spec: AnswerSpec) -> list[str]:
-    """All answer candidates in ``text``, in order, already normalized."""
+    """All answer candidates in ``text``, in order, cleansed the way Kojima et al. do (not normalized)."""
     if spec.answer_type == "number":
-        out = []
-        for match in _NUMBER.findall(text.replace(",", "")):
-            value = normalize_number(match)
-            if value is not None:
-                out.append(value)
-        return out
+        return [m.rstrip(".") for m in _NUMBER.findall(text.replace(",", ""))]
     if spec.answer_type == "choice":
         letters = re.escape(spec.letters or "ABCDEF")
         return re.findall(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", text)
     if spec.answer_type == "yes_no":
         words = _YES_NO_SEPARATORS.sub(" ", text.lower()).split(" ")
         return [w for w in words if w in ("yes", "no")]
-    cleaned = _TEXT_STRIP.sub("", text).lower()
+    cleaned = _TEXT_STRIP.sub("", text)
     return [cleaned] if cleaned else []
+
+
+def _normalized(candidate: str | None, spec: AnswerSpec) -> str | None:
+    if candidate is None:
+        return None
+    if spec.answer_type == "number":
+        return normalize_number(candidate)
+    if spec.answer_type == "text":
+        return candidate.lower()
+    return candidate
 
 
 def _after_last_phrase(text: str) -> str | None:
@@ -112,15 +122,23 @@ def _after_last_phrase(text: str) -> str | None:
     return text[matches[-1].end() :] if matches else None
 
 
-def extract_answer(text: str | None, dataset_or_type: str, *, after_trigger: bool = False) -> str | None:
-    """The normalized answer in ``text`` for a dataset name or an answer type, or None.
+def extract_answer(
+    text: str | None, dataset_or_type: str, *, after_trigger: bool = False, normalize: bool = True
+) -> str | None:
+    """The answer in ``text`` for a dataset name or an answer type, or None.
 
     ``dataset_or_type`` is a dataset name ("gsm8k", "aqua", ...), an answer type ("number",
     "choice", "yes_no", "text") or "choice:ABC". See the module docstring for the two modes.
+    ``normalize=False`` returns the candidate as Kojima et al.'s cleansing leaves it ("12.30",
+    "yaeA"), to reproduce their exact-string scoring.
     """
     if text is None:
         return None
     spec = spec_for(dataset_or_type)
+    return _normalized(_extract(text, spec, after_trigger), spec) if normalize else _extract(text, spec, after_trigger)
+
+
+def _extract(text: str, spec: AnswerSpec, after_trigger: bool) -> str | None:
     if after_trigger:
         found = _candidates(text, spec)
         return found[0] if found else None
