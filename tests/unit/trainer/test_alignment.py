@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -53,7 +54,7 @@ def test_compiled_alignment_equals_reference_on_real_text(
 @pytest.fixture(scope="module")
 def shared_data_texts(request: pytest.FixtureRequest) -> list[str]:
     """Synthetic-task texts plus, when the real datasets are present, GSM8K-style questions."""
-    texts = reasoning_corpus(6, seed=3) + ["Ünïcode ünd ëmoji 🙂 split across bytes: naïve café."]
+    texts = [*reasoning_corpus(6, seed=3), "Ünïcode ünd ëmoji 🙂 split across bytes: naïve café."]
     try:
         data = request.getfixturevalue("shared_data")
     except pytest.skip.Exception:
@@ -70,7 +71,7 @@ def test_path_is_monotone_and_covers_both_sequences() -> None:
     s = [b"Th", b"e", b" cat", b" s", b"at."]
     path = align(t, s)
     assert path[0] == (0, 0) and path[-1] == (3, 4)
-    assert all(b[0] - a[0] in (0, 1) and b[1] - a[1] in (0, 1) and b != a for a, b in zip(path, path[1:], strict=False))
+    assert all(b[0] - a[0] in (0, 1) and b[1] - a[1] in (0, 1) and b != a for a, b in itertools.pairwise(path))
     assert one_to_one(np.array(path), 4, 5).tolist() == [-1, -1, 1, 2, 3]  # (" s", " sat"), ("at.", ".")
     assert edit_distance_reference(b"kitten", b"sitting") == 3
 

@@ -1,0 +1,250 @@
+"""The recipe end to end on tiny models: it learns, clips, resumes, checkpoints, stops."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from cotdistill.trainer.checkpoints import list_checkpoints
+from cotdistill.trainer.config import RecipeConfig
+from cotdistill.trainer.data import build_batches
+from cotdistill.trainer.recipe import TrainRecipe
+from tests.unit.trainer import synthetic
+
+
+class Recorder:
+    """A Reporter that keeps everything and can ask to stop after a given step."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.steps: list[tuple[int, dict[str, float]]] = []
+        self.checkpoints: list[tuple[int, str, float | None, bool]] = []
+        self.validations: list[tuple[int, dict[str, float]]] = []
+        self.stop_after = stop_after
+
+    def on_step(self, step: int, total_steps: int, metrics: dict[str, float]) -> None:
+        self.steps.append((step, metrics))
+
+    def on_checkpoint(self, step: int, path: str, validation_loss: float | None, is_best: bool) -> None:
+        self.checkpoints.append((step, path, validation_loss, is_best))
+
+    def on_validation(self, step: int, metrics: dict[str, float]) -> None:
+        self.validations.append((step, metrics))
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and bool(self.steps) and self.steps[-1][0] >= self.stop_after
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory, task_tokenizers: dict[str, Any]) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("samples")
+    return {
+        "train": synthetic.write_samples(
+            root / "train" / "part-0.parquet", synthetic.words(1000, 1), task_tokenizers["teacher"]
+        ),
+        "validation": synthetic.write_samples(
+            root / "val" / "part-0.parquet", synthetic.words(64, 2), task_tokenizers["teacher"]
+        ),
+    }
+
+
+def make_config(models: dict[str, Path], samples: dict[str, Path], out: Path, **sections: Any) -> RecipeConfig:
+    raw: dict[str, Any] = {
+        "student": {"model": str(models["student"])},
+        "data": {"train_paths": [str(samples["train"])], "teacher_tokenizer": str(models["teacher_tokenizer"])},
+        "hyperparameters": {"max_steps": 4, "batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 0},
+        "output_dir": str(out),
+        "num_threads": 1,
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
+    return RecipeConfig.model_validate(raw)
+
+
+def run(
+    config: RecipeConfig, reporter: Recorder | None = None, resume_from: str | None = None
+) -> tuple[TrainRecipe, Recorder]:
+    reporter = reporter or Recorder()
+    recipe = TrainRecipe(config, reporter)
+    recipe.setup(resume_from=resume_from)
+    recipe.train()
+    return recipe, reporter
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        pytest.param({"sft_weight": 1.0, "kd_weight": 0.0}, id="sft"),
+        # Distribution matching alone, across different tokenizers: only the aligned top-k teaches.
+        pytest.param({"sft_weight": 0.0, "kd_weight": 1.0, "top_k_mass": "tail_bucket"}, id="kd-cross-tokenizer"),
+    ],
+)
+def test_tiny_student_learns_the_copy_task_from_teacher_samples(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path, objective: dict[str, Any]
+) -> None:
+    config = make_config(
+        task_models,
+        samples,
+        tmp_path,
+        objective=objective,
+        hyperparameters={"max_steps": 160, "batch_size": 32, "warmup_steps": 20},
+        data={"validation_paths": [str(samples["validation"])]},
+        log_every_steps=10,
+    )
+    recipe, reporter = run(config)
+    first, last = reporter.steps[0][1]["loss"], reporter.steps[-1][1]["loss"]
+    assert last < first / 4, f"loss did not fall enough: {first:.3f} -> {last:.3f}"
+    final = reporter.checkpoints[-1]
+    assert final[0] == 160 and final[2] is not None
+    held_out = synthetic.words(150, 7)
+    accuracy = synthetic.accuracy(final[1], held_out)
+    assert accuracy >= 0.6, f"accuracy {accuracy:.2f} (chance is 1/26)"
+    if objective["kd_weight"]:
+        assert recipe.data_stats["kd_matched_tokens"] > 0.5 * recipe.data_stats["kd_tokens"]
+
+
+def test_gradient_clipping_is_really_applied(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    config = make_config(task_models, samples, tmp_path, hyperparameters={"max_grad_norm": 0.05, "max_steps": 3})
+    reporter = Recorder()
+    recipe = TrainRecipe(config, reporter)
+    recipe.setup()
+    seen: list[float] = []
+
+    def record(optimizer: Any, args: Any, kwargs: Any) -> None:
+        grads = [p.grad for p in recipe.model.parameters() if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    recipe.optimizer.register_step_pre_hook(record)
+    recipe.train()
+    reported = [m["grad_norm"] for _, m in reporter.steps]
+    assert len(seen) == 3
+    assert all(r > 0.05 for r in reported)  # the raw norm is reported...
+    assert all(s == pytest.approx(0.05, rel=1e-3) for s in seen)  # ...and the optimizer sees the clipped one
+
+
+def test_resume_continues_exactly_where_it_stopped(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """Counters, data order, optimizer and schedule come back: steps 4-6 repeat bit for bit."""
+    hp = {"max_steps": 6, "gradient_accumulation": 2, "warmup_steps": 2, "schedule": "linear"}
+    _, full = run(
+        make_config(task_models, samples, tmp_path / "a", hyperparameters=hp, checkpoints={"interval_steps": 3})
+    )
+    resumed_from = str(tmp_path / "a" / "checkpoints" / "step-000003")
+    _, second = run(make_config(task_models, samples, tmp_path / "b", hyperparameters=hp), resume_from=resumed_from)
+    assert [s for s, _ in second.steps] == [4, 5, 6]
+    for (_, a), (_, b) in zip(full.steps[3:], second.steps, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
+        assert b["learning_rate"] == pytest.approx(a["learning_rate"])
+
+
+def test_checkpoints_are_complete_loadable_and_retained(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = make_config(
+        task_models,
+        samples,
+        tmp_path,
+        hyperparameters={"max_steps": 6},
+        data={"validation_paths": [str(samples["validation"])]},
+        checkpoints={"interval_steps": 1, "keep_last": 2},
+    )
+    _, reporter = run(config)
+    assert [c[0] for c in reporter.checkpoints] == [1, 2, 3, 4, 5, 6]
+    kept = list_checkpoints(tmp_path)
+    best = min(reporter.checkpoints, key=lambda c: (c[2], -c[0]))
+    assert {r.step for r in kept} == {5, 6, best[0]}
+    assert [r.step for r in kept if r.is_best] == [best[0]]
+    newest = Path(kept[-1].path)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "trainer_state.pt", "trainer_state.json"):
+        assert (newest / name).is_file(), name
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # no half-written leftovers
+    model = AutoModelForCausalLM.from_pretrained(newest)
+    tok = AutoTokenizer.from_pretrained(newest)
+    assert model.config.vocab_size >= len(tok)
+
+
+def test_cancellation_stops_after_the_current_step(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    recipe, reporter = run(
+        make_config(task_models, samples, tmp_path, hyperparameters={"max_steps": 50}), Recorder(stop_after=2)
+    )
+    assert recipe.state.step == 2 and recipe.stopped
+    assert reporter.checkpoints == []
+
+
+def test_packed_rows_give_the_same_loss_as_padded_examples(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """Block-diagonal attention from restarting position_ids: no example sees another."""
+    config = make_config(task_models, samples, tmp_path, objective={"kd_weight": 0.5})
+    recipe = TrainRecipe(config)
+    recipe.setup()
+    examples = []
+    batch = recipe.train_loader.dataset.batches[0]
+    assert "attention_mask" not in batch  # packed
+    from cotdistill.trainer.data import ExampleBuilder, load_samples
+
+    loaded, _ = load_samples([str(samples["validation"])])
+    builder = ExampleBuilder(recipe.tokenizer, fmt="ft_cot", encoder_decoder=False, max_seq_len=0, top_k=recipe.top_k)
+    examples = builder.build(loaded[:12])
+    common = {"batch_size": 12, "pad_id": recipe.tokenizer.pad_token_id, "seed": 0, "top_k": recipe.top_k}
+    packed = build_batches(examples, packing=True, **common)[0]
+    padded = build_batches(examples, packing=False, **common)[0]
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]
+    recipe.model.eval()
+    with torch.no_grad():
+        loss_packed, parts_packed, n_packed = recipe._loss(packed)
+        loss_padded, parts_padded, n_padded = recipe._loss(padded)
+    assert n_packed == n_padded
+    assert loss_packed.item() == pytest.approx(loss_padded.item(), rel=1e-5)
+    assert parts_packed["kd"].item() == pytest.approx(parts_padded["kd"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("student", "hyperparameters", "extra"),
+    [
+        pytest.param("student", {"precision": "bf16", "gradient_checkpointing": True}, {}, id="bf16-checkpointing"),
+        pytest.param("padded", {}, {"objective": {"kd_weight": 1.0}}, id="padded-vocab-kd"),
+        pytest.param("t5", {}, {"data": {"format": "ft_cot_t5"}, "objective": {"kd_weight": 0.5}}, id="t5-kd"),
+        pytest.param("student", {}, {"student": {"lora": {"rank": 4}}}, id="lora"),
+        pytest.param(
+            "student", {}, {"data": {"packing": False, "answer_only_fraction": 0.5}}, id="bucketing-flan-mixture"
+        ),
+    ],
+)
+def test_student_variants_train_and_save(
+    task_models: dict[str, Path],
+    samples: dict[str, Path],
+    tmp_path: Path,
+    student: str,
+    hyperparameters: dict[str, Any],
+    extra: dict[str, Any],
+) -> None:
+    extra = {k: dict(v) for k, v in extra.items()}
+    extra.setdefault("student", {})["model"] = str(task_models[student])
+    config = make_config(task_models, samples, tmp_path, hyperparameters={"max_steps": 3, **hyperparameters}, **extra)
+    recipe, reporter = run(config)
+    assert len(reporter.steps) == 3 and all(math.isfinite(m["loss"]) for _, m in reporter.steps)
+    path = Path(reporter.checkpoints[-1][1])
+    assert (path / "model.safetensors").is_file()
+    if student == "t5":
+        from transformers import AutoModelForSeq2SeqLM
+
+        AutoModelForSeq2SeqLM.from_pretrained(path)
+    if "lora" in extra.get("student", {}):
+        assert (path / "adapter" / "adapter_config.json").is_file()
+        from safetensors.torch import load_file
+
+        merged = load_file(path / "model.safetensors")
+        assert not any("lora" in name for name in merged)  # the served model has the adapters merged
+    if extra.get("data", {}).get("answer_only_fraction"):
+        assert 0.3 < recipe.data_stats["answer_only"] / recipe.data_stats["examples"] < 0.7
