@@ -70,9 +70,9 @@ def test_keys_from_a_mounted_secret_file_and_cors_when_enabled(tiny_models: dict
             assert r.status_code == 200
         r = httpx.get(f"{server.base_url}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
         assert r.status_code == 401
-        allowed = httpx.get(
-            f"{server.base_url}/health", headers={"Origin": "https://app.example"}
-        ).headers.get("access-control-allow-origin")
+        allowed = httpx.get(f"{server.base_url}/health", headers={"Origin": "https://app.example"}).headers.get(
+            "access-control-allow-origin"
+        )
         assert allowed == "https://app.example"
     finally:
         server.stop()

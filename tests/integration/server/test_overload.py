@@ -17,9 +17,7 @@ from tests.integration.server.conftest import MODEL, RunningServer, server_setti
 
 async def _flood(server: RunningServer, count: int, max_tokens: int) -> list[httpx.Response | BaseException]:
     limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers=server.headers, timeout=60, limits=limits
-    ) as client:
+    async with httpx.AsyncClient(base_url=server.base_url, headers=server.headers, timeout=60, limits=limits) as client:
         body = {"model": MODEL, "prompt": "Eva has 9 cards. ###", "max_tokens": max_tokens, "temperature": 0.8}
         return await asyncio.gather(
             *(client.post("/v1/completions", json=body) for _ in range(count)), return_exceptions=True

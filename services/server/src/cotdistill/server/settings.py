@@ -7,7 +7,7 @@ explicit open mode, a placeholder or short key, a key file that cannot be read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -98,6 +98,12 @@ class ServerSettings(ServiceSettings):
                     "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
                 )
         return self
+
+    def describe(self) -> dict[str, Any]:
+        """Settings safe to log: only the API keys are masked (not e.g. max_prompt_tokens)."""
+        out = dict(self)
+        out["api_keys"] = f"<{len(self.api_keys)} keys>"
+        return out
 
     def all_api_keys(self) -> list[str]:
         """Keys from settings plus those in the key file (blank lines and # comments skipped)."""

@@ -1,0 +1,167 @@
+"""The HTTP layer against a fake engine (the narrow Engine interface): readiness, SSE, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from cotdistill.server.app import build_app
+from cotdistill.server.engine.base import EngineLoadError, EngineStats, SamplingParams, StepOutput, TokenLogprob
+from cotdistill.server.settings import ServerSettings
+
+KEY = "unit-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+class FakeTokenizer:
+    chat_template = "fake"
+
+    def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
+        return " ".join(m["content"] for m in messages)
+
+
+class FakeEngine:
+    """Echoes the prompt's characters back, one per step; tokens are character codes."""
+
+    backend = "fake"
+    max_model_len = 512
+    vocab_size = 256
+    eos_token_id = None
+
+    def __init__(self, path: str) -> None:
+        self.model_path = path
+        self.tokenizer = FakeTokenizer()
+        self.closed = False
+        self.gate: asyncio.Event | None = None
+
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) % 256 for c in text]
+
+    def token_text(self, token_id: int) -> str:
+        return chr(token_id)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(0, 0)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[StepOutput]:
+        for i in range(params.max_tokens):
+            if self.gate is not None:
+                await self.gate.wait()
+            token = prompt_ids[i % len(prompt_ids)]
+            last = i == params.max_tokens - 1
+            lp = [TokenLogprob(token, -0.5, (token,), (-0.5,))] if params.logprobs is not None else None
+            yield StepOutput(chr(token), [token], lp, "length" if last else None)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def make_app(loaded: asyncio.Event | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
+    engines: dict[str, FakeEngine] = {}
+
+    async def loader(path: str) -> FakeEngine:
+        if loaded is not None:
+            await loaded.wait()
+        if "bad" in path:
+            raise EngineLoadError(f"checkpoint {path!r} is broken")
+        engines[path] = FakeEngine(path)
+        return engines[path]
+
+    settings = ServerSettings(model="ckpt-a", api_keys=[KEY], **overrides)
+    return build_app(settings, loader=loader), engines
+
+
+def test_ready_only_after_the_model_loaded_and_503_meanwhile() -> None:
+    gate = asyncio.Event()
+    app, _ = make_app(gate)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 503
+        busy = client.post("/v1/completions", headers=AUTH, json={"model": "cotdistill-student", "prompt": "x"})
+        assert busy.status_code == 503 and busy.json()["error"]["code"] == "model_not_ready"
+        assert "Retry-After" in busy.headers
+        client.portal.call(gate.set)  # type: ignore[union-attr]
+        for _ in range(200):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.01)
+        assert client.get("/ready").json()["status"] == "ready"
+
+
+def test_completion_and_sse_framing() -> None:
+    app, _ = make_app()
+    with TestClient(app) as client:
+        body = {"model": "cotdistill-student", "prompt": "abc", "max_tokens": 4, "logprobs": 1}
+        out = client.post("/v1/completions", headers=AUTH, json=body).json()
+        assert out["choices"][0]["text"] == "abca" and out["usage"] == {
+            "prompt_tokens": 3,
+            "completion_tokens": 4,
+            "total_tokens": 7,
+        }
+        assert out["choices"][0]["logprobs"]["text_offset"] == [0, 1, 2, 3]
+        with client.stream("POST", "/v1/completions", headers=AUTH, json={**body, "stream": True, "n": 2}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            lines = [line for line in r.iter_lines() if line]
+        assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+        chunks = [json.loads(line[6:]) for line in lines[:-1]]
+        for index in (0, 1):
+            assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"][0]["index"] == index) == "abca"
+
+
+def test_chat_uses_the_chat_template_and_names_bad_fields() -> None:
+    app, _ = make_app()
+    with TestClient(app) as client:
+        msgs = [{"role": "user", "content": "hi"}]
+        out = client.post(
+            "/v1/chat/completions",
+            headers=AUTH,
+            json={"model": "cotdistill-student", "messages": msgs, "max_tokens": 2},
+        ).json()
+        assert out["choices"][0]["message"] == {"role": "assistant", "content": "hi"}
+        bad = client.post(
+            "/v1/chat/completions", headers=AUTH, json={"model": "cotdistill-student", "messages": [{"role": "x"}]}
+        )
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages[0].role"
+
+
+def test_reload_switches_and_refuses_and_the_old_engine_closes_after_draining() -> None:
+    app, engines = make_app()
+    with TestClient(app) as client:
+        for _ in range(200):
+            if client.get("/ready").status_code == 200:
+                break
+            time.sleep(0.01)
+        old = engines["ckpt-a"]
+        old.gate = asyncio.Event()
+        # A streamed request in flight on the old engine, blocked mid-generation.
+        with client.stream(
+            "POST",
+            "/v1/completions",
+            headers=AUTH,
+            json={"model": "cotdistill-student", "prompt": "zz", "max_tokens": 3, "stream": True},
+        ) as inflight:
+            refused = client.post("/admin/reload", headers=AUTH, json={"model": "ckpt-bad"})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "checkpoint_refused"
+            switched = client.post("/admin/reload", headers=AUTH, json={"model": "ckpt-b"})
+            assert switched.status_code == 200 and switched.json()["model"] == "ckpt-b"
+            assert not old.closed  # still serving the request in flight
+            client.portal.call(old.gate.set)  # type: ignore[union-attr]
+            text = "".join(
+                json.loads(line[6:])["choices"][0]["text"]
+                for line in inflight.iter_lines()
+                if line.startswith("data: {")
+            )
+        assert text == "zzz"
+        for _ in range(200):
+            if old.closed:
+                break
+            time.sleep(0.01)
+        assert old.closed
+        assert client.get("/v1/models", headers=AUTH).json()["data"][0]["root"] == "ckpt-b"
