@@ -102,3 +102,15 @@ def test_bad_arguments() -> None:
         generate_synthetic("arithmetic", 1, steps=0)
     with pytest.raises(KeyError):
         generate_synthetic("chess", 1)
+
+
+def test_distribution_tags() -> None:
+    tags = {name: get_dataset_info(name).distribution for name in SYNTHETIC_TASKS}
+    assert tags == {
+        "synthetic_arithmetic": "in_distribution",
+        "synthetic_arithmetic_4step": "out_of_distribution",
+        "synthetic_last_letters": "in_distribution",
+        "synthetic_last_letters_4": "out_of_distribution",
+        "synthetic_coin_flip": "in_distribution",
+        "synthetic_coin_flip_4": "out_of_distribution",
+    }

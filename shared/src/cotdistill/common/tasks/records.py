@@ -42,4 +42,7 @@ class DatasetInfo:
     source_files: tuple[str, ...] = ()
     choice_letters: str = ""  # e.g. "ABCDE" for choice datasets
     default_split: str = "test"
+    # The role a run config gives it by default (``DatasetRef.group``): the synthetic 4-step/4-word/
+    # 4-flip tasks are out of distribution for students trained on the 2(-3)-step ones.
+    distribution: str = "in_distribution"
     split_sizes: dict[str, int] = field(default_factory=dict, compare=False, hash=False)

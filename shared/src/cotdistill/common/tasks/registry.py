@@ -50,6 +50,7 @@ def _synthetic_info(name: str) -> DatasetInfo:
         synthetic=True,
         source_files=(),
         split_sizes=dict(SPLIT_SIZES),
+        distribution="out_of_distribution" if t.out_of_distribution else "in_distribution",
     )
 
 

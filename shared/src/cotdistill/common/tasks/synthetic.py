@@ -66,6 +66,10 @@ class SyntheticTask:
     description: str
 
     @property
+    def out_of_distribution(self) -> bool:
+        return self.min_steps > 3 or (self.family != "arithmetic" and self.min_steps > 2)
+
+    @property
     def answer_type(self) -> AnswerType:
         return {"arithmetic": "number", "last_letters": "text", "coin_flip": "yes_no"}[self.family]  # type: ignore[return-value]
 
