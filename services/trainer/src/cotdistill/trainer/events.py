@@ -53,11 +53,12 @@ class WorkerEvent(TypedDict):
 
 
 # Keys of a recipe's step metrics that have their own StepEvent field; every other numeric key
-# that names a loss ("loss_sft", "loss/kd", "sft_loss") becomes a loss part.
+# ("sft", "kd", "loss_kd", ...) is a part of the loss.
 _LR_KEYS = ("learning_rate", "lr")
 _TPS_KEYS = ("tokens_per_second", "tokens_per_s")
 _GRAD_KEYS = ("grad_norm",)
 _TOKEN_KEYS = ("tokens", "num_tokens")
+_NOT_PARTS = frozenset({"loss", "step", "epoch", *_LR_KEYS, *_TPS_KEYS, *_GRAD_KEYS, *_TOKEN_KEYS})
 
 
 def _first(metrics: Mapping[str, Any], keys: tuple[str, ...], default: float = 0.0) -> float:
@@ -68,12 +69,12 @@ def _first(metrics: Mapping[str, Any], keys: tuple[str, ...], default: float = 0
 
 
 def _loss_part_name(key: str) -> str | None:
+    if key in _NOT_PARTS:
+        return None
     for prefix in ("loss/", "loss_", "loss."):
         if key.startswith(prefix) and len(key) > len(prefix):
             return key[len(prefix) :]
-    if key.endswith("_loss") and key != "validation_loss":
-        return key[: -len("_loss")]
-    return None
+    return key
 
 
 def step_event(step: int, total_steps: int, metrics: Mapping[str, Any]) -> WorkerEvent:
@@ -81,7 +82,7 @@ def step_event(step: int, total_steps: int, metrics: Mapping[str, Any]) -> Worke
     parts = {}
     for key, value in metrics.items():
         name = _loss_part_name(key)
-        if name is not None and isinstance(value, (int, float)):
+        if name is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
             parts[name] = float(value)
     return WorkerEvent(
         kind="step",

@@ -74,8 +74,16 @@ SpecValidator = Callable[[trainer_pb2.RunSpec, Path], None]
 def validate_recipe(spec: trainer_pb2.RunSpec, output_dir: Path) -> None:
     """The recipe's own validation (model and data on disk, ranges); raises InvalidArgument."""
     from cotdistill.trainer.config import RecipeConfig
+    from cotdistill.trainer.data import peek_top_k
 
-    RecipeConfig.from_proto(spec, str(output_dir)).validate()
+    config = RecipeConfig.from_proto(spec, str(output_dir))
+    config.validate()
+    if config.objective.kd_weight > 0 and peek_top_k(config.data.train_paths) == 0:
+        raise InvalidArgument(
+            "objective.kd_weight",
+            "> 0 needs the teacher's top-k logprobs, but the training samples carry none "
+            "(sample with sampling.top_k_logprobs > 0, or set kd_weight to 0)",
+        )
 
 
 def apply_scaling_defaults(spec: trainer_pb2.RunSpec, settings: TrainerSettings) -> None:
@@ -97,6 +105,17 @@ def apply_scaling_defaults(spec: trainer_pb2.RunSpec, settings: TrainerSettings)
     scaling.cpus_per_worker = scaling.cpus_per_worker or settings.default_cpus_per_worker
     if scaling.use_gpu:
         scaling.gpus_per_worker = scaling.gpus_per_worker or 1.0
+    if not settings.ray_address:
+        # A local Ray never grows: a run wider than the machine would wait forever for workers.
+        capacity = settings.ray_num_cpus or os.cpu_count() or 1
+        needed = scaling.num_workers * scaling.cpus_per_worker
+        if needed > capacity:
+            raise InvalidArgument(
+                "scaling.num_workers",
+                f"{scaling.num_workers} workers x {scaling.cpus_per_worker:g} CPUs need {needed:g} CPUs; the local "
+                f"Ray runtime has {capacity}. Lower num_workers or cpus_per_worker, or train on a Ray cluster "
+                "(COTDISTILL_TRAINER_RAY_ADDRESS)",
+            )
     if scaling.strategy == trainer_pb2.PARALLEL_STRATEGY_UNSPECIFIED:
         scaling.strategy = trainer_pb2.PARALLEL_STRATEGY_DDP
 

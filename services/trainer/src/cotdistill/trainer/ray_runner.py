@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cotdistill.trainer.events import WorkerEvent, step_event
 from cotdistill.trainer.manager import RunFailed
@@ -36,6 +36,10 @@ from cotdistill.trainer.settings import TrainerSettings
 from cotdistill.v1 import trainer_pb2
 
 log = logging.getLogger(__name__)
+
+# Ray's C++ failure handler would take over SIGTERM and abort the service: its own handler must
+# stay in charge so a shutdown stops runs at a step boundary. Ray reads this once, at import.
+os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 DRAIN_INTERVAL_S = 0.25
 STOP_POLL_INTERVAL_S = 0.5
@@ -86,6 +90,7 @@ class RayReporter:
         self.last_checkpoint_step = -1
         self.stopped = False
         self.save_started: float | None = None
+        self._pending: WorkerEvent | None = None
         self._stop_flag = False
         self._last_poll = 0.0
         self._last_event_time = time.perf_counter()
@@ -109,31 +114,40 @@ class RayReporter:
     # Reporter protocol ------------------------------------------------------------------------
 
     def on_step(self, step: int, total_steps: int, metrics: Mapping[str, float]) -> None:
+        now = time.perf_counter()
+        event = step_event(step, total_steps, metrics)
+        # The recipe reports a rate; the token counter wants an amount over the same window.
+        event["tokens"] = int(event.get("tokens_per_second", 0.0) * (now - self._last_event_time))
         self.last_step = int(step)
-        self._last_event_time = time.perf_counter()
-        self.push(step_event(step, total_steps, metrics))
+        self._last_event_time = now
+        self.push(event)
 
     def on_checkpoint(self, step: int, path: str, validation_loss: float | None, is_best: bool) -> None:
+        # Rank 0 only (the recipe writes on rank 0); the collective report follows in commit().
+        self._pending = WorkerEvent(
+            kind="checkpoint", step=int(step), path=str(path), validation_loss=validation_loss, is_best=bool(is_best)
+        )
+
+    def commit_checkpoint(self, step: int, path: str) -> None:
+        """Register the checkpoint the recipe just wrote with Ray Train (every rank calls this).
+
+        Rank 0 attaches the directory (already under the run's storage directory, so
+        ``NO_UPLOAD`` registers it in place); the others report nothing, as Ray Train expects.
+        """
         import ray.train
         from ray.train import Checkpoint, CheckpointUploadMode
 
+        pending, self._pending = self._pending, None
         metrics: dict[str, float] = {"step": float(step)}
-        if validation_loss is not None:
-            metrics["validation_loss"] = float(validation_loss)
-        checkpoint = Checkpoint.from_directory(path) if self.rank == 0 else None
+        if pending is not None and pending.get("validation_loss") is not None:
+            metrics["validation_loss"] = float(pending["validation_loss"] or 0.0)
+        checkpoint = Checkpoint.from_directory(path) if self.rank == 0 and path else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
-        started = self.save_started if self.save_started is not None else self._last_event_time
         self.last_checkpoint_step = int(step)
-        self.push(
-            WorkerEvent(
-                kind="checkpoint",
-                step=int(step),
-                path=str(path),
-                validation_loss=validation_loss,
-                is_best=bool(is_best),
-                duration_s=time.perf_counter() - started,
-            )
-        )
+        if pending is not None:
+            started = self.save_started if self.save_started is not None else self._last_event_time
+            pending["duration_s"] = time.perf_counter() - started
+            self.push(pending)
         self._last_event_time = time.perf_counter()
 
     def on_validation(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -166,10 +180,11 @@ class RayReporter:
 class RayDistributedHooks:
     """The recipe's ``DistributedHooks`` filled from ``ray.train.torch``."""
 
-    def __init__(self, rank: int, world_size: int, strategy: str) -> None:
+    def __init__(self, rank: int, world_size: int, strategy: str, device: Any) -> None:
         self.rank = rank
         self.world_size = world_size
         self.strategy = strategy  # "ddp" or "fsdp"
+        self.device = device  # Ray Train's choice: this worker's GPU, or the CPU
 
     def prepare_model(self, model: Any) -> Any:
         import ray.train.torch
@@ -189,6 +204,7 @@ def train_worker(config: dict[str, Any]) -> None:
     ``channel`` (the RunChannel handle), ``attempt_note`` (free text for the start message).
     """
     import ray.train
+    import ray.train.torch
 
     from cotdistill.trainer.config import RecipeConfig
     from cotdistill.trainer.recipe import TrainRecipe
@@ -198,7 +214,7 @@ def train_worker(config: dict[str, Any]) -> None:
     reporter = RayReporter(config["channel"], rank, world_size)
     spec = trainer_pb2.RunSpec.FromString(config["spec"])
     strategy = "fsdp" if spec.scaling.strategy == trainer_pb2.PARALLEL_STRATEGY_FSDP else "ddp"
-    hooks = RayDistributedHooks(rank, world_size, strategy)
+    hooks = RayDistributedHooks(rank, world_size, strategy, ray.train.torch.get_device())
 
     # Every rank names its process so operators (and the fault test) can find a worker.
     config["channel"].push.remote(
@@ -214,8 +230,8 @@ def train_worker(config: dict[str, Any]) -> None:
         reporter.flush()
         return
 
-    recipe = TrainRecipe(recipe_config, reporter, hooks)
-    _time_saves(recipe, reporter)
+    recipe = TrainRecipe(recipe_config, reporter, cast(Any, hooks))
+    _wrap_saves(recipe, reporter)
     with _checkpoint_dir(checkpoint) as resume_from:
         recipe.setup(resume_from=resume_from)
     try:
@@ -229,18 +245,24 @@ def train_worker(config: dict[str, Any]) -> None:
     reporter.flush()
 
 
-def _time_saves(recipe: Any, reporter: RayReporter) -> None:
-    """Mark when each ``save_checkpoint`` starts, so checkpoint events carry the write time."""
+def _wrap_saves(recipe: Any, reporter: RayReporter) -> None:
+    """Time each ``save_checkpoint`` and follow it with the collective Ray Train report.
+
+    The recipe writes on rank 0 only and returns "" elsewhere; every rank must still call
+    ``ray.train.report`` once per checkpoint, so the report happens here, on all ranks.
+    """
     original: Callable[..., Any] = recipe.save_checkpoint
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    def save_and_report(step: int, *args: Any, **kwargs: Any) -> Any:
         reporter.save_started = time.perf_counter()
         try:
-            return original(*args, **kwargs)
+            path = original(step, *args, **kwargs)
+            reporter.commit_checkpoint(step, str(path or ""))
+            return path
         finally:
             reporter.save_started = None
 
-    recipe.save_checkpoint = timed
+    recipe.save_checkpoint = save_and_report
 
 
 @contextlib.contextmanager
@@ -266,25 +288,42 @@ class RayExecutor:
         self._local = not settings.ray_address
 
     def ensure_ray(self) -> None:
+        """Start (local) or join (cluster) the Ray runtime once per process; retried once."""
         import ray
 
         with self._lock:
             if self._started and ray.is_initialized():
                 return
-            if self._local:
-                # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR.
-                ray.init(
-                    address="local",
-                    num_cpus=self.settings.ray_num_cpus,
-                    include_dashboard=False,
-                    object_store_memory=self.settings.ray_object_store_mb << 20,
-                    configure_logging=False,
-                    log_to_driver=False,
-                )
-            else:
-                ray.init(address=self.settings.ray_address, configure_logging=False, log_to_driver=False)
+            try:
+                self._init()
+            except Exception:
+                # Start-up races Ray's fixed 30 s raylet wait on a busy machine; one retry is cheap.
+                log.warning("ray start-up failed; retrying once", exc_info=True)
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                self._init()
             self._started = True
             log.info("ray runtime ready: %s", ray.cluster_resources())
+
+    def _init(self) -> None:
+        import ray
+
+        if self._local:
+            # Ray's 30 s default for the GCS to come up is too short on a busy small machine.
+            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+            # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR;
+            # every Ray server of a local runtime listens on loopback only.
+            ray.init(
+                address="local",
+                _node_ip_address="127.0.0.1",
+                num_cpus=self.settings.ray_num_cpus,
+                include_dashboard=False,
+                object_store_memory=self.settings.ray_object_store_mb << 20,
+                configure_logging=False,
+                log_to_driver=False,
+            )
+        else:
+            ray.init(address=self.settings.ray_address, configure_logging=False, log_to_driver=False)
 
     def close(self) -> None:
         import ray

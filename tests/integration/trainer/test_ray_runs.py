@@ -1,0 +1,208 @@
+"""The trainer service on a real local Ray runtime, running the real recipe.
+
+In order (they share one service): a 2-worker CPU DDP run; a killed worker mid-run; cancel;
+bad specs; a service restart that keeps records and resumes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
+from tests.integration.trainer.conftest import TrainerUnderTest
+
+WATCH_TIMEOUT_S = 150
+
+
+def _spec(task: dict[str, Path], name: str, **hyper: int) -> trainer_pb2.RunSpec:
+    return trainer_pb2.RunSpec(
+        name=name,
+        student=trainer_pb2.StudentSpec(model=str(task["student"])),
+        data=trainer_pb2.DataSpec(train_paths=[str(task["train"])], format="ft_cot", max_seq_len=64),
+        hyperparameters=trainer_pb2.Hyperparameters(
+            learning_rate=3e-3,
+            max_steps=hyper.get("max_steps", 6),
+            batch_size=hyper.get("batch_size", 4),
+            warmup_steps=0,
+            seed=1,
+        ),
+        scaling=trainer_pb2.ScalingSpec(
+            num_workers=hyper.get("num_workers", 2), cpus_per_worker=1, max_failures=hyper.get("max_failures", 0)
+        ),
+        checkpoints=trainer_pb2.CheckpointSpec(interval_steps=hyper.get("interval", 3), keep_last=2),
+    )
+
+
+def _stub(trainer: TrainerUnderTest) -> tuple[grpc.Channel, trainer_pb2_grpc.TrainerServiceStub]:
+    channel = grpc.insecure_channel(trainer.address)
+    return channel, trainer_pb2_grpc.TrainerServiceStub(channel)
+
+
+def _watch_all(
+    stub: trainer_pb2_grpc.TrainerServiceStub, run_id: str, from_sequence: int = 0
+) -> list[trainer_pb2.RunEvent]:
+    call = stub.WatchRun(
+        trainer_pb2.WatchRunRequest(run_id=run_id, from_sequence=from_sequence), timeout=WATCH_TIMEOUT_S
+    )
+    return [r.event for r in call]
+
+
+def _steps(events: list[trainer_pb2.RunEvent]) -> list[int]:
+    return [e.step.step for e in events if e.HasField("step")]
+
+
+def _messages(events: list[trainer_pb2.RunEvent]) -> list[str]:
+    return [e.message for e in events if e.HasField("message")]
+
+
+def _metric(trainer: TrainerUnderTest, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{trainer.service.metrics_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported:\n{text[:2000]}")
+
+
+def test_two_worker_ddp_run_streams_steps_and_checkpoints(trainer: TrainerUnderTest, task: dict[str, Path]) -> None:
+    channel, stub = _stub(trainer)
+    with channel:
+        run = stub.StartRun(trainer_pb2.StartRunRequest(spec=_spec(task, "ddp", max_steps=6, interval=3))).run
+        events = _watch_all(stub, run.run_id)
+        record = stub.GetRun(trainer_pb2.GetRunRequest(run_id=run.run_id)).run
+    assert record.state == trainer_pb2.RUN_STATE_SUCCEEDED, (record.error, _messages(events))
+    assert _steps(events) == [1, 2, 3, 4, 5, 6]
+    pids = {m.rsplit(" ", 1)[1] for m in _messages(events) if m.startswith("worker rank")}
+    assert len(pids) == 2  # two real worker processes
+    assert all(e.step.loss > 0 and e.step.tokens_per_second > 0 for e in events if e.HasField("step"))
+    assert [c.step for c in record.checkpoints] == [3, 6]
+    for checkpoint in record.checkpoints:
+        assert (Path(checkpoint.path) / "config.json").is_file()
+        assert Path(checkpoint.path).is_relative_to(record.output_dir)
+    assert _metric(trainer, "cotdistill_trainer_steps_total") >= 6
+    assert _metric(trainer, 'cotdistill_trainer_runs{state="succeeded"}') >= 1
+
+
+def _split_at_restart(
+    events: list[trainer_pb2.RunEvent], marker: str
+) -> tuple[list[trainer_pb2.RunEvent], list[trainer_pb2.RunEvent]]:
+    """Events before and after the last message containing ``marker`` (a new worker group)."""
+    starts = [i for i, e in enumerate(events) if e.HasField("message") and marker in e.message]
+    assert starts, _messages(events)
+    return events[: starts[-1]], events[starts[-1] :]
+
+
+def test_killed_worker_resumes_from_the_last_checkpoint(trainer: TrainerUnderTest, task: dict[str, Path]) -> None:
+    interval, total = 10, 120
+    spec = _spec(task, "kill", max_steps=total, interval=interval, max_failures=2)
+    channel, stub = _stub(trainer)
+    with channel:
+        run = stub.StartRun(trainer_pb2.StartRunRequest(spec=spec)).run
+        events: list[trainer_pb2.RunEvent] = []
+        killed = False
+        for response in stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id), timeout=WATCH_TIMEOUT_S):
+            event = response.event
+            events.append(event)
+            if not killed and event.HasField("step") and event.step.step > interval:
+                # A checkpoint exists and the run is past it: kill the rank-1 worker process.
+                pid = next(int(m.rsplit(" ", 1)[1]) for m in _messages(events) if m.startswith("worker rank 1/"))
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        record = stub.GetRun(trainer_pb2.GetRunRequest(run_id=run.run_id)).run
+    assert killed, "the run ended before the test could kill a worker"
+    assert record.state == trainer_pb2.RUN_STATE_SUCCEEDED, (record.error, _messages(events))
+    before, after = _split_at_restart(events, "worker group started")
+    assert "resuming from" in next(
+        e.message for e in after if e.HasField("message") and "worker group started" in e.message
+    )
+    saved = [e.checkpoint.step for e in before if e.HasField("checkpoint")]
+    resumed_at = _steps(after)[0] - 1
+    assert saved and resumed_at == saved[-1]  # restarted from the latest checkpoint, not from zero
+    assert max(_steps(before)) - resumed_at <= interval  # at most one checkpoint interval redone
+    assert _steps(after)[-1] == total
+
+
+def test_cancel_stops_the_run_and_keeps_a_checkpoint(trainer: TrainerUnderTest, task: dict[str, Path]) -> None:
+    spec = _spec(task, "cancel", max_steps=100_000, interval=1000, num_workers=1)
+    channel, stub = _stub(trainer)
+    with channel:
+        run = stub.StartRun(trainer_pb2.StartRunRequest(spec=spec)).run
+        for response in stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id), timeout=WATCH_TIMEOUT_S):
+            if response.event.HasField("step") and response.event.step.step >= 2:
+                break
+        cancelled = stub.CancelRun(trainer_pb2.CancelRunRequest(run_id=run.run_id), timeout=WATCH_TIMEOUT_S).run
+        events = _watch_all(stub, run.run_id)
+    assert cancelled.state == trainer_pb2.RUN_STATE_CANCELLED, cancelled.error
+    assert events[-1].state.state == trainer_pb2.RUN_STATE_CANCELLED
+    assert 2 <= cancelled.step < 100_000
+    assert cancelled.checkpoints and cancelled.checkpoints[-1].step == cancelled.step  # the work done is kept
+    assert (Path(cancelled.checkpoints[-1].path) / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": "/nonexistent/student"}, "student.model"),
+        ({"train_paths": []}, "data.train_paths"),
+        ({"train_paths": ["/nonexistent/train.jsonl"]}, "data.train_paths[0]"),
+        ({"format": "no_such_format"}, "data.format"),
+        ({"learning_rate": 2.0}, "hyperparameters.learning_rate"),
+        ({"num_workers": 3}, "scaling.num_workers"),  # the local runtime has 2 CPUs
+        ({"kd_weight": 1.0}, "objective.kd_weight"),  # SFT-only samples: no teacher top-k
+    ],
+)
+def test_bad_specs_are_rejected_naming_the_field(
+    trainer: TrainerUnderTest, task: dict[str, Path], change: dict[str, object], field: str
+) -> None:
+    spec = _spec(task, "bad")
+    if "model" in change:
+        spec.student.model = str(change["model"])
+    if "train_paths" in change:
+        del spec.data.train_paths[:]
+        spec.data.train_paths.extend(change["train_paths"])  # type: ignore[arg-type]
+    if "format" in change:
+        spec.data.format = str(change["format"])
+    if "learning_rate" in change:
+        spec.hyperparameters.learning_rate = float(change["learning_rate"])  # type: ignore[arg-type]
+    if "num_workers" in change:
+        spec.scaling.num_workers = int(change["num_workers"])  # type: ignore[call-overload]
+    if "kd_weight" in change:
+        spec.objective.kd_weight = float(change["kd_weight"])  # type: ignore[arg-type]
+    channel, stub = _stub(trainer)
+    with channel, pytest.raises(grpc.RpcError) as err:
+        stub.StartRun(trainer_pb2.StartRunRequest(spec=spec), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field), err.value.details()
+
+
+def test_service_restart_keeps_runs_and_resumes_the_active_one(
+    trainer: TrainerUnderTest, task: dict[str, Path]
+) -> None:
+    spec = _spec(task, "restart", max_steps=60, interval=5, num_workers=1)
+    channel, stub = _stub(trainer)
+    with channel:
+        before_restart = {r.run_id: r.state for r in stub.ListRuns(trainer_pb2.ListRunsRequest()).runs}
+        run = stub.StartRun(trainer_pb2.StartRunRequest(spec=spec)).run
+        for response in stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id), timeout=WATCH_TIMEOUT_S):
+            if response.event.HasField("checkpoint"):
+                break
+    trainer.restart()  # SIGTERM: the run stops at a step boundary and stays active
+    channel, stub = _stub(trainer)
+    with channel:
+        events = _watch_all(stub, run.run_id)
+        record = stub.GetRun(trainer_pb2.GetRunRequest(run_id=run.run_id)).run
+        after_restart = {r.run_id: r.state for r in stub.ListRuns(trainer_pb2.ListRunsRequest()).runs}
+    assert record.state == trainer_pb2.RUN_STATE_SUCCEEDED, (record.error, _messages(events))
+    assert {k: after_restart[k] for k in before_restart} == before_restart  # old records kept as they were
+    texts = _messages(events)
+    assert any("service stopping" in t for t in texts) and any("service restarted" in t for t in texts)
+    before, after = _split_at_restart(events, "worker group started")
+    saved = [e.checkpoint.step for e in before if e.HasField("checkpoint")]
+    assert _steps(after)[0] - 1 == saved[-1]  # resumed from the latest checkpoint
+    assert _steps(after)[-1] == 60
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))  # one log across processes
