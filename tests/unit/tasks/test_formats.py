@@ -147,3 +147,31 @@ def test_unknown_format_lists_known() -> None:
         render_student_pair("ft_cott", EX)
     with pytest.raises(InvalidArgument, match="zero_shot_cot"):
         render_teacher_prompt("zero_shot", EX)
+
+
+def test_exemplar_sources(shared_data: Path) -> None:
+    from cotdistill.common.tasks.exemplars import wei_exemplars
+
+    # Wei et al.'s prompt sizes: 8 math, 4 AQuA, 6 Date, 7 CommonsenseQA, 6 StrategyQA (one-newline file)
+    sizes = {
+        d: len(wei_exemplars(d, shared_data))
+        for d in ("gsm8k", "aqua", "date_understanding", "commonsenseqa", "strategyqa")
+    }
+    assert sizes == {"gsm8k": 8, "aqua": 4, "date_understanding": 6, "commonsenseqa": 7, "strategyqa": 6}
+    coin = load_dataset("coin_flip", "test", limit=1, data_dir=shared_data)[0]
+    prompt, _ = render_student_pair("fu_ic_answer", coin, data_dir=shared_data)
+    assert prompt.count("\nA: The answer is ") == 4
+    cot_prompt = student_prompt("fu_ic_cot", coin.question, dataset="coin_flip", data_dir=shared_data)
+    assert cot_prompt.startswith("Q: A coin is heads up. Angelina flips the coin.")  # Wei's, no train rationales
+    assert cot_prompt.count("\nLet's think step by step\n") == 4
+    tracking = load_dataset("tracking_shuffled_objects", "test", limit=1, data_dir=shared_data)[0]
+    with pytest.raises(InvalidArgument, match="tracking_shuffled_objects"):
+        render_teacher_prompt("few_shot_cot", tracking, data_dir=shared_data)
+
+
+def test_synthetic_few_shot_needs_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COTDISTILL_DATA_DIR", str(tmp_path / "absent"))
+    ex = load_dataset("synthetic_last_letters", "test", limit=1)[0]
+    prompt = render_teacher_prompt("few_shot_cot", ex)
+    assert prompt.count("\nA: The last letter of") == 8 and prompt.endswith(f"\n\nQ: {ex.question}\nA:")
+    assert student_prompt("fu_ic_cot", ex.question, dataset=ex.dataset).count("The answer is") == 4

@@ -7,7 +7,7 @@ separately; for a decoder-only student the completion here starts with a space u
 already ends with a newline. Answer-only templates are this project's own (FLAN's direct-answer
 patterns are per source dataset). Few-shot variants (``*_fs_*``) prepend 3 exemplars from the
 dataset's train split, each ``prompt + completion`` and a blank line, as FLAN's few-shot
-collections join exemplars.
+collections join exemplars (sources: :mod:`cotdistill.common.tasks.exemplars`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.tasks.errors import UnknownFormatError
 
 # (prompt, completion) with {question}, {chain_of_thought}, {answer}: FLAN v2 PATTERNS["cot"][:8].
@@ -103,19 +104,15 @@ def _zero_shot_prompt(t: FlanTemplate, question: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _exemplars(name: str, dataset: str, data_dir: str | None) -> str:
-    from cotdistill.common.tasks.registry import get_dataset_info, load_dataset
+    from cotdistill.common.tasks.exemplars import answer_exemplars, cot_exemplars
 
     t = _template(name)
     if not dataset:
-        raise UnknownFormatError(name, [n for n, v in FLAN_TEMPLATES.items() if not v.few_shot], field="dataset")
-    info = get_dataset_info(dataset)
-    split = "train" if "train" in info.splits else info.splits[0]
-    picked = [e for e in load_dataset(dataset, split, data_dir=data_dir) if e.rationale or not t.cot][:FEW_SHOT_K]
-    parts = []
-    for e in picked:
-        p = _zero_shot_prompt(t, e.question)
-        parts.append(p + render_completion(name, (e.rationale or "").strip(), e.answer) + "\n\n")
-    return "".join(parts)
+        raise InvalidArgument("dataset", f"few-shot format {name!r} needs a dataset to draw exemplars from")
+    shots = cot_exemplars(dataset, FEW_SHOT_K, data_dir) if t.cot else answer_exemplars(dataset, FEW_SHOT_K, data_dir)
+    return "".join(
+        _zero_shot_prompt(t, e.question) + render_completion(name, e.rationale, e.answer) + "\n\n" for e in shots
+    )
 
 
 def render_prompt(

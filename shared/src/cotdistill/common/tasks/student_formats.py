@@ -17,12 +17,12 @@ Fu et al. (``src/data_utils.py``) build exactly these prompts and answers; their
 in separate encoder/decoder inputs, so the completions here begin with the newline or space that
 makes ``prompt + completion`` read like their in-context exemplars for a decoder-only student.
 In-context exemplars for math datasets are ``prompt_simple_4_cases.txt`` (answer-only variant:
-the same 4 questions with "A: The answer is N"); other datasets use the first 4 train examples.
+the same 4 questions with "A: The answer is N"); other datasets take theirs from
+:mod:`cotdistill.common.tasks.exemplars`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.tasks import flan_templates
 from cotdistill.common.tasks.errors import UnknownFormatError
+from cotdistill.common.tasks.exemplars import answer_exemplars, cot_exemplars
 from cotdistill.common.tasks.prompt_files import FU_SIMPLE_FILE, text_file
 from cotdistill.common.tasks.records import Example
 
@@ -95,7 +96,7 @@ def _fu_exemplars(dataset: str, cot: bool, data_dir: str | os.PathLike[str] | No
         if cot:
             return text + "\n\n"
         return "".join(f"Q: {q}\nA: The answer is {a}\n\n" for q, a in _simple_cases(text))
-    return _dataset_exemplars(dataset, cot, str(data_dir) if data_dir is not None else None)
+    return _dataset_exemplars(dataset, cot, data_dir)
 
 
 def _simple_cases(text: str) -> list[tuple[str, str]]:
@@ -108,16 +109,11 @@ def _simple_cases(text: str) -> list[tuple[str, str]]:
     return cases
 
 
-@functools.lru_cache(maxsize=32)
-def _dataset_exemplars(dataset: str, cot: bool, data_dir: str | None) -> str:
-    from cotdistill.common.tasks.registry import get_dataset_info, load_dataset
-
-    info = get_dataset_info(dataset)
-    split = "train" if "train" in info.splits else info.splits[0]
-    picked = [e for e in load_dataset(dataset, split, data_dir=data_dir) if e.rationale or not cot][:4]
+def _dataset_exemplars(dataset: str, cot: bool, data_dir: str | os.PathLike[str] | None) -> str:
     if cot:
-        return "".join(f"Q: {e.question}\n{FU_COT_CUE}\n{e.rationale}\nThe answer is {e.answer}\n\n" for e in picked)
-    return "".join(f"Q: {e.question}\nA: The answer is {e.answer}\n\n" for e in picked)
+        shots = cot_exemplars(dataset, 4, data_dir)
+        return "".join(f"Q: {e.question}\n{FU_COT_CUE}\n{e.rationale}\nThe answer is {e.answer}\n\n" for e in shots)
+    return "".join(f"Q: {e.question}\nA: The answer is {e.answer}\n\n" for e in answer_exemplars(dataset, 4, data_dir))
 
 
 def student_prompt(

@@ -7,7 +7,8 @@ zero_shot_cot      ``Q: {q}\\nA: Let's think step by step.`` (Kojima et al. stag
                    :func:`render_answer_prompt`: stage 1 + generated text + ``" " + trigger``
 answer_only        ``Q: {q}\\nA: The answer (arabic numerals) is`` (Kojima et al. Zero-shot)
 few_shot_cot       Wei et al.'s exemplars (Fine-tune-CoT's ``few_shot_cot_prompts.json``) +
-                   ``\\n\\nQ: {q}\\nA:``
+                   ``\\n\\nQ: {q}\\nA:``; datasets without one (synthetic, Tracking) get 8
+                   exemplars of their own in the same layout
 fu_complex         Fu et al.'s 8 complex exemplars + ``\\n\\nQuestion: {q}\\nLet's think step by step\\n``
 fu_simple          Fu et al.'s 4 simple exemplars + ``\\n\\nQ: {q}\\nLet's think step by step\\n``
 =================  ===========================================================================
@@ -17,8 +18,16 @@ from __future__ import annotations
 
 import os
 
+from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.tasks.errors import UnknownFormatError
-from cotdistill.common.tasks.prompt_files import FU_COMPLEX_FILE, FU_SIMPLE_FILE, few_shot_prompt, text_file
+from cotdistill.common.tasks.exemplars import cot_exemplars
+from cotdistill.common.tasks.prompt_files import (
+    FEW_SHOT_KEYS,
+    FU_COMPLEX_FILE,
+    FU_SIMPLE_FILE,
+    few_shot_prompt,
+    text_file,
+)
 from cotdistill.common.tasks.records import Example
 from cotdistill.common.tasks.specs import spec_for
 
@@ -41,7 +50,7 @@ def render_teacher_prompt(format: str, example: Example, *, data_dir: str | os.P
     if format == "answer_only":
         return f"Q: {q}\nA: {spec_for(example.dataset or example.answer_type).direct_trigger}"
     if format == "few_shot_cot":
-        return f"{few_shot_prompt(_few_shot_key(example), data_dir)}\n\nQ: {q}\nA:"
+        return f"{_few_shot_block(example.dataset, data_dir)}\n\nQ: {q}\nA:"
     if format == "fu_complex":
         return f"{text_file(FU_COMPLEX_FILE, data_dir)}\n\nQuestion: {q}\nLet's think step by step\n"
     if format == "fu_simple":
@@ -57,12 +66,11 @@ def render_answer_prompt(example: Example, stage1_prompt: str, rationale: str) -
     return f"{stage1_prompt}{rationale} {spec_for(example.dataset or example.answer_type).trigger}"
 
 
-def _few_shot_key(example: Example) -> str:
-    name = example.dataset
-    if name.startswith("synthetic_arithmetic"):
-        return "multiarith"
-    if name.startswith("synthetic_last_letters"):
-        return "last_letters"
-    if name.startswith("synthetic_coin_flip"):
-        return "coin_flip"
-    return name
+def _few_shot_block(dataset: str, data_dir: str | os.PathLike[str] | None) -> str:
+    """Wei et al.'s 8-shot prompt where the paper has one; else 8 exemplars in the same layout."""
+    if dataset in FEW_SHOT_KEYS:
+        return few_shot_prompt(dataset, data_dir)
+    if not dataset:
+        raise InvalidArgument("dataset", "few_shot_cot needs the example's dataset to pick exemplars")
+    shots = cot_exemplars(dataset, 8, data_dir)
+    return "\n\n".join(f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in shots)
