@@ -19,8 +19,8 @@ from cotdistill.common.tasks import (
 def _solve_arithmetic(question: str) -> int:
     """Recompute the answer from the question text alone."""
     value = int(re.search(r"has (\d+)", question).group(1))  # type: ignore[union-attr]
-    for verb, amount in re.findall(r"(buys|puts in|gives away|takes out) (\d+)", question):
-        value += int(amount) if verb in ("buys", "puts in") else -int(amount)
+    for verb, amount in re.findall(r"(buys|puts in|earns|gives away|takes out|spends) (\d+)", question):
+        value += int(amount) if verb in ("buys", "puts in", "earns") else -int(amount)
     return value
 
 
@@ -109,8 +109,21 @@ def test_distribution_tags() -> None:
     assert tags == {
         "synthetic_arithmetic": "in_distribution",
         "synthetic_arithmetic_4step": "out_of_distribution",
+        "synthetic_arithmetic_newtemplate": "out_of_distribution",
         "synthetic_last_letters": "in_distribution",
         "synthetic_last_letters_4": "out_of_distribution",
         "synthetic_coin_flip": "in_distribution",
         "synthetic_coin_flip_4": "out_of_distribution",
     }
+
+
+def test_template_families() -> None:
+    train = load_dataset("synthetic_arithmetic", "train")
+    shifted = load_dataset("synthetic_arithmetic_newtemplate", "test")
+    assert not any("dollars" in e.question for e in train)
+    assert {"A box has" in e.question for e in train} == {True, False}
+    assert all(re.match(r"^\w+ has \d+ dollars\.", e.question) for e in shifted)
+    only_box = generate_synthetic("arithmetic", 20, seed=5, templates=("container",))
+    assert all(e.question.startswith("A box has") for e in only_box)
+    with pytest.raises(ValueError, match="templates"):
+        generate_synthetic("arithmetic", 1, templates=("zoo",))

@@ -65,6 +65,7 @@ SPECS: dict[str, AnswerSpec] = {
     "last_letters": TEXT,
     "synthetic_arithmetic": NUMBER,
     "synthetic_arithmetic_4step": NUMBER,
+    "synthetic_arithmetic_newtemplate": NUMBER,
     "synthetic_last_letters": TEXT,
     "synthetic_last_letters_4": TEXT,
     "synthetic_coin_flip": YES_NO,

@@ -5,12 +5,14 @@ Sized for a tiny model trained from scratch (see ``shared/notes/TINY-MODELS.md``
 (start 2-30, changes 1-9, every running value in 0..99), a short fixed vocabulary of names and
 items, one sentence per step. Three families:
 
-* arithmetic word problems with ``steps`` operations (two template families),
+* arithmetic word problems with ``steps`` operations (template families: possession, container,
+  and money, kept out of training for a gentler template-shift OOD split),
 * last letter concatenation of ``steps`` words (Kojima et al.'s wording),
 * coin flip with ``steps`` people who flip or do not flip (Kojima et al.'s wording).
 
 The registered datasets use 2-3 steps (arithmetic) or 2 (letters, coin) in distribution and 4 out
-of distribution. Dev and test questions never repeat a train question of the same task.
+of distribution (or, for arithmetic, the unseen money template). Dev and test questions never
+repeat a train question of the same task.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ WORDS = (
 ITEMS = ("apples", "pens", "coins", "books", "cards", "eggs", "cups", "shells")
 
 SPLIT_SIZES = {"train": 2000, "dev": 200, "test": 300}
+DEFAULT_TEMPLATES = ("possession", "container")  # arithmetic template families seen in training
 
 ARITHMETIC_STYLES = ("equations", "narrative", "stepwise", "answer_sentence")
 LETTER_STYLES = ("quoted", "plain", "arrows", "answer_sentence")
@@ -64,10 +67,8 @@ class SyntheticTask:
     min_steps: int
     max_steps: int
     description: str
-
-    @property
-    def out_of_distribution(self) -> bool:
-        return self.min_steps > 3 or (self.family != "arithmetic" and self.min_steps > 2)
+    out_of_distribution: bool = False
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES  # arithmetic template families
 
     @property
     def answer_type(self) -> AnswerType:
@@ -77,18 +78,21 @@ class SyntheticTask:
 SYNTHETIC_TASKS: dict[str, SyntheticTask] = {
     t.name: t
     for t in (
+        SyntheticTask("synthetic_arithmetic", "arithmetic", 2, 3, "arithmetic word problems, 2-3 steps"),
+        SyntheticTask("synthetic_arithmetic_4step", "arithmetic", 4, 4, "arithmetic word problems, 4 steps", True),
         SyntheticTask(
-            "synthetic_arithmetic", "arithmetic", 2, 3, "arithmetic word problems, 2-3 steps (in-distribution)"
+            "synthetic_arithmetic_newtemplate",
+            "arithmetic",
+            2,
+            3,
+            "arithmetic word problems, 2-3 steps, in an unseen (money) template",
+            True,
+            ("money",),
         ),
-        SyntheticTask(
-            "synthetic_arithmetic_4step", "arithmetic", 4, 4, "arithmetic word problems, 4 steps (out-of-distribution)"
-        ),
-        SyntheticTask("synthetic_last_letters", "last_letters", 2, 2, "last letters of 2 words (in-distribution)"),
-        SyntheticTask(
-            "synthetic_last_letters_4", "last_letters", 4, 4, "last letters of 4 words (out-of-distribution)"
-        ),
-        SyntheticTask("synthetic_coin_flip", "coin_flip", 2, 2, "coin flip with 2 people (in-distribution)"),
-        SyntheticTask("synthetic_coin_flip_4", "coin_flip", 4, 4, "coin flip with 4 people (out-of-distribution)"),
+        SyntheticTask("synthetic_last_letters", "last_letters", 2, 2, "last letters of 2 words"),
+        SyntheticTask("synthetic_last_letters_4", "last_letters", 4, 4, "last letters of 4 words", True),
+        SyntheticTask("synthetic_coin_flip", "coin_flip", 2, 2, "coin flip with 2 people"),
+        SyntheticTask("synthetic_coin_flip_4", "coin_flip", 4, 4, "coin flip with 4 people", True),
     )
 }
 
@@ -101,13 +105,24 @@ class _Problem:
 
 
 # ----------------------------------------------------------------------------- arithmetic
-_ADD_VERBS = {"possession": ("buys", "more", "After buying"), "container": ("puts in", "more", "After putting in")}
-_SUB_VERBS = {"possession": ("gives away", "", "After giving away"), "container": ("takes out", "", "After taking out")}
+_ADD_VERBS = {
+    "possession": ("buys", "more", "After buying"),
+    "container": ("puts in", "more", "After putting in"),
+    "money": ("earns", "dollars", "After earning"),
+}
+_SUB_VERBS = {
+    "possession": ("gives away", "", "After giving away"),
+    "container": ("takes out", "", "After taking out"),
+    "money": ("spends", "dollars", "After spending"),
+}
+ARITHMETIC_TEMPLATES = tuple(_ADD_VERBS)
 
 
-def _arithmetic(rng: random.Random, steps: int) -> _Problem:
+def _arithmetic(rng: random.Random, steps: int, templates: tuple[str, ...] = DEFAULT_TEMPLATES) -> _Problem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    family = rng.choice(("possession", "container"))
+    family = rng.choice(templates)
+    if family == "money":
+        item = "dollars"
     value = rng.randint(2, 30)
     start = value
     ops: list[tuple[str, int, int, int]] = []  # (sign, amount, before, after)
@@ -125,13 +140,20 @@ def _arithmetic(rng: random.Random, steps: int) -> _Problem:
             sentences.append(f"{name} {verb} {amount}{' ' + more if more else ''}.")
         sentences.append(f"How many {item} does {name} have now?")
         subject = name
-    else:
+    elif family == "container":
         sentences = [f"A box has {start} {item}."]
         for sign, amount, _, _ in ops:
             verb, more, _ = (_ADD_VERBS if sign == "+" else _SUB_VERBS)["container"]
             sentences.append(f"{name} {verb} {amount}{' ' + more if more else ''}.")
         sentences.append(f"How many {item} are in the box now?")
         subject = "the box"
+    else:  # money: "Tom has 20 dollars. Tom earns 5 dollars. Tom spends 3 dollars."
+        sentences = [f"{name} has {start} dollars."]
+        for sign, amount, _, _ in ops:
+            verb, unit, _ = (_ADD_VERBS if sign == "+" else _SUB_VERBS)["money"]
+            sentences.append(f"{name} {verb} {amount} {unit}.")
+        sentences.append(f"How many dollars does {name} have now?")
+        subject = name
     answer = str(value)
     equations = [f"{before} {sign} {amount} = {after}." for sign, amount, before, after in ops]
     narrative = [f"{subject[0].upper() + subject[1:]} starts with {start} {item}."]
@@ -240,6 +262,7 @@ def generate_synthetic(
     style: str = "mixed",
     exclude: Collection[str] = (),
     id_prefix: str | None = None,
+    templates: tuple[str, ...] | None = None,
 ) -> list[Example]:
     """``n`` examples of a synthetic family or registered task, deterministic in ``seed``.
 
@@ -247,7 +270,9 @@ def generate_synthetic(
     ("synthetic_arithmetic", ...). ``steps`` (the difficulty knob): operations, words or people;
     an int or an inclusive (min, max) range; defaults to the registered task's range (2-3 /2/2).
     ``style``: one rationale style of the family (see ``STYLES``), or "mixed" to draw one per
-    example. Questions in ``exclude`` (and repeats) are skipped, so splits stay disjoint.
+    example. ``templates`` (arithmetic only): template families among "possession",
+    "container", "money"; default the registered task's (possession and container).
+    Questions in ``exclude`` (and repeats) are skipped, so splits stay disjoint.
     """
     if task not in _FAMILY_ALIASES:
         from cotdistill.common.tasks.errors import UnknownDatasetError
@@ -263,6 +288,10 @@ def generate_synthetic(
         lo, hi = steps
     if lo < 1 or hi < lo or hi > 12:
         raise ValueError(f"steps: need 1 <= min <= max <= 12, got {steps!r}")
+    chosen_templates = templates or (registered.templates if registered else DEFAULT_TEMPLATES)
+    bad = [t for t in chosen_templates if t not in ARITHMETIC_TEMPLATES]
+    if bad:
+        raise ValueError(f"templates: {bad[0]!r} is not one of {', '.join(ARITHMETIC_TEMPLATES)}")
     styles = STYLES[family]
     if style != "mixed" and style not in styles:
         raise ValueError(f"style: {style!r} is not one of mixed, {', '.join(styles)}")
@@ -278,7 +307,10 @@ def generate_synthetic(
         attempts += 1
         if attempts > 50 * n + 1000:
             raise ValueError(f"cannot generate {n} distinct {task} questions with steps {lo}-{hi}")
-        problem = _GENERATORS[family](rng, rng.randint(lo, hi))
+        n_steps = rng.randint(lo, hi)
+        problem = (
+            _arithmetic(rng, n_steps, chosen_templates) if family == "arithmetic" else _GENERATORS[family](rng, n_steps)
+        )
         chosen = rng.choice(styles) if style == "mixed" else style
         if problem.question in seen:
             continue
