@@ -248,3 +248,21 @@ def test_student_variants_train_and_save(
         assert not any("lora" in name for name in merged)  # the served model has the adapters merged
     if extra.get("data", {}).get("answer_only_fraction"):
         assert 0.3 < recipe.data_stats["answer_only"] / recipe.data_stats["examples"] < 0.7
+
+
+def test_standalone_entry_point_runs_a_yaml_recipe(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cotdistill.trainer.recipe import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"student:\n  model: {task_models['student']}\n"
+        f"data:\n  train_paths: [{samples['train']}]\n"
+        f"hyperparameters:\n  max_steps: 50\n  batch_size: 8\n"
+        f"output_dir: {tmp_path / 'out'}\nnum_threads: 1\n"
+    )
+    assert main([str(path), "hyperparameters.max_steps=2"]) == 0
+    assert [r.step for r in list_checkpoints(tmp_path / "out")] == [2]
+    assert main([str(path), "objective.kd_weight=1"]) == 2
+    assert "data.teacher_tokenizer" in capsys.readouterr().err

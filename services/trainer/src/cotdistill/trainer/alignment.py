@@ -23,6 +23,7 @@ the identity and the DP is skipped.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -97,10 +98,18 @@ def token_bytes(tokenizer: Any, ids: Sequence[int] | np.ndarray) -> list[bytes]:
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Content hash of a tokenizer (vocabulary, merges, normalization): equal means identical."""
+    """Content hash of what decides tokenization (model vocab/merges, added tokens, normalizer,
+    pre-tokenizer): equal means identical tokenization. The same definition as the teacher
+    service's ``TokenizerInfo.content_hash``, so the ``tokenizer_hash`` in sample shards compares.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    payload = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        relevant = {k: spec.get(k) for k in ("model", "added_tokens", "normalizer", "pre_tokenizer")}
+        payload = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
+    else:  # a slow tokenizer: its vocabulary is all there is to see
+        payload = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def vocabulary_map(
@@ -297,11 +306,17 @@ class TeacherTokens:
 class Aligner:
     """Maps teacher top-k onto student tokens for one (teacher tokenizer, student tokenizer) pair."""
 
-    def __init__(self, teacher_tokenizer: Any, student_tokenizer: Any, student_vocab_size: int) -> None:
+    def __init__(
+        self,
+        teacher_tokenizer: Any,
+        student_tokenizer: Any,
+        student_vocab_size: int,
+        teacher_vocab_size: int | None = None,
+    ) -> None:
         self.teacher = teacher_tokenizer
         self.student = student_tokenizer
         self.same = tokenizer_fingerprint(teacher_tokenizer) == tokenizer_fingerprint(student_tokenizer)
-        self.vocab = vocabulary_map(teacher_tokenizer, student_tokenizer, student_vocab_size)
+        self.vocab = vocabulary_map(teacher_tokenizer, student_tokenizer, student_vocab_size, teacher_vocab_size)
         self.student_vocab_size = student_vocab_size
         self._student_bytes: dict[int, bytes] = {}
         self._teacher_bytes: dict[int, bytes] = {}

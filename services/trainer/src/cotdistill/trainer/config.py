@@ -263,13 +263,31 @@ class RecipeConfig(_Section):
             raise InvalidArgument(
                 "data.format", f"unknown format {self.data.format!r}; known: {sorted(known_formats())}"
             )
-        if self.checkpoints.keep_last and self.checkpoints.interval_steps == 0 and self.checkpoints.keep_last < 1:
-            raise InvalidArgument("checkpoints.keep_last", "must be >= 1")
-        if self.objective.kd_weight > 0 and kind == "encoder_decoder" and self.data.packing:
-            pass  # packing is ignored for encoder-decoder students (length bucketing instead)
+        if self.objective.kd_weight > 0:
+            self._validate_kd_inputs()
 
-    def kd_needs_topk(self) -> bool:
-        return self.objective.kd_weight > 0
+    def _validate_kd_inputs(self) -> None:
+        """Distribution matching needs top-k logprobs and a way to the teacher's tokenizer."""
+        from cotdistill.trainer.data import first_shard_metadata, peek_top_k, teacher_tokenizer_ref
+
+        if peek_top_k(self.data.train_paths) == 0:
+            raise InvalidArgument("objective.kd_weight", "> 0 but the samples carry no top-k logprobs")
+        ref = teacher_tokenizer_ref(self.data.teacher_tokenizer, first_shard_metadata(self.data.train_paths))
+        if ref.path is not None:
+            return
+        if ref.content_hash is not None:
+            from transformers import AutoTokenizer
+
+            from cotdistill.trainer.alignment import tokenizer_fingerprint
+
+            student = AutoTokenizer.from_pretrained(self.student.tokenizer or self.student.model)
+            if tokenizer_fingerprint(student) == ref.content_hash:
+                return  # the teacher used the student's tokenizer: no alignment needed
+        raise InvalidArgument(
+            "data.teacher_tokenizer",
+            "objective.kd_weight > 0 and the samples name no local teacher tokenizer (nor the student's): "
+            "set data.teacher_tokenizer",
+        )
 
 
 def detect_kind(model_dir: str | Path) -> StudentKind:

@@ -91,8 +91,8 @@ def load_samples(
             teacher = None
             if table.k and sl.stop > sl.start:
                 teacher = TeacherTokens(table.token_ids[sl].astype(np.int64), table.top_ids[sl], table.top_logprobs[sl])
-            answer = table.prediction[i] if table.prediction[i] is not None else (table.gold[i] or "")
-            samples.append(Sample(question_from_prompt(table.prompt[i]), table.rationale[i], answer, teacher))
+            answer = table.prediction[i] if table.prediction[i] is not None else table.gold[i]
+            samples.append(Sample(question_from_prompt(table.prompt[i]), table.rationale[i], answer or "", teacher))
     for path in jsonl:
         samples.extend(_read_jsonl(path, only_correct))
     if not samples:
@@ -147,6 +147,38 @@ def peek_top_k(paths: Sequence[str]) -> int:
                     top = json.loads(line).get("top_ids")
                     return len(top[0]) if top else 0
     return 0
+
+
+@dataclass
+class TeacherTokenizerRef:
+    """Where the teacher's tokenizer is, as far as the config and the shard metadata say."""
+
+    path: str | None  # a local tokenizer directory, when one is known
+    content_hash: str | None  # TokenizerInfo.content_hash recorded by the sampling job
+    vocab_size: int | None  # the teacher's embedding rows (may exceed the tokenizer's length)
+
+
+def teacher_tokenizer_ref(configured: str, metadata: dict[str, Any]) -> TeacherTokenizerRef:
+    """Resolve the teacher tokenizer from ``data.teacher_tokenizer`` or the samples' metadata."""
+    teacher = metadata.get("teacher") or {}
+    info = teacher.get("tokenizer") or {} if isinstance(teacher, dict) else {}
+    candidates = [
+        configured,
+        str(info.get("name") or ""),
+        str(teacher.get("model_id") or "") if isinstance(teacher, dict) else "",
+    ]
+    path = next((c for c in candidates if c and Path(c).is_dir()), None)
+    content_hash = metadata.get("tokenizer_hash") or info.get("content_hash") or None
+    vocab_size = info.get("vocab_size") or None
+    return TeacherTokenizerRef(path, content_hash, int(vocab_size) if vocab_size else None)
+
+
+def first_shard_metadata(paths: Sequence[str]) -> dict[str, Any]:
+    """The ``cotdistill`` metadata of the first Parquet shard ({} for JSONL-only data)."""
+    from cotdistill.common.samples import shard_metadata
+
+    parquet, _ = _files(paths, "data.train_paths")
+    return shard_metadata(parquet[0]) if parquet else {}
 
 
 # ---- formats ------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ Run it standalone in one process::
 
     python -m cotdistill.trainer.recipe CONFIG.yaml [hyperparameters.max_steps=100 ...]
 
-where CONFIG.yaml holds a :class:`~cotdistill.trainer.config.RecipeConfig` (see
-``configs/trainer_tiny.yaml``). The trainer service runs the same class inside Ray Train workers,
+where CONFIG.yaml holds a :class:`~cotdistill.trainer.config.RecipeConfig` (an example is in
+docs/trainer.md, "Recipe"); ``resume_from=CHECKPOINT_DIR`` continues a run.
+
+The trainer service runs the same class inside Ray Train workers,
 plugging :class:`DistributedHooks` (DDP wrapping, data sharding, rank) and a :class:`Reporter`
 (events, cancellation); nothing else differs between one process and many.
 """
@@ -34,7 +36,15 @@ from cotdistill.common.errors import InvalidArgument
 from cotdistill.trainer import checkpoints as ckpt
 from cotdistill.trainer.alignment import Aligner, tokenizer_fingerprint
 from cotdistill.trainer.config import RecipeConfig, detect_kind
-from cotdistill.trainer.data import IGNORE, BatchList, Example, ExampleBuilder, build_batches, load_samples
+from cotdistill.trainer.data import (
+    IGNORE,
+    BatchList,
+    Example,
+    ExampleBuilder,
+    build_batches,
+    load_samples,
+    teacher_tokenizer_ref,
+)
 from cotdistill.trainer.objectives import ObjectiveWeights, distillation_objective
 
 log = logging.getLogger("cotdistill.trainer.recipe")
@@ -109,7 +119,7 @@ class StudentLM(nn.Module):
         super().__init__()
         self.model = model
         self.encoder_decoder = encoder_decoder
-        hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+        hf = self.hf_model
         config = getattr(hf, "config", None)
         # Heads with extra logit transforms (softcapping, scaling) go through the model's own forward.
         self.fast_head = (
@@ -119,6 +129,12 @@ class StudentLM(nn.Module):
             and hf.get_output_embeddings() is not None
             and hasattr(hf, getattr(hf, "base_model_prefix", "") or "_none_")
         )
+
+    @property
+    def hf_model(self) -> Any:
+        """The Hugging Face model (inside a peft wrapper for LoRA: its modules carry the adapters)."""
+        model: Any = self.model
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def forward(self, batch: dict[str, torch.Tensor], select: torch.Tensor) -> torch.Tensor:
         """batch: collated tensors (B, T); select: (N,) flat indices into B*T. Returns (N, V)."""
@@ -140,7 +156,7 @@ class StudentLM(nn.Module):
         }
         if not self.fast_head:
             return self.model(**kwargs).logits.flatten(0, 1)[select]
-        hf = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hf = self.hf_model
         backbone = getattr(hf, hf.base_model_prefix)
         hidden = backbone(**kwargs).last_hidden_state
         return hf.get_output_embeddings()(hidden.flatten(0, 1)[select])
@@ -262,7 +278,7 @@ class TrainRecipe:
             tok.pad_token = tok.eos_token
         return tok
 
-    def _load_model(self, resume_from: str | None) -> nn.Module:
+    def _load_model(self, resume_from: str | None) -> Any:
         from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
         cfg = self.config
@@ -281,7 +297,7 @@ class TrainRecipe:
             else:
                 peft_config = LoraConfig(
                     r=lora.rank,
-                    lora_alpha=lora.alpha,
+                    lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int, uses it as a float
                     lora_dropout=lora.dropout,
                     target_modules=lora.target_modules or "all-linear",
                     task_type=TaskType.SEQ_2_SEQ_LM if self.encoder_decoder else TaskType.CAUSAL_LM,
@@ -289,22 +305,19 @@ class TrainRecipe:
                 model = get_peft_model(model, peft_config)
         return model
 
-    def _teacher_tokenizer(self, metadata: dict[str, Any]) -> Any:
-        """The teacher's tokenizer for alignment: the config's, the manifest's, or the student's."""
+    def _teacher_tokenizer(self, metadata: dict[str, Any]) -> tuple[Any, int | None]:
+        """The teacher's tokenizer for alignment (config, then shard metadata), and its vocab size."""
         from transformers import AutoTokenizer
 
-        path = self.config.data.teacher_tokenizer or str(
-            metadata.get("teacher_tokenizer") or metadata.get("tokenizer") or ""
-        )
-        if path and Path(path).is_dir():
-            return AutoTokenizer.from_pretrained(path)
-        recorded = metadata.get("tokenizer_hash") or metadata.get("tokenizer_fingerprint")
-        if recorded and recorded == tokenizer_fingerprint(self.tokenizer):
-            return self.tokenizer
+        ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata)
+        if ref.path is not None:
+            return AutoTokenizer.from_pretrained(ref.path), ref.vocab_size
+        if ref.content_hash and ref.content_hash == tokenizer_fingerprint(self.tokenizer):
+            return self.tokenizer, ref.vocab_size  # same tokenizer: alignment is the identity
         raise InvalidArgument(
             "data.teacher_tokenizer",
-            "objective.kd_weight > 0 needs the teacher's tokenizer to align its top-k; set data.teacher_tokenizer"
-            + (f" (the samples name {path!r}, which is not a directory here)" if path else ""),
+            "objective.kd_weight > 0 needs the teacher's tokenizer to align its top-k and the samples do not name "
+            "a local one (or record the student's tokenizer hash): set data.teacher_tokenizer",
         )
 
     def _build_data(self, model: nn.Module) -> tuple[torch.utils.data.DataLoader[Any], list[dict[str, torch.Tensor]]]:
@@ -318,10 +331,11 @@ class TrainRecipe:
             if len(ks) > 1:
                 raise InvalidArgument("data.train_paths", f"samples disagree on top-k size: {sorted(ks)}")
             top_k = ks.pop()
-            aligner = Aligner(self._teacher_tokenizer(metadata), self.tokenizer, self.student_vocab_size)
+            teacher_tok, teacher_vocab = self._teacher_tokenizer(metadata)
+            aligner = Aligner(teacher_tok, self.tokenizer, self.student_vocab_size, teacher_vocab)
         max_len = cfg.data.max_seq_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
         config = getattr(model, "config", None)
-        builder_args = {
+        builder_args: dict[str, Any] = {
             "fmt": cfg.data.format,
             "encoder_decoder": self.encoder_decoder,
             "max_seq_len": max_len,
@@ -414,7 +428,8 @@ class TrainRecipe:
                 self.state.micro_step += 1
                 boundary = self.state.micro_step % accum == 0
                 # DDP: sync gradients only on the micro-batch that ends an optimizer step.
-                sync = nullcontext() if boundary or not hasattr(self.model, "no_sync") else self.model.no_sync()
+                model: Any = self.model
+                sync = nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
                 with sync:
                     loss, parts, _ = self._loss(batch)
                     (loss / accum).backward()
@@ -432,7 +447,7 @@ class TrainRecipe:
                     n = self.config.log_every_steps if step % self.config.log_every_steps == 0 else 1
                     metrics = {name: value / n for name, value in sums.items()}
                     metrics.update(
-                        learning_rate=self.scheduler.get_last_lr()[0],
+                        learning_rate=float(self.scheduler.get_last_lr()[0]),
                         tokens_per_second=window_tokens * self.hooks.world_size / elapsed,
                         grad_norm=grad_norm,
                     )
