@@ -6,11 +6,13 @@ worker): builds the training recipe with a :class:`RayReporter` and :class:`RayD
 
 How the two talk:
 
-* Checkpoints go through ``ray.train.report`` (every rank, rank 0 attaching the directory the
-  recipe wrote under the run's directory, registered in place with ``NO_UPLOAD``), so Ray Train
-  knows the latest checkpoint and hands it back through ``ray.train.get_checkpoint()`` when the
-  worker group restarts after a failure or when the service re-runs the run after a restart
-  (same ``RunConfig(name=run_id, storage_path=<artifacts>/runs)``).
+* Checkpoints go through ``ray.train.report`` (every rank; rank 0 attaches a *pointer*: a tiny
+  directory whose ``pointer.json`` names the checkpoint the recipe wrote), so Ray Train knows the
+  latest checkpoint and hands it back through ``ray.train.get_checkpoint()`` when the worker
+  group restarts after a failure or when the service re-runs the run after a restart (same
+  ``RunConfig(name=run_id, storage_path=<artifacts>/runs)``). A pointer, not the directory
+  itself: the recipe applies its own retention (last N + best), and Ray Train refuses to resume
+  a run whose snapshot names a directory that retention removed.
 * Progress events (steps, checkpoints, validation, messages) go from rank 0 to a small per-run
   :class:`RunChannel` actor that the driver drains a few times a second; Ray Train's report is a
   barrier across workers, too costly to call on every step.
@@ -22,11 +24,13 @@ How the two talk:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,6 +48,7 @@ os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 DRAIN_INTERVAL_S = 0.25
 STOP_POLL_INTERVAL_S = 0.5
 WORKER_GROUP_STARTED = "worker group started"
+POINTER_FILE = "pointer.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,18 +136,22 @@ class RayReporter:
     def commit_checkpoint(self, step: int, path: str) -> None:
         """Register the checkpoint the recipe just wrote with Ray Train (every rank calls this).
 
-        Rank 0 attaches the directory (already under the run's storage directory, so
-        ``NO_UPLOAD`` registers it in place); the others report nothing, as Ray Train expects.
+        Rank 0 reports a pointer directory (``pointer.json``: path and step); the other ranks
+        report no checkpoint, as Ray Train expects.
         """
         import ray.train
-        from ray.train import Checkpoint, CheckpointUploadMode
+        from ray.train import Checkpoint
 
         pending, self._pending = self._pending, None
         metrics: dict[str, float] = {"step": float(step)}
         if pending is not None and pending.get("validation_loss") is not None:
             metrics["validation_loss"] = float(pending["validation_loss"] or 0.0)
-        checkpoint = Checkpoint.from_directory(path) if self.rank == 0 and path else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+        if self.rank == 0 and path:
+            with tempfile.TemporaryDirectory(prefix="cotdistill-pointer-") as pointer_dir:
+                Path(pointer_dir, POINTER_FILE).write_text(json.dumps({"path": str(path), "step": int(step)}))
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(pointer_dir))
+        else:
+            ray.train.report(metrics, checkpoint=None)
         self.last_checkpoint_step = int(step)
         if pending is not None:
             started = self.save_started if self.save_started is not None else self._last_event_time
@@ -222,8 +231,8 @@ def train_worker(config: dict[str, Any]) -> None:
     )
     recipe_config = RecipeConfig.from_proto(spec, config["output_dir"])
     recipe_config.validate()
-    checkpoint = ray.train.get_checkpoint()
-    start = f"resuming from {checkpoint.path}" if checkpoint is not None else "starting from the base model"
+    resume_from = resolve_pointer(ray.train.get_checkpoint())
+    start = f"resuming from {resume_from}" if resume_from else "starting from the base model"
     reporter.message(f"{WORKER_GROUP_STARTED}: {world_size} worker(s), {strategy}; {start}")
     if reporter.should_stop():
         reporter.push(WorkerEvent(kind="finished", step=0, stopped=True))
@@ -232,8 +241,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     recipe = TrainRecipe(recipe_config, reporter, cast(Any, hooks))
     _wrap_saves(recipe, reporter)
-    with _checkpoint_dir(checkpoint) as resume_from:
-        recipe.setup(resume_from=resume_from)
+    recipe.setup(resume_from=resume_from)
     try:
         recipe.train()
         if reporter.stopped and reporter.last_checkpoint_step != reporter.last_step and reporter.last_step > 0:
@@ -265,13 +273,20 @@ def _wrap_saves(recipe: Any, reporter: RayReporter) -> None:
     recipe.save_checkpoint = save_and_report
 
 
-@contextlib.contextmanager
-def _checkpoint_dir(checkpoint: Any) -> Iterator[str | None]:
+def resolve_pointer(checkpoint: Any) -> str | None:
+    """The recipe checkpoint directory a Ray Train pointer checkpoint names (None: no checkpoint).
+
+    Raises:
+        FileNotFoundError: the pointer names a directory that no longer exists.
+    """
     if checkpoint is None:
-        yield None
-        return
-    with checkpoint.as_directory() as directory:  # the path itself for local storage, a copy otherwise
-        yield str(directory)
+        return None
+    with checkpoint.as_directory() as directory:
+        pointer = json.loads(Path(directory, POINTER_FILE).read_text())
+    target = str(pointer["path"])
+    if not Path(target).is_dir():
+        raise FileNotFoundError(f"the latest checkpoint {target} (step {pointer.get('step')}) is gone")
+    return target
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,8 +386,9 @@ class RayExecutor:
                 name=run.run_id,
                 storage_path=str(output_dir.parent),
                 failure_config=FailureConfig(max_failures=int(scaling.max_failures)),
-                # The recipe applies retention (last N + best) to its own directories.
-                checkpoint_config=CheckpointConfig(num_to_keep=None),
+                # Ray keeps the last two pointers; the recipe applies retention (last N + best)
+                # to the checkpoint directories themselves.
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
         )
         pump = _Pump(channel, emit, stop)
