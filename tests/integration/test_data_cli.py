@@ -71,3 +71,25 @@ def test_missing_data_dir_and_malformed_file_are_one_line_errors(tmp_path: Path)
     broken = data("show", "gsm8k", "--split", "test", data_dir=tmp_path)
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
     assert "gsm8k/kojima/test.jsonl:2: question: expected str" in broken.stderr
+
+
+def test_import_writes_a_sample_shard_the_filter_stage_reads(tmp_path: Path) -> None:
+    from cotdistill.common.samples import read_samples
+    from cotdistill.common.tasks import load_dataset
+
+    ex = load_dataset("synthetic_coin_flip", "train", limit=2)
+    lines = [{"example_id": e.id, "rationale": f"{e.rationale} The answer is {e.answer}."} for e in ex]
+    lines.append({"example_id": ex[0].id, "rationale": "Unsure. The answer is maybe."})
+    src = tmp_path / "outside.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = data("import", str(src), "synthetic_coin_flip", "--out", str(tmp_path / "run"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["samples"] == 3 and summary["would_keep"]["kept"] == 2
+    table = read_samples(tmp_path / "run" / "samples")
+    assert table.example_id == [ex[0].id, ex[1].id, ex[0].id] and table.correct == [True, True, False]
+
+    src.write_text(json.dumps({"example_id": "nope", "rationale": "r"}) + "\n")
+    bad = data("import", str(src), "synthetic_coin_flip", "--out", str(tmp_path / "run2"))
+    assert bad.returncode == 2 and "outside.jsonl:1: example_id" in bad.stderr
+    assert not (tmp_path / "run2").exists()

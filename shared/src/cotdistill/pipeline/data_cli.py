@@ -4,6 +4,7 @@
     cotdistill data show gsm8k --split dev -n 3
     cotdistill data stats aqua --json
     cotdistill data formats
+    cotdistill data import completions.jsonl gsm8k --split train --out runs/imported
     echo '{"completion": "... The answer is 1,234."}' | cotdistill data extract gsm8k
 
 Errors (unknown dataset, malformed line) raise project errors; ``cli.main`` prints them as one
@@ -24,10 +25,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.samples import write_shard
 from cotdistill.common.tasks import (
     Example,
     extract_answer,
+    filter_samples,
     get_dataset_info,
+    import_completions,
     list_datasets,
     list_formats,
     load_dataset,
@@ -222,3 +226,34 @@ def extract_command(
             answer = extract_answer(completion, dataset, after_trigger=after_trigger)
         results.append({**record, "answer": answer})
     sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
+
+
+@data_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="JSONL of completions (see docs/datasets.md, 'Importing').")],
+    dataset: Annotated[str, typer.Argument(help="Dataset the questions belong to.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder; the shard goes to OUT/samples/.")],
+    split: Annotated[str, typer.Option("--split", "-s", help="Split the example ids/questions belong to.")] = "train",
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Turn completions generated elsewhere into a sample shard the filter and train stages read.
+
+    The whole file is validated before anything is written; the shard is written atomically.
+    """
+    records = import_completions(file, dataset, split, data_dir=data_dir)
+    if not records:
+        raise InvalidArgument("file", f"{file} holds no completions")
+    shard = out_dir / "samples" / "part-00000.parquet"
+    metadata = {"teacher": {"name": "imported", "source": str(file)}, "dataset": dataset, "split": split}
+    write_shard(shard, records, metadata)
+    _, stats = filter_samples(records)
+    summary = {"shard": str(shard), "samples": len(records), "would_keep": stats.to_dict()}
+    if as_json:
+        _print_json(summary)
+        return
+    dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items() if v) or "none"
+    out.print(
+        f"imported {len(records)} samples of {stats.examples_total} examples -> {escape(str(shard))}\n"
+        f"the filter stage would keep {stats.kept} ({stats.kept_fraction:.1%}); dropped: {dropped}"
+    )
