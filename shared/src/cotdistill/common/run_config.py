@@ -80,17 +80,62 @@ class SamplingSection(Section):
 
 
 class TrainingSection(Section):
-    """Student fine-tuning through the trainer service."""
+    """Student fine-tuning through the trainer service (``cotdistill train`` and the train stage).
 
-    trainer_address: str = "127.0.0.1:50052"
+    Each key maps to one field of the trainer's ``RunSpec``; the service validates the whole spec
+    and names the RunSpec field it rejects (``student.model``, ``data.train_paths[0]``, ...).
+    """
+
+    trainer_address: str = Field("127.0.0.1:50052", description="host:port of the trainer service.")
+    # -- student (RunSpec.student)
     student: str = Field("", description="Student model directory (Hugging Face format).")
-    objective: Literal["sft", "kd", "sft+kd"] = "sft"
-    kd_weight: float = Field(1.0, ge=0)
-    max_steps: int = Field(100, ge=1)
-    batch_size: int = Field(16, ge=1)
+    tokenizer: str = Field("", description="Tokenizer directory; empty means the student's.")
+    lora_rank: int = Field(0, ge=0, le=512, description="LoRA adapter rank; 0 trains all weights.")
+    lora_alpha: float = Field(0.0, ge=0, description="LoRA scaling numerator; 0 means 2 x rank.")
+    lora_target_modules: list[str] = Field(default_factory=list, description="Modules to adapt; empty = all linear.")
+    # -- data (RunSpec.data)
+    train_paths: list[str] = Field(
+        default_factory=list,
+        description="Sample shards/dirs (Parquet or JSONL); empty means this run's train/ (else samples/).",
+    )
+    validation_paths: list[str] = Field(default_factory=list, description="Held-out samples for validation loss.")
+    format: str = Field("ft_cot", description="Student completion format, e.g. ft_cot.")
+    answer_only_fraction: float = Field(0.0, ge=0, le=1, description="Share of answer-only examples (Flan mix).")
+    max_seq_len: int = Field(0, ge=0, description="Longest example in tokens; 0 = the model's maximum.")
+    packing: bool = Field(True, description="Pack examples into sequences (else bucket by length).")
+    teacher_tokenizer: str = Field("", description="Teacher tokenizer dir for alignment; empty = samples' manifest.")
+    # -- objective (RunSpec.objective)
+    objective: Literal["sft", "kd", "sft+kd"] = Field("sft", description="Sample matching, top-k KD, or both.")
+    kd_weight: float = Field(1.0, ge=0, description="Weight of the KD term when objective uses it.")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Generalized JSD interpolation weight.")
+    top_k_mass: Literal["renormalize", "tail_bucket"] = "renormalize"
+    kd_temperature: float = Field(1.0, gt=0, description="Temperature on student logits in the KD term.")
+    # -- hyperparameters (RunSpec.hyperparameters)
+    max_steps: int = Field(100, ge=0, description="Optimizer steps; 0 derives them from epochs.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is 0.")
+    batch_size: int = Field(16, ge=1, description="Examples per worker per micro-batch.")
+    gradient_accumulation: int = Field(1, ge=1)
     learning_rate: float = Field(1e-3, gt=0, le=1)
-    num_workers: int = Field(1, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clip norm; 0 disables clipping.")
+    precision: Literal["fp32", "bf16"] = "fp32"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    # -- scaling (RunSpec.scaling)
+    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (data-parallel replicas).")
     use_gpu: bool = False
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker when use_gpu; 0 means 1.")
+    cpus_per_worker: float = Field(0.0, ge=0, description="CPUs per worker; 0 means the service's default.")
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    max_failures: int = Field(2, ge=0, le=100, description="Worker failures survived by resuming.")
+    # -- checkpoints (RunSpec.checkpoints)
+    checkpoint_interval_steps: int = Field(0, ge=0, description="Save every N steps; 0 = only at the end.")
+    keep_last: int = Field(0, ge=0, description="Checkpoints kept besides the best; 0 = all.")
+    validation_interval_steps: int = Field(0, ge=0, description="Validation every N steps; 0 = at checkpoints.")
+    evaluator_address: str = Field("", description="Evaluator called at each checkpoint; empty for none.")
 
 
 class EvaluationSection(Section):

@@ -19,6 +19,7 @@ from cotdistill.pipeline.data_cli import data_app
 from cotdistill.pipeline.eval_cli import install as install_eval
 from cotdistill.pipeline.sample_cli import sample as sample_command
 from cotdistill.pipeline.stages import STAGES
+from cotdistill.pipeline.train_cli import register as register_train
 
 app = typer.Typer(
     help="Distill chain-of-thought from a teacher into a small student.",
@@ -30,6 +31,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.command("sample")(sample_command)
 install_eval(app)
+register_train(app)
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
