@@ -46,14 +46,14 @@ def test_paging_is_newest_first_and_filters_by_state(tmp_path: Path) -> None:
 
     seen, token = [], ""
     while True:
-        page, token = store.list(page_size=3, page_token=token)
+        page, token = store.list_runs(page_size=3, page_token=token)
         assert len(page) <= 3
         seen.extend(r.run_id for r in page)
         if not token:
             break
     assert seen == ids[::-1]
 
-    done, token = store.list(trainer_pb2.RUN_STATE_SUCCEEDED, page_size=100)
+    done, token = store.list_runs(trainer_pb2.RUN_STATE_SUCCEEDED, page_size=100)
     assert token == ""
     assert [r.run_id for r in done] == [
         i for i, s in zip(ids, states, strict=True) if s == trainer_pb2.RUN_STATE_SUCCEEDED
@@ -66,8 +66,8 @@ def test_paging_is_newest_first_and_filters_by_state(tmp_path: Path) -> None:
 def test_bad_page_arguments_name_the_field(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "t.sqlite")
     with pytest.raises(InvalidArgument) as err:
-        store.list(page_token="garbage!")
+        store.list_runs(page_token="garbage!")
     assert err.value.field == "page_token"
     with pytest.raises(InvalidArgument) as err:
-        store.list(page_size=5000)
+        store.list_runs(page_size=5000)
     assert err.value.field == "page_size"

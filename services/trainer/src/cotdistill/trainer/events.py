@@ -146,7 +146,7 @@ def checkpoint_info(event: WorkerEvent) -> trainer_pb2.CheckpointInfo:
     return info
 
 
-def state_event(run_id: str, state: trainer_pb2.RunState.ValueType, reason: str = "") -> trainer_pb2.RunEvent:
+def state_event(run_id: str, state: trainer_pb2.RunState, reason: str = "") -> trainer_pb2.RunEvent:
     return trainer_pb2.RunEvent(run_id=run_id, time=now(), state=trainer_pb2.StateEvent(state=state, reason=reason))
 
 
@@ -156,4 +156,4 @@ def message_event(run_id: str, text: str) -> trainer_pb2.RunEvent:
 
 def state_name(state: int) -> str:
     """``"running"`` for RUN_STATE_RUNNING: the label used in logs and metrics."""
-    return trainer_pb2.RunState.Name(state).removeprefix("RUN_STATE_").lower()  # type: ignore[arg-type]
+    return trainer_pb2.RunState.Name(state).removeprefix("RUN_STATE_").lower()

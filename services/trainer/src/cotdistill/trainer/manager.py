@@ -363,7 +363,7 @@ class RunManager:
             self.metrics.worker_starts.inc()
         self._log(to_proto(run_id, event))
 
-    def _finish(self, run_id: str, state: trainer_pb2.RunState.ValueType, reason: str = "") -> trainer_pb2.Run:
+    def _finish(self, run_id: str, state: trainer_pb2.RunState, reason: str = "") -> trainer_pb2.Run:
         """Move ``run_id`` to terminal ``state`` (once: a run already ended keeps its state)."""
         ended = False
 

@@ -402,7 +402,7 @@ class RayExecutor:
         finally:
             pump.finish()
             with contextlib.suppress(Exception):
-                ray.kill(channel)
+                ray.kill(cast(Any, channel))
 
 
 class _Pump(threading.Thread):

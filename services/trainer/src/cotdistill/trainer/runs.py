@@ -116,7 +116,7 @@ class RunStore:
             )
         return run
 
-    def list(
+    def list_runs(
         self, state: int = trainer_pb2.RUN_STATE_UNSPECIFIED, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[trainer_pb2.Run], str]:
         """Runs newest first, optionally in one state; returns (page, next page token or "")."""

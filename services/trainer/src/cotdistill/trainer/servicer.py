@@ -55,7 +55,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     ) -> trainer_pb2.ListRunsResponse:
         if request.state not in trainer_pb2.RunState.values():
             raise InvalidArgument("state", f"unknown run state {request.state}")
-        runs, token = self.manager.store.list(request.state, request.page_size, request.page_token)
+        runs, token = self.manager.store.list_runs(request.state, request.page_size, request.page_token)
         return trainer_pb2.ListRunsResponse(runs=runs, next_page_token=token)
 
     @unary_errors
