@@ -60,17 +60,29 @@ def job_spec(section: SamplingSection) -> JobSpec:
 
 def load_examples(section: SamplingSection) -> list[ExampleRef]:
     """The questions of the recipe, rendered in its teacher prompt format, with gold answers."""
-    examples = tasks.load_dataset(section.dataset, section.split, limit=section.limit)
+    try:
+        examples = tasks.load_dataset(section.dataset, section.split, limit=section.limit)
+    except tasks.UnknownDatasetError as err:
+        raise ConfigError(str(err), key="sampling.dataset") from None
+    except tasks.UnknownSplitError as err:
+        raise ConfigError(str(err), key="sampling.split") from None
     if not examples:
         raise ConfigError(f"{section.dataset}/{section.split} has no examples", key="sampling.dataset")
-    return [
-        ExampleRef(id=e.id, prompt=tasks.render_teacher_prompt(section.prompt_format, e), gold=e.answer)
-        for e in examples
-    ]
+    try:
+        return [
+            ExampleRef(id=e.id, prompt=tasks.render_teacher_prompt(section.prompt_format, e), gold=e.answer)
+            for e in examples
+        ]
+    except tasks.UnknownFormatError as err:
+        raise ConfigError(str(err), key="sampling.prompt_format") from None
 
 
 def plan(section: SamplingSection) -> tuple[JobSpec, list[WorkUnit]]:
-    spec = job_spec(section)
+    """The job's spec and its units; dataset errors name the recipe key."""
+    try:
+        spec = job_spec(section)
+    except tasks.UnknownDatasetError as err:
+        raise ConfigError(str(err), key="sampling.dataset") from None
     return spec, plan_units(load_examples(section), spec)
 
 
