@@ -168,7 +168,7 @@ podAntiAffinity:
 
 {{/* PromQL: requests waiting in this release's teacher replicas (KEDA's scaling signal). */}}
 {{- define "cotdistill.teacherQueueQuery" -}}
-sum(cotdistill_teacher_queue_depth{namespace="{{ .Release.Namespace }}", pod=~"{{ include "cotdistill.componentName" (dict "root" . "component" "teacher") }}-.*"})
+sum(cotdistill_teacher_queue_depth_requests{namespace="{{ .Release.Namespace }}", pod=~"{{ include "cotdistill.componentName" (dict "root" . "component" "teacher") }}-.*"})
 {{- end -}}
 
 {{- define "cotdistill.rayClusterName" -}}
