@@ -9,7 +9,8 @@ Two reading modes:
   text after the last answer phrase ("The answer is", "-->", "####", a trigger) is read and its
   first candidate wins; without an answer phrase the *last* candidate in the text wins.
 
-Every answer comes back normalized, so ``pred == gold`` works for strings produced here.
+Answers come back normalized (``normalize=False`` keeps Kojima et al.'s raw form), so
+``pred == gold`` works for strings produced here; :func:`answers_match` adds numeric tolerance.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def normalize_number(text: str) -> str | None:
         value = Decimal(s)
     except InvalidOperation:
         return None
-    if not value.is_finite():
+    if not value.is_finite() or abs(value.adjusted()) > 100:  # "1e999999" would print a million digits
         return None
     if value == 0:
         return "0"
