@@ -35,6 +35,10 @@ from cotdistill.common.errors import InvalidArgument
 from cotdistill.trainer.alignment import ABSENT, Aligner, TeacherTokens
 
 IGNORE = -100
+# KD targets are stored compactly (they live for the whole run, one (T, k) pair per sequence):
+# int32 ids and fp16 logprobs (the sample shards hold fp16 already); widened after gathering.
+KD_ID_DTYPE = np.int32
+KD_LOGPROB_DTYPE = np.float16
 
 
 # ---- samples ------------------------------------------------------------------------------
@@ -384,8 +388,8 @@ def _collate_decoder(
     labels = np.full((b, width), IGNORE, dtype=np.int64)
     position_ids = np.zeros((b, width), dtype=np.int64)
     attention = np.zeros((b, width), dtype=np.int64)
-    kd_ids = np.zeros((b, width, k), dtype=np.int64) if k else None
-    kd_lps = np.full((b, width, k), ABSENT, dtype=np.float32) if k else None
+    kd_ids = np.zeros((b, width, k), dtype=KD_ID_DTYPE) if k else None
+    kd_lps = np.full((b, width, k), ABSENT, dtype=KD_LOGPROB_DTYPE) if k else None
     for r, row in enumerate(rows):
         pos = 0
         for ex in row:
@@ -422,8 +426,8 @@ def _collate_seq2seq(examples: list[Example], pad_id: int, k: int) -> dict[str, 
     dec = np.full((b, wd), pad_id, dtype=np.int64)
     dec_mask = np.zeros((b, wd), dtype=np.int64)
     labels = np.full((b, wd), IGNORE, dtype=np.int64)
-    kd_ids = np.zeros((b, wd, k), dtype=np.int64) if k else None
-    kd_lps = np.full((b, wd, k), ABSENT, dtype=np.float32) if k else None
+    kd_ids = np.zeros((b, wd, k), dtype=KD_ID_DTYPE) if k else None
+    kd_lps = np.full((b, wd, k), ABSENT, dtype=KD_LOGPROB_DTYPE) if k else None
     for r, ex in enumerate(examples):
         assert ex.decoder_ids is not None
         enc[r, : len(ex.input_ids)] = ex.input_ids

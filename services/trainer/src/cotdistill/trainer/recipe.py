@@ -410,8 +410,8 @@ class TrainRecipe:
             logits = self.model(batch, select)
         kd_ids = kd_lps = None
         if self.weights.kd_weight > 0:
-            kd_ids = batch["kd_ids"].flatten(0, 1)[select]
-            kd_lps = batch["kd_logprobs"].flatten(0, 1)[select]
+            kd_ids = batch["kd_ids"].flatten(0, 1)[select].long()
+            kd_lps = batch["kd_logprobs"].flatten(0, 1)[select].float()
         loss, parts = distillation_objective(logits, labels[select], kd_ids, kd_lps, self.weights)
         return loss, parts, int(select.numel())
 
