@@ -61,6 +61,11 @@ class TeacherSettings(ServiceSettings):
     openai_api_key_env: str = Field(
         "", description="Name of the environment variable holding the API key; empty for none."
     )
+    openai_token_ids: bool = Field(
+        False,
+        description="Ask a vLLM server for token ids ('token_id:N', its return_tokens_as_token_ids extension) "
+        "instead of mapping token strings with the tokenizer.",
+    )
     openai_max_retries: int = Field(5, ge=0, le=100, description="Retries of a call on 429/5xx/connection errors.")
     openai_backoff_s: float = Field(0.5, ge=0, le=60, description="First retry delay; doubles each retry.")
     openai_timeout_s: float = Field(600.0, gt=0, description="Timeout of one HTTP call.")

@@ -158,8 +158,8 @@ class TransformersEngine:
         dtype = getattr(torch, dtype_name)
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
-        self.model = model.to(device=self.device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        self.model = model.to(self.device).eval()
         config = model.config
         self.vocab_size = int(config.vocab_size)
         context = int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
