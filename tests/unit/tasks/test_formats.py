@@ -51,7 +51,9 @@ def test_few_shot_and_fu_prompts_use_the_papers_files(shared_data: Path) -> None
         "Q: There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, "
         "there will be 21 trees. How many trees did the grove workers plant today?\nA: There are 15 trees originally."
     )
-    assert few.endswith("23 - 15 is 8. The answer is 8.\n\nQ: " + Q + "\nA:")
+    # Fine-tune-CoT's Formatter: few_shot_prompt + "\nQ: {question}\nA:"
+    assert few.endswith("23 - 15 is 8. The answer is 8.\nQ: " + Q + "\nA:")
+    assert "\n\n" not in few
     assert few.count("\nA:") == 9  # 8 exemplars (Wei et al.) + the question
     complex_ = render_teacher_prompt("fu_complex", EX, data_dir=shared_data)
     assert complex_.startswith("Question: Angelo and Melanie want to plan how many hours over the next week")
@@ -142,6 +144,22 @@ def test_parse_incomplete_completions() -> None:
     assert parse_student_completion("flan_cot_0", " x\nTherefore, the answer is 5.") == ("x", "5")
 
 
+def test_teacher_stops() -> None:
+    from cotdistill.common.tasks import teacher_stop
+
+    assert teacher_stop("few_shot_cot") == ["\nQ:"]
+    assert teacher_stop("fu_complex") == ["\nQuestion:"]
+    assert {f.name for f in list_formats("teacher")} == {
+        "zero_shot_cot",
+        "answer_only",
+        "few_shot_cot",
+        "fu_complex",
+        "fu_simple",
+    }
+    with pytest.raises(InvalidArgument, match="few_shot_cot"):
+        teacher_stop("ft_cot")
+
+
 def test_unknown_format_lists_known() -> None:
     with pytest.raises(InvalidArgument, match="ft_cot"):
         render_student_pair("ft_cott", EX)
@@ -173,5 +191,5 @@ def test_synthetic_few_shot_needs_no_files(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("COTDISTILL_DATA_DIR", str(tmp_path / "absent"))
     ex = load_dataset("synthetic_last_letters", "test", limit=1)[0]
     prompt = render_teacher_prompt("few_shot_cot", ex)
-    assert prompt.count("\nA: The last letter of") == 8 and prompt.endswith(f"\n\nQ: {ex.question}\nA:")
+    assert prompt.count("\nA: The last letter of") == 8 and prompt.endswith(f".\nQ: {ex.question}\nA:")
     assert student_prompt("fu_ic_cot", ex.question, dataset=ex.dataset).count("The answer is") == 4

@@ -30,7 +30,7 @@ class Exemplar:
 def wei_exemplars(dataset: str, data_dir: str | os.PathLike[str] | None = None) -> list[Exemplar]:
     """Wei et al.'s exemplars for ``dataset``, split into question, rationale and answer."""
     out = []
-    # Exemplars are separated by a blank line, except in StrategyQA's prompt (one newline).
+    # The file's exemplars are one newline apart: a new one starts at each line beginning "Q: ".
     for block in re.split(r"\n+(?=Q: )", few_shot_prompt(dataset, data_dir)):
         q, sep, a = block.partition("\nA: ")
         m = re.search(r"\s*The answer is (.+?)\.?\s*$", a)

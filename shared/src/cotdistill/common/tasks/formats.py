@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cotdistill.common.tasks.student_formats import student_formats
-from cotdistill.common.tasks.teacher_prompts import TEACHER_FORMATS
+from cotdistill.common.tasks.teacher_prompts import TEACHER_FORMATS, TEACHER_STOPS
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ def list_formats(kind: Literal["teacher", "student"] | None = None) -> list[Form
     """Teacher formats (``render_teacher_prompt``) then student formats (``render_student_pair``)."""
     out: list[FormatInfo] = []
     if kind in (None, "teacher"):
-        out += [FormatInfo(n, "teacher", d, False) for n, d in TEACHER_FORMATS.items()]
+        out += [FormatInfo(n, "teacher", d, False, TEACHER_STOPS[n]) for n, d in TEACHER_FORMATS.items()]
     if kind in (None, "student"):
         out += [
             FormatInfo(f.name, "student", f.description, f.uses_rationale, f.stop) for f in student_formats().values()

@@ -7,7 +7,7 @@ zero_shot_cot      ``Q: {q}\\nA: Let's think step by step.`` (Kojima et al. stag
                    :func:`render_answer_prompt`: stage 1 + generated text + ``" " + trigger``
 answer_only        ``Q: {q}\\nA: The answer (arabic numerals) is`` (Kojima et al. Zero-shot)
 few_shot_cot       Wei et al.'s exemplars (Fine-tune-CoT's ``few_shot_cot_prompts.json``) +
-                   ``\\n\\nQ: {q}\\nA:``; datasets without one (synthetic, Tracking) get 8
+                   ``\\nQ: {q}\\nA:``; datasets without one (synthetic, Tracking) get 8
                    exemplars of their own in the same layout
 fu_complex         Fu et al.'s 8 complex exemplars + ``\\n\\nQuestion: {q}\\nLet's think step by step\\n``
 fu_simple          Fu et al.'s 4 simple exemplars + ``\\n\\nQ: {q}\\nLet's think step by step\\n``
@@ -50,12 +50,31 @@ def render_teacher_prompt(format: str, example: Example, *, data_dir: str | os.P
     if format == "answer_only":
         return f"Q: {q}\nA: {spec_for(example.dataset or example.answer_type).direct_trigger}"
     if format == "few_shot_cot":
-        return f"{_few_shot_block(example.dataset, data_dir)}\n\nQ: {q}\nA:"
+        # Fine-tune-CoT's Formatter: prompt + "\nQ: {q}\nA:" (its exemplars are one newline apart).
+        return f"{_few_shot_block(example.dataset, data_dir)}\nQ: {q}\nA:"
     if format == "fu_complex":
         return f"{text_file(FU_COMPLEX_FILE, data_dir)}\n\nQuestion: {q}\nLet's think step by step\n"
     if format == "fu_simple":
         return f"{text_file(FU_SIMPLE_FILE, data_dir)}\n\nQ: {q}\nLet's think step by step\n"
     raise UnknownFormatError(format, list(TEACHER_FORMATS))
+
+
+# Where a teacher's generation should stop: the start of a hallucinated next exemplar. The papers
+# used token limits instead (Kojima: 128 rationale + 32 answer tokens); these only trim the tail.
+TEACHER_STOPS: dict[str, tuple[str, ...]] = {
+    "zero_shot_cot": ("\nQ:",),
+    "answer_only": ("\nQ:",),
+    "few_shot_cot": ("\nQ:",),
+    "fu_complex": ("\nQuestion:",),
+    "fu_simple": ("\nQ:",),
+}
+
+
+def teacher_stop(format: str) -> list[str]:
+    """Stop strings for a teacher prompt format (e.g. ``["\\nQ:"]`` for few_shot_cot)."""
+    if format not in TEACHER_STOPS:
+        raise UnknownFormatError(format, list(TEACHER_FORMATS))
+    return list(TEACHER_STOPS[format])
 
 
 def render_answer_prompt(example: Example, stage1_prompt: str, rationale: str) -> str:
@@ -73,4 +92,4 @@ def _few_shot_block(dataset: str, data_dir: str | os.PathLike[str] | None) -> st
     if not dataset:
         raise InvalidArgument("dataset", "few_shot_cot needs the example's dataset to pick exemplars")
     shots = cot_exemplars(dataset, 8, data_dir)
-    return "\n\n".join(f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in shots)
+    return "\n".join(f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in shots)
