@@ -214,7 +214,10 @@ def test_gpu_teacher_gets_gpus_shm_model_cache_and_scheduling() -> None:
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     trainer = next(d for d in of_kind(rendered, "Deployment") if d["metadata"]["name"].endswith("-trainer"))
     trainer_env = {e["name"]: e.get("value") for e in trainer["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert trainer_env["RAY_ADDRESS"] == f"ray://{ray['metadata']['name']}-head-svc.{NAMESPACE}.svc.cluster.local:10001"
+    assert (
+        trainer_env["COTDISTILL_TRAINER_RAY_ADDRESS"]
+        == f"ray://{ray['metadata']['name']}-head-svc.{NAMESPACE}.svc.cluster.local:10001"
+    )
 
 
 def test_keda_scales_the_teacher_on_queue_depth() -> None:

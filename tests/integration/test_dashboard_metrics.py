@@ -1,0 +1,99 @@
+"""Every metric the Grafana dashboard, the alert rules and the KEDA trigger query is one the
+services really export: the four services run as real processes (`cotdistill serve X`, tiny
+models), answer their container health check (deploy/healthcheck.py, the images' HEALTHCHECK,
+which is also the first gRPC/HTTP traffic a probe sends), and their /metrics is parsed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import ServiceProcess, wait_until
+from tests.unit.deploy.chart import (
+    alert_queries,
+    dashboard_queries,
+    metric_names,
+    of_kind,
+    profile_values,
+    render,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
+API_KEY = "dashboard-test-key-0123456789abcdef"
+# Series Prometheus itself creates for every target.
+SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+
+
+def _metrics_url(service: ServiceProcess) -> str:
+    port = service.port if service.name == "server" else service.metrics_port
+    return f"http://127.0.0.1:{port}/metrics"
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def _healthy(service: ServiceProcess) -> bool:
+    env = {"PATH": "/usr/bin:/bin", f"COTDISTILL_{service.name.upper()}_PORT": str(service.port)}
+    result = subprocess.run(
+        [sys.executable, str(HEALTHCHECK), service.name], capture_output=True, text=True, timeout=30, env=env
+    )
+    return result.returncode == 0
+
+
+def _sample_names(text: str) -> set[str]:
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_dashboard_alert_and_keda_queries_use_only_exported_metrics(
+    run_service: Callable[..., ServiceProcess], tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    services = [
+        run_service(
+            "teacher",
+            {
+                "COTDISTILL_TEACHER_MODEL": str(tiny_models["teacher"]),
+                "COTDISTILL_TEACHER_BACKEND": "transformers",
+                "COTDISTILL_TEACHER_DEVICE": "cpu",
+            },
+        ),
+        run_service("trainer"),
+        run_service("evaluator"),
+        run_service(
+            "server",
+            {
+                "COTDISTILL_SERVER_MODEL": str(tiny_models["student"]),
+                "COTDISTILL_SERVER_BACKEND": "transformers",
+                "COTDISTILL_SERVER_API_KEYS": API_KEY,
+            },
+        ),
+    ]
+    exported: set[str] = set(SYNTHETIC)
+    for service in services:
+        # The image's HEALTHCHECK passes once the service is ready (model loaded).
+        wait_until(lambda s=service: _healthy(s), 90, f"{service.name} healthcheck", service)
+        text = _get(_metrics_url(service))
+        assert text, f"{service.name}: no /metrics"
+        exported |= _sample_names(text)
+
+    keda = of_kind(render(profile_values("full")), "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
+    queries = [*dashboard_queries(), *alert_queries(), ("KEDA trigger", keda)]
+    missing = sorted(
+        {f"{where}: {name}" for where, expr in queries for name in metric_names(expr) if name not in exported}
+    )
+    assert not missing, "queries name metrics no service exports:\n" + "\n".join(missing)
+    # The compose Prometheus scrapes the same names: its rules file is the chart's.
+    compose_rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert {r["alert"] for g in compose_rules["groups"] for r in g["rules"]} == {name for name, _ in alert_queries()}
