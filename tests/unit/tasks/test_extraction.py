@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cotdistill.common.errors import NotFound
 from cotdistill.common.tasks import (
@@ -130,3 +134,23 @@ def test_triggers_are_kojimas() -> None:
     assert answer_trigger("last_letters") == "\nTherefore, the answer is"
     assert direct_answer_trigger("gsm8k") == "The answer (arabic numerals) is"
     assert direct_answer_trigger("aqua") == "Among A through E, the answer is"
+
+
+@given(st.integers(min_value=-(10**12), max_value=10**12), st.sampled_from(["The answer is", "-->", "####", "answer:"]))
+def test_any_integer_round_trips_through_an_answer_phrase(n: int, phrase: str) -> None:
+    text = f"Some steps with 3 and 4 numbers. {phrase} {n:,} apples."
+    assert extract_answer(text, "number") == str(n)
+    assert answers_match(extract_answer(text, "gsm8k"), str(n), "number")
+
+
+@given(st.decimals(min_value=-10000, max_value=10000, places=3, allow_nan=False, allow_infinity=False))
+def test_normalized_decimals_keep_their_value(d: Decimal) -> None:
+    out = normalize_number(str(d))
+    assert out is not None and Decimal(out) == d
+    assert out == "0" or not out.endswith(("0", ".")) or "." not in out
+    assert extract_answer(f" {d}.", "number", after_trigger=True) == out
+
+
+@given(st.text(alphabet="abcdefghij", min_size=1, max_size=8))
+def test_letter_answers_after_the_phrase(word: str) -> None:
+    assert extract_answer(f'The last letters give "{word}". The answer is {word}.', "last_letters") == word
