@@ -50,9 +50,9 @@ LABEL org.opencontainers.image.title="cotdistill-teacher" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 COPY --from=cpu-builder /opt/venv /opt/venv
-# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; its home is the artifacts root.
+# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; HOME is the writable /tmp.
 RUN groupadd --system --gid 10001 cotdistill \
- && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/cotdistill --no-create-home --shell /usr/sbin/nologin cotdistill \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin cotdistill \
  && mkdir -p /var/lib/cotdistill/artifacts /var/cache/cotdistill \
  && chown -R 10001:10001 /var/lib/cotdistill /var/cache/cotdistill
 COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
@@ -61,7 +61,7 @@ COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/var/lib/cotdistill \
+    HOME=/tmp \
     TMPDIR=/tmp \
     XDG_CACHE_HOME=/var/cache/cotdistill \
     HF_HOME=/var/cache/cotdistill/huggingface \
@@ -105,9 +105,9 @@ COPY deploy/requirements/teacher-cuda.txt /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     python3 -m pip install --no-cache-dir --no-deps -r /tmp/pins.txt /wheels/*.whl \
  && rm /tmp/pins.txt
-# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; its home is the artifacts root.
+# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; HOME is the writable /tmp.
 RUN groupadd --system --gid 10001 cotdistill \
- && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/cotdistill --no-create-home --shell /usr/sbin/nologin cotdistill \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin cotdistill \
  && mkdir -p /var/lib/cotdistill/artifacts /var/cache/cotdistill \
  && chown -R 10001:10001 /var/lib/cotdistill /var/cache/cotdistill
 COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
@@ -116,7 +116,7 @@ COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/var/lib/cotdistill \
+    HOME=/tmp \
     TMPDIR=/tmp \
     XDG_CACHE_HOME=/var/cache/cotdistill \
     HF_HOME=/var/cache/cotdistill/huggingface \

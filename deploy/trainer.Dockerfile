@@ -65,9 +65,9 @@ LABEL org.opencontainers.image.title="cotdistill-trainer" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 COPY --from=cpu-builder /opt/venv /opt/venv
-# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; its home is the artifacts root.
+# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; HOME is the writable /tmp.
 RUN groupadd --system --gid 10001 cotdistill \
- && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/cotdistill --no-create-home --shell /usr/sbin/nologin cotdistill \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin cotdistill \
  && mkdir -p /var/lib/cotdistill/artifacts /var/cache/cotdistill \
  && chown -R 10001:10001 /var/lib/cotdistill /var/cache/cotdistill
 COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
@@ -76,7 +76,7 @@ COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/var/lib/cotdistill \
+    HOME=/tmp \
     TMPDIR=/tmp \
     XDG_CACHE_HOME=/var/cache/cotdistill \
     HF_HOME=/var/cache/cotdistill/huggingface \
@@ -116,9 +116,9 @@ LABEL org.opencontainers.image.title="cotdistill-trainer" \
       org.opencontainers.image.base.name="${CUDA_IMAGE}"
 COPY --from=cuda-builder /opt/python /opt/python
 COPY --from=cuda-builder /opt/venv /opt/venv
-# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; its home is the artifacts root.
+# A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; HOME is the writable /tmp.
 RUN groupadd --system --gid 10001 cotdistill \
- && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/cotdistill --no-create-home --shell /usr/sbin/nologin cotdistill \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin cotdistill \
  && mkdir -p /var/lib/cotdistill/artifacts /var/cache/cotdistill \
  && chown -R 10001:10001 /var/lib/cotdistill /var/cache/cotdistill
 COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
@@ -127,7 +127,7 @@ COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOME=/var/lib/cotdistill \
+    HOME=/tmp \
     TMPDIR=/tmp \
     XDG_CACHE_HOME=/var/cache/cotdistill \
     HF_HOME=/var/cache/cotdistill/huggingface \

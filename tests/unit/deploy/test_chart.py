@@ -420,3 +420,48 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             base[key] = value
     return base
+
+
+def _settings_classes() -> dict[str, Any]:
+    from cotdistill.evaluator.settings import EvaluatorSettings
+    from cotdistill.server.settings import ServerSettings
+    from cotdistill.teacher.settings import TeacherSettings
+    from cotdistill.trainer.settings import TrainerSettings
+
+    return {
+        "teacher": TeacherSettings,
+        "trainer": TrainerSettings,
+        "evaluator": EvaluatorSettings,
+        "server": ServerSettings,
+    }
+
+
+def test_service_settings_the_chart_and_images_set_exist_and_parse(profile: str) -> None:
+    """A misspelt COTDISTILL_* variable would be ignored silently: check each against the settings."""
+    from pydantic import TypeAdapter
+
+    from tests.unit.deploy.dockerfile import parse
+
+    classes = _settings_classes()
+    pairs: list[tuple[str, str, str | None]] = []
+    for obj in of_kind(render_profile(profile), "Deployment"):
+        for where, spec in pod_specs(obj):
+            for c in spec["containers"]:
+                pairs += [(where, e["name"], e.get("value")) for e in c.get("env", [])]
+    if profile == "default":
+        for service in classes:
+            df = parse(REPO / "deploy" / f"{service}.Dockerfile")
+            for stage in ("cpu", "cuda"):
+                pairs += [(f"{service}.Dockerfile/{stage}", k, v) for k, v in df.stage(stage).env().items()]
+    checked = 0
+    for where, name, value in pairs:
+        service = name.split("_")[1].lower() if name.startswith("COTDISTILL_") else ""
+        if service not in classes:
+            continue
+        cls = classes[service]
+        field = name.removeprefix(f"COTDISTILL_{service.upper()}_").lower()
+        assert field in cls.model_fields, f"{where}: {name} is not a setting of {cls.__name__}"
+        if value is not None:
+            TypeAdapter(cls.model_fields[field].annotation).validate_strings(value)
+        checked += 1
+    assert checked >= 10
