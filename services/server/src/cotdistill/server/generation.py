@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -142,7 +142,7 @@ class ClientDisconnected(Exception):
 
 async def run_jobs(
     engine: Engine, jobs: Sequence[Job], trace: Trace, metrics: ServerMetrics
-) -> AsyncIterator[tuple[int, StepOutput]]:
+) -> AsyncGenerator[tuple[int, StepOutput], None]:
     """Generate every job at once; yield ``(choice index, step output)`` as they come.
 
     Closing the iterator cancels the jobs still running. Records TTFT, inter-token latency,

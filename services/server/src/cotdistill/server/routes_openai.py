@@ -111,7 +111,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     if isinstance(raw, str):
         texts: list[str | list[int]] = [raw]
     elif raw and isinstance(raw[0], int):
-        texts = [list(raw)]  # type: ignore[arg-type]
+        texts = [list(raw)]
     else:
         texts = list(raw)  # type: ignore[arg-type]
     _check_n(body, len(texts), ctx)

@@ -260,7 +260,7 @@ class TransformersEngine:
         self._send([(r, EngineClosed("the engine is shut down")) for r in leftovers if not r.finished])
 
     def _drain_pending(self) -> list[_Request]:
-        out = []
+        out: list[_Request] = []
         while True:
             try:
                 item = self._pending.get_nowait()
@@ -331,7 +331,7 @@ class TransformersEngine:
         torch = self._torch
         width = max(a.mask.shape[1], b.mask.shape[1])
 
-        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+        def pad(t: Any, dim: int) -> Any:
             missing = width - t.shape[dim]
             if missing == 0:
                 return t

@@ -67,7 +67,9 @@ class VllmEngine:
                 dtype=dtype,  # type: ignore[arg-type]
                 enforce_eager=enforce_eager,
                 max_num_seqs=max_batch_size,
-                max_model_len=max_model_len,
+                # One worker runs inside the engine-core process instead of spawning another.
+                distributed_executor_backend="uni",
+                max_model_len=max_model_len,  # type: ignore[arg-type]  # None: the model's own length
                 disable_log_stats=True,
             )
             engine = AsyncLLM.from_engine_args(args)
@@ -75,7 +77,9 @@ class VllmEngine:
             raise EngineLoadError(
                 f"checkpoint {str(path)!r} failed to load in vLLM: {type(exc).__name__}: {exc}"
             ) from exc
-        tokenizer = engine.tokenizer
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
         length = int(engine.model_config.max_model_len)
         return cls(engine, tokenizer, str(path), length, int(engine.model_config.get_vocab_size()))
 
