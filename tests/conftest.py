@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("COTDISTILL_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("COTDISTILL_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,7 +47,7 @@ def repo_root() -> Path:
 def shared_data() -> Path:
     """The real datasets beside the checkout (``../shared/data``); skip where absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED_DATA} (set COTDISTILL_SHARED_DATA to their folder)")
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set COTDISTILL_DATA_DIR to their folder)")
     return SHARED_DATA
 
 
