@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import grpc
 import pytest
 
 from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
+from tests.integration.conftest import VENV_BIN
 from tests.integration.trainer.conftest import TrainerUnderTest
 
 WATCH_TIMEOUT_S = 150
@@ -86,6 +88,44 @@ def test_two_worker_ddp_run_streams_steps_and_checkpoints(trainer: TrainerUnderT
         assert Path(checkpoint.path).is_relative_to(record.output_dir)
     assert _metric(trainer, "cotdistill_trainer_steps_total") >= 6
     assert _metric(trainer, 'cotdistill_trainer_runs{state="succeeded"}') >= 1
+
+
+def test_cli_train_starts_and_watches_a_run(trainer: TrainerUnderTest, task: dict[str, Path], tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: cli-run\noutput_dir: {tmp_path / 'runs'}\nstages: [train]\n"
+        f"training:\n  student: {task['student']}\n  train_paths: [{task['train']}]\n"
+        "  max_steps: 3\n  batch_size: 4\n  max_seq_len: 64\n  cpus_per_worker: 1\n"
+    )
+    done = subprocess.run(
+        [
+            str(VENV_BIN / "cotdistill"),
+            "train",
+            str(recipe),
+            "training.learning_rate=0.003",
+            "--address",
+            trainer.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WATCH_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "succeeded" in done.stderr and "checkpoint step 3" in done.stderr
+    channel, stub = _stub(trainer)
+    with channel:
+        runs = stub.ListRuns(trainer_pb2.ListRunsRequest(state=trainer_pb2.RUN_STATE_SUCCEEDED)).runs
+    mine = [r for r in runs if r.spec.name == "cli-run"]
+    assert mine and mine[0].step == 3 and mine[0].spec.hyperparameters.learning_rate == pytest.approx(0.003)
+
+    recipe.write_text(recipe.read_text().replace(str(task["train"]), "/nonexistent.jsonl"))
+    bad = subprocess.run(
+        [str(VENV_BIN / "cotdistill"), "train", str(recipe), "--address", trainer.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "data.train_paths[0]" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _split_at_restart(

@@ -291,7 +291,8 @@ class RunManager:
             self._drive_inner(run_id, entry, resumed)
         except Exception:  # the thread must never die silently: the run would hang in RUNNING
             log.exception("run %s: unexpected error in the run thread", run_id)
-            self._finish(run_id, trainer_pb2.RUN_STATE_FAILED, "internal error in the trainer service; see its log")
+            if not entry.shutdown:  # errors while the service tears down leave the run to resume
+                self._finish(run_id, trainer_pb2.RUN_STATE_FAILED, "internal error in the trainer service; see its log")
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
