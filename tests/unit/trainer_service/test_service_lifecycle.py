@@ -245,3 +245,22 @@ async def test_a_run_that_cannot_resume_fails_with_the_reason(tmp_path: Path) ->
             assert "cannot resume" in record.error and "data.train_paths[0]" in record.error
     finally:
         await svc.stop(0)
+
+
+async def test_shutdown_ends_watch_streams_with_unavailable(tmp_path: Path) -> None:
+    from cotdistill.trainer.server import build
+
+    svc, manager = await build(_settings(tmp_path), executor=ScriptedExecutor(), validate=_accept)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            run = (await stub.StartRun(trainer_pb2.StartRunRequest(spec=_spec("block")))).run
+            call = stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id), timeout=30)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for response in call:
+                    if response.event.HasField("step"):
+                        manager.stop_watchers()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "watch again from sequence" in (err.value.details() or "")
+    finally:
+        await svc.stop(0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.errors import InvalidArgument, Unavailable
 from cotdistill.trainer.events import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -157,6 +157,7 @@ class RunManager:
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._draining = False
 
     # Start-up and shutdown -------------------------------------------------------------------
 
@@ -176,9 +177,20 @@ class RunManager:
         self._log(message_event(run.run_id, "service restarted; resuming from the latest checkpoint"))
         self._submit(run.run_id, resumed=True)
 
+    def stop_watchers(self) -> None:
+        """End every WatchRun stream with UNAVAILABLE (clients re-attach at their next sequence).
+
+        Called first on shutdown: open streams would otherwise hold the gRPC drain for the whole
+        grace period before the runs even get the stop request.
+        """
+        self._draining = True
+        for run_id in list(self._watchers):
+            self._wake(run_id)
+
     async def shutdown(self, grace_s: float) -> None:
         """Stop every active run at a step boundary (they stay active and resume on restart)."""
         self._closing = True
+        self.stop_watchers()
         with self._lock:
             active = list(self._active.items())
         for run_id, entry in active:
@@ -258,6 +270,10 @@ class RunManager:
         next_sequence = max(1, from_sequence)
         try:
             while True:
+                if self._draining:
+                    raise Unavailable(
+                        f"the trainer is shutting down; watch again from sequence {next_sequence} once it is back"
+                    )
                 wake.clear()
                 events = self.store.events(run_id, next_sequence)
                 for event in events:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
 from collections.abc import Sequence
 
 import grpc
 
-from cotdistill.common.grpc_server import GrpcService, create_server, serve
+from cotdistill.common.grpc_server import GrpcService, create_server
 from cotdistill.common.metrics import new_registry
 from cotdistill.trainer.manager import Executor, RunManager, SpecValidator, validate_recipe
 from cotdistill.trainer.metrics import TrainerMetrics
 from cotdistill.trainer.servicer import TrainerServicer
 from cotdistill.trainer.settings import TrainerSettings
 from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
@@ -24,6 +30,14 @@ async def build_server(
 
     ``executor`` defaults to Ray Train (:class:`RayExecutor`); Ray itself starts on the first run.
     """
+    service, _ = await build(settings, executor, validate)
+    return service
+
+
+async def build(
+    settings: TrainerSettings, executor: Executor | None = None, validate: SpecValidator = validate_recipe
+) -> tuple[GrpcService, RunManager]:
+    """:func:`build_server`, also returning the run manager."""
     if executor is None:
         from cotdistill.trainer.ray_runner import RayExecutor
 
@@ -44,9 +58,19 @@ async def build_server(
 
     service.on_stop(stop_runs)
     await service.set_serving(True)
-    return service
+    return service, manager
 
 
 async def run(settings: TrainerSettings) -> None:
-    service = await build_server(settings)
-    await serve(service, settings.grace_period_s)
+    """Serve until SIGTERM/SIGINT; then end watch streams, drain RPCs and stop runs at a step boundary."""
+    service, manager = await build(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("trainer: shutdown requested; active runs stop at a step boundary and resume on restart")
+    manager.stop_watchers()
+    await service.stop(settings.grace_period_s)
+    log.info("trainer: stopped")
