@@ -465,3 +465,15 @@ def test_service_settings_the_chart_and_images_set_exist_and_parse(profile: str)
             TypeAdapter(cls.model_fields[field].annotation).validate_strings(value)
         checked += 1
     assert checked >= 10
+
+
+def test_dashboard_rpc_method_labels_are_real_rpcs() -> None:
+    import re
+
+    rpcs = {
+        m.group(1)
+        for proto in (REPO / "protos" / "cotdistill" / "v1").glob("*.proto")
+        for m in re.finditer(r"^\s*rpc\s+(\w+)\s*\(", proto.read_text(), re.M)
+    }
+    used = {m.group(1) for _, expr in dashboard_queries() for m in re.finditer(r'method="(\w+)"', expr)}
+    assert used and used <= rpcs, f"unknown RPCs in the dashboard: {used - rpcs}"
