@@ -164,3 +164,19 @@ async def test_no_reachable_replica_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(Unavailable, match="no teacher replica answered Info"):
         await run_job(ArtifactStore(tmp_path), [f"127.0.0.1:{free_port()}"], info_timeout_s=1)
+
+
+async def test_a_dns_name_with_several_records_is_one_replica_per_record(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    (_, address), _ = teachers
+    port = address.rsplit(":", 1)[1]
+    records = {info[4][0] for info in socket.getaddrinfo("localhost", int(port), type=socket.SOCK_STREAM)}
+    pool = open_pool([f"dns:///localhost:{port}"])
+    try:
+        assert len(pool) == len(records)  # e.g. 127.0.0.1 and ::1
+    finally:
+        await pool.close()
+    # Records where nothing listens (::1 here) fail fast and their units move to 127.0.0.1.
+    await run_job(ArtifactStore(tmp_path), [f"dns:///localhost:{port}"])
+    assert set(pairs(tmp_path).values()) == {1} and len(pairs(tmp_path)) == N_EXAMPLES * D
