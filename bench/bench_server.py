@@ -138,6 +138,7 @@ def start_server(model_dir: Path, port: int, log: Any) -> subprocess.Popen[bytes
 def main() -> None:
     from tests.conftest import free_port
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(Path(tmp))
         base_figures = baseline(model_dir)
@@ -173,6 +174,8 @@ def main() -> None:
         "max_tokens": MAX_TOKENS,
         "generate_one_at_a_time_in_process": base_figures,
         "mean_rows_per_forward_pass": batch_mean,
+        # Other work on the machine skews every figure; the 1-minute load average says how much.
+        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
     }
     for c, level in levels.items():
         figures[f"concurrency_{c}"] = {
