@@ -20,6 +20,7 @@ class Fault:
     code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     after: int = 0  # results streamed before the failure
     cut: bool = False  # end the stream early without an error status
+    aborted: bool = False  # stream every result, with finish reason ABORT
 
 
 @dataclass
@@ -52,6 +53,11 @@ class FakeTeacher(teacher_pb2_grpc.TeacherServiceServicer):
         sent = 0
         for p_index, prompt in enumerate(request.prompts):
             for s_index in range(n):
+                if fault is not None and fault.aborted:
+                    result = response(prompt, p_index, s_index, k)
+                    result.finish_reason = common_pb2.FINISH_REASON_ABORT
+                    yield result
+                    continue
                 if fault is not None and sent == fault.after:
                     if fault.cut:
                         return

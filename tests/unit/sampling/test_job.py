@@ -46,7 +46,7 @@ async def teachers() -> AsyncIterator[list[tuple[FakeTeacher, str]]]:
 
 async def run_job(store: ArtifactStore, addresses: list[str], job_spec: JobSpec | None = None, **kw: object):  # type: ignore[no-untyped-def]
     job_spec = job_spec or spec()
-    pool = open_pool(addresses)
+    pool = open_pool(addresses, cooldown_s=float(kw.pop("cooldown_s", 1.0)))  # type: ignore[arg-type]
     try:
         job = SamplingJob(
             job_spec,
@@ -94,13 +94,18 @@ async def test_every_example_and_sample_index_exactly_once(tmp_path: Path, teach
 
 async def test_failed_unit_is_retried_on_the_other_replica(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]
     (bad, bad_address), (_, good_address) = teachers
-    # The first replica fails mid-stream (after 2 results) and then cuts a stream short.
-    bad.faults = [Fault(grpc.StatusCode.UNAVAILABLE, after=2), Fault(after=1, cut=True)] + [Fault()] * 10
-    await run_job(ArtifactStore(tmp_path), [bad_address, good_address], concurrency=1)
+    # The first replica fails mid-stream (after 2 results), cuts a stream short, returns aborted
+    # generations (as when it shuts down), then refuses every call.
+    bad.faults = [Fault(grpc.StatusCode.UNAVAILABLE, after=2), Fault(after=1, cut=True), Fault(aborted=True)]
+    bad.faults += [Fault()] * 10
+    # No cool-down: the bad replica keeps getting new units, so every scripted fault happens.
+    await run_job(ArtifactStore(tmp_path), [bad_address, good_address], concurrency=1, cooldown_s=0.0)
     assert set(pairs(tmp_path).values()) == {1} and len(pairs(tmp_path)) == N_EXAMPLES * D
     log = events(tmp_path)
     failed = [e for e in log if e["event"] == "unit_failed"]
     assert failed and all(e["replica"] == bad_address for e in failed)
+    errors = " | ".join(str(e["error"]) for e in failed)
+    assert "UNAVAILABLE" in errors and "stream ended after 1 of 9" in errors and "aborted by" in errors
     for failure in failed:  # the retry of each failed attempt went to the other replica
         retry = next(
             e
@@ -180,3 +185,20 @@ async def test_a_dns_name_with_several_records_is_one_replica_per_record(tmp_pat
     # Records where nothing listens (::1 here) fail fast and their units move to 127.0.0.1.
     await run_job(ArtifactStore(tmp_path), [f"dns:///localhost:{port}"])
     assert set(pairs(tmp_path).values()) == {1} and len(pairs(tmp_path)) == N_EXAMPLES * D
+
+
+async def test_a_failed_replica_sits_out_a_cooldown_then_gets_work_again() -> None:
+    import time
+
+    pool = open_pool(["127.0.0.1:1", "127.0.0.1:2"], cooldown_s=60.0)
+    try:
+        bad, good = pool.replicas
+        pool.mark(bad, False)
+        assert {pool.pick().address for _ in range(4)} == {good.address}
+        pool._failed_at[bad.address] = time.monotonic() - 61  # the cool-down has passed
+        assert {pool.pick().address for _ in range(4)} == {bad.address, good.address}
+        pool.mark(good, False)
+        pool.mark(bad, False)  # both cooling down: the one with fewer failures still gets work
+        assert pool.pick().address == good.address
+    finally:
+        await pool.close()

@@ -347,6 +347,9 @@ class SamplingJob:
                 key = (response.prompt_index, response.sample_index)
                 if response.prompt_index >= len(unit.examples) or response.sample_index >= n or key in got:
                     raise IncompleteUnit(f"unexpected result {key} from {replica.address}")
+                if response.finish_reason == common_pb2.FINISH_REASON_ABORT:
+                    # Cut short by the replica (shutting down): not a sample of the teacher.
+                    raise IncompleteUnit(f"result {key} was aborted by {replica.address}")
                 got[key] = response
         finally:
             call.cancel()  # no-op when the stream ended; frees the replica when we bail out
