@@ -11,7 +11,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from cotdistill.common.errors import NotFound
+from cotdistill.common.errors import CotdistillError, InvalidArgument
 from cotdistill.common.tasks import extract_answer, parse_student_completion, student_prompt, student_stop
 from cotdistill.server.auth import Authenticated
 from cotdistill.server.engine.base import Engine, SamplingParams
@@ -33,8 +33,10 @@ async def reason(body: ReasonRequest, request: Request) -> ReasonResponse:
         stop = tuple(student_stop(fmt))
         if body.dataset:
             extract_answer("", body.dataset)  # an unknown dataset/answer type fails now, not after generating
-    except NotFound as exc:
-        raise bad_request("dataset", str(exc)) from exc
+    except InvalidArgument:
+        raise  # names its own field (e.g. an unknown format)
+    except CotdistillError as exc:  # unknown dataset, its exemplar files missing, ...
+        raise bad_request("dataset" if body.dataset else "format", str(exc)) from exc
     max_tokens = check_max_tokens(body.max_tokens or ctx.settings.max_tokens_cap, ctx.settings)
 
     def make_jobs(engine: Engine) -> list[Job]:
