@@ -60,20 +60,25 @@ def _sample_names(text: str) -> set[str]:
 def test_dashboard_alert_and_keda_queries_use_only_exported_metrics(
     run_service: Callable[..., ServiceProcess], tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
+    fast_stop = {
+        f"COTDISTILL_{name.upper()}_GRACE_PERIOD_S": "1" for name in ("teacher", "trainer", "evaluator", "server")
+    }
     services = [
         run_service(
             "teacher",
             {
+                **fast_stop,
                 "COTDISTILL_TEACHER_MODEL": str(tiny_models["teacher"]),
                 "COTDISTILL_TEACHER_BACKEND": "transformers",
                 "COTDISTILL_TEACHER_DEVICE": "cpu",
             },
         ),
-        run_service("trainer"),
-        run_service("evaluator"),
+        run_service("trainer", fast_stop),
+        run_service("evaluator", fast_stop),
         run_service(
             "server",
             {
+                **fast_stop,
                 "COTDISTILL_SERVER_MODEL": str(tiny_models["student"]),
                 "COTDISTILL_SERVER_BACKEND": "transformers",
                 "COTDISTILL_SERVER_API_KEYS": API_KEY,
