@@ -6,6 +6,7 @@ which is also the first gRPC/HTTP traffic a probe sends), and their /metrics is 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import urllib.request
@@ -30,6 +31,11 @@ HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
 API_KEY = "dashboard-test-key-0123456789abcdef"
 # Series Prometheus itself creates for every target.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+# Labels Prometheus attaches from the target (ServiceMonitor/PodMonitor, compose static labels).
+TARGET_LABELS = {
+    "namespace", "pod", "container", "endpoint", "instance", "job",
+    "app_kubernetes_io_part_of", "app_kubernetes_io_component",
+}  # fmt: skip
 
 
 def _metrics_url(service: ServiceProcess) -> str:
@@ -53,8 +59,21 @@ def _healthy(service: ServiceProcess) -> bool:
     return result.returncode == 0
 
 
-def _sample_names(text: str) -> set[str]:
-    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+def _sample_labels(text: str) -> dict[str, set[str]]:
+    """Sample name -> the label names it carries in a /metrics exposition."""
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, set()).update(sample.labels)
+    return out
+
+
+def _matcher_labels(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric, label names in its {...} matchers) for each selector of a PromQL expression."""
+    return [
+        (m.group(1), {lm.group(1) for lm in re.finditer(r"(\w+)\s*(?:=~|!~|!=|=)", m.group(2))})
+        for m in re.finditer(r"([A-Za-z_:][\w:]*)\s*\{([^}]*)\}", expr)
+    ]
 
 
 def test_dashboard_alert_and_keda_queries_use_only_exported_metrics(
@@ -85,13 +104,14 @@ def test_dashboard_alert_and_keda_queries_use_only_exported_metrics(
             },
         ),
     ]
-    exported: set[str] = set(SYNTHETIC)
+    exported: dict[str, set[str]] = {name: set() for name in SYNTHETIC}
     for service in services:
         # The image's HEALTHCHECK passes once the service is ready (model loaded).
         wait_until(lambda s=service: _healthy(s), 90, f"{service.name} healthcheck", service)
         text = _get(_metrics_url(service))
         assert text, f"{service.name}: no /metrics"
-        exported |= _sample_names(text)
+        for name, labels in _sample_labels(text).items():
+            exported.setdefault(name, set()).update(labels)
 
     keda = of_kind(render(profile_values("full")), "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
     queries = [*dashboard_queries(), *alert_queries(), ("KEDA trigger", keda)]
@@ -99,6 +119,13 @@ def test_dashboard_alert_and_keda_queries_use_only_exported_metrics(
         {f"{where}: {name}" for where, expr in queries for name in metric_names(expr) if name not in exported}
     )
     assert not missing, "queries name metrics no service exports:\n" + "\n".join(missing)
+    unknown_labels = sorted(
+        f"{where}: {name}{{{', '.join(sorted(labels - exported[name] - TARGET_LABELS))}}}"
+        for where, expr in queries
+        for name, labels in _matcher_labels(expr)
+        if labels - exported[name] - TARGET_LABELS
+    )
+    assert not unknown_labels, "queries filter on labels the metrics do not have:\n" + "\n".join(unknown_labels)
     # The compose Prometheus scrapes the same names: its rules file is the chart's.
     compose_rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yml").read_text())
     assert {r["alert"] for g in compose_rules["groups"] for r in g["rules"]} == {name for name, _ in alert_queries()}

@@ -477,3 +477,11 @@ def test_dashboard_rpc_method_labels_are_real_rpcs() -> None:
     }
     used = {m.group(1) for _, expr in dashboard_queries() for m in re.finditer(r'method="(\w+)"', expr)}
     assert used and used <= rpcs, f"unknown RPCs in the dashboard: {used - rpcs}"
+
+
+def test_monitors_keep_the_services_own_labels() -> None:
+    rendered = render_profile("full")
+    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
+        monitor = of_kind(rendered, kind)[0]
+        assert all(e["honorLabels"] is True for e in monitor["spec"][key]), kind
+        assert monitor["spec"]["podTargetLabels"] == ["app.kubernetes.io/part-of", "app.kubernetes.io/component"]
