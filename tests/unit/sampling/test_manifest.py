@@ -61,10 +61,11 @@ def test_foreign_incomplete_and_temporary_files_are_moved_aside(tmp_path: Path) 
     write_unit(tmp_path, UNITS[1], unit_id="0" * 20)  # metadata of another unit
     (tmp_path / "samples" / "part-00009-0123456789abcdef0123.parquet").write_bytes(b"x")  # not in the plan
     (tmp_path / "samples" / ".tmp-abc.parquet").write_bytes(b"half")
+    (tmp_path / "samples" / "part-00000.parquet").write_bytes(b"imported")  # `cotdistill data import`
     report = reconcile(store, manifest, UNITS, D)
     assert not manifest.completed and not report.adopted
-    assert len(report.stale) == 3 and report.temp_removed == 1
-    assert sorted(p.name for p in (tmp_path / "samples").glob("*.parquet")) == []
+    assert len(report.stale) == 3 and report.temp_removed == 1 and report.foreign == ["part-00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "samples").glob("*.parquet")) == ["part-00000.parquet"]
     assert len(list((tmp_path / "samples" / "stale").iterdir())) == 3
 
 

@@ -134,6 +134,7 @@ class Reconciliation:
     missing: list[str] = field(default_factory=list)  # listed units whose shard is gone (redone)
     stale: list[str] = field(default_factory=list)  # shards of units not in the plan (moved aside)
     temp_removed: int = 0  # half-written temporary files of a killed writer
+    foreign: list[str] = field(default_factory=list)  # other Parquet files (imports), left alone
 
 
 def reconcile(store: ArtifactStore, manifest: Manifest, plan: list[WorkUnit], num_samples: int) -> Reconciliation:
@@ -148,11 +149,14 @@ def reconcile(store: ArtifactStore, manifest: Manifest, plan: list[WorkUnit], nu
             report.temp_removed += 1
             continue
         match = _SHARD.match(name)
-        unit = by_id.get(match.group(2)) if match else None
+        if match is None:  # not a unit shard (e.g. `cotdistill data import` output): leave it
+            report.foreign.append(name)
+            continue
+        unit = by_id.get(match.group(2))
         if unit is None or unit.shard_name != name:
             _move_aside(store, name)
             report.stale.append(name)
-            manifest.completed.pop(match.group(2) if match else "", None)
+            manifest.completed.pop(match.group(2), None)
             continue
         present[unit.unit_id] = name
     for unit_id in list(manifest.completed):
