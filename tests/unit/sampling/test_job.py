@@ -202,3 +202,31 @@ async def test_a_failed_replica_sits_out_a_cooldown_then_gets_work_again() -> No
         assert pool.pick().address == good.address
     finally:
         await pool.close()
+
+
+async def test_an_object_store_run_dir_works_the_same(teachers) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import fsspec
+    from rich.console import Console
+
+    from cotdistill.pipeline.sampling.stage import run_filter
+
+    store = ArtifactStore("memory://sampling-test-run")
+    try:
+        await run_job(store, [a for _, a in teachers])
+        assert len(store.list("samples", pattern="part-*.parquet")) == 4
+        result = await run_job(store, [a for _, a in teachers])  # resumes from the object store
+        assert result.sampled == [] and result.units_done == 4
+        stats = run_filter(store, Console(quiet=True))
+        assert stats["total"] == N_EXAMPLES * D and stats["kept"] == N_EXAMPLES * 2  # even samples are correct
+        kept = read_samples_bytes(io.BytesIO(store.read_bytes("train", "part-00000.parquet")))
+        assert kept == N_EXAMPLES * 2
+    finally:
+        fsspec.filesystem("memory").rm("/sampling-test-run", recursive=True)
+
+
+def read_samples_bytes(handle: object) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(handle).metadata.num_rows)  # type: ignore[arg-type]
