@@ -1,4 +1,7 @@
-"""The shared gRPC frame, in process: health gating, errors, metrics, graceful drain."""
+"""The shared gRPC frame, in process: health gating, errors, metrics, graceful drain.
+
+A narrow stand-in servicer exercises the frame; the real services are tested in their own folders.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.grpc_client import open_channel, wait_for_ready
+from cotdistill.common.grpc_errors import unary_errors
 from cotdistill.common.grpc_server import create_server
 from cotdistill.common.settings import ServiceSettings
-from cotdistill.teacher.server import build_server
-from cotdistill.teacher.settings import TeacherSettings
 from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc
 
 SETTINGS = ServiceSettings(port=0, metrics_port=0)
@@ -88,27 +91,40 @@ async def test_grace_period_bounds_the_drain() -> None:
                 pass
 
 
-async def test_teacher_skeleton_answers_unimplemented_and_counts_it() -> None:
-    service = await build_server(TeacherSettings(port=0, metrics_port=0))
+class CountingTeacher(SlowTeacher):
+    """Stand-in servicer with one call that fails with INVALID_ARGUMENT the way services do."""
+
+    @unary_errors
+    async def Info(
+        self, request: teacher_pb2.InfoRequest, context: grpc.aio.ServicerContext
+    ) -> teacher_pb2.InfoResponse:
+        raise InvalidArgument("model_id", "not known")
+
+
+def _register_counting(server: grpc.aio.Server) -> Sequence[str]:
+    teacher_pb2_grpc.add_TeacherServiceServicer_to_server(CountingTeacher(), server)
+    return ["cotdistill.v1.TeacherService"]
+
+
+async def test_errors_map_to_status_codes_and_metrics_count_them() -> None:
+    service = await create_server("teacher", SETTINGS, _register_counting)
+    await service.set_serving(True)
     try:
         async with open_channel(f"127.0.0.1:{service.port}") as channel:
-            await wait_for_ready(channel, "cotdistill.v1.TeacherService", timeout_s=5)
             stub = teacher_pb2_grpc.TeacherServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Info(teacher_pb2.InfoRequest())
-            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-            assert "Teacher service" in (err.value.details() or "")
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                async for _ in stub.Sample(teacher_pb2.SampleRequest()):
-                    pass
-            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == "model_id: not known"
+            assert len([m async for m in stub.Sample(teacher_pb2.SampleRequest())]) == 3
         text = await asyncio.to_thread(
             lambda: (
                 urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5).read().decode()
             )
         )
-        assert 'cotdistill_grpc_requests_total{code="UNIMPLEMENTED",method="Info",service="teacher"} 1.0' in text
-        assert 'cotdistill_grpc_requests_total{code="UNIMPLEMENTED",method="Sample",service="teacher"} 1.0' in text
+        assert 'cotdistill_grpc_requests_total{code="INVALID_ARGUMENT",method="Info",service="teacher"} 1.0' in text
+        assert 'cotdistill_grpc_requests_total{code="OK",method="Sample",service="teacher"} 1.0' in text
+        assert 'cotdistill_grpc_in_flight_requests{method="Sample",service="teacher"} 0.0' in text
         assert 'cotdistill_service_ready{service="teacher"} 1.0' in text
         assert "process_resident_memory_bytes" in text
     finally:
@@ -116,10 +132,11 @@ async def test_teacher_skeleton_answers_unimplemented_and_counts_it() -> None:
 
 
 async def test_two_services_in_one_process_keep_separate_metrics() -> None:
-    a = await build_server(TeacherSettings(port=0, metrics_port=0))
-    b = await build_server(TeacherSettings(port=0, metrics_port=0))
+    a = await create_server("a", SETTINGS, _register)
+    b = await create_server("b", SETTINGS, _register)
     try:
-        assert a.port != b.port and a.metrics_port != b.metrics_port
+        assert a.port != b.port
+        assert a.metrics_port != b.metrics_port
         assert a.registry is not b.registry
     finally:
         await a.stop(0)

@@ -9,10 +9,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from cotdistill.teacher.server import build_server
-from cotdistill.teacher.settings import TeacherSettings
+from cotdistill.common.grpc_server import create_server
+from cotdistill.common.settings import ServiceSettings
 from tests.conftest import free_port
 from tests.integration.conftest import tool
+from tests.integration.test_grpc_frame import _register
 
 
 def query(port: int, promql: str) -> list[dict[str, object]]:
@@ -23,7 +24,8 @@ def query(port: int, promql: str) -> list[dict[str, object]]:
 
 async def test_prometheus_scrapes_the_teacher(tmp_path: Path) -> None:
     prometheus = tool("prometheus")
-    service = await build_server(TeacherSettings(port=0, metrics_port=0))
+    service = await create_server("teacher", ServiceSettings(port=0, metrics_port=0), _register)
+    await service.set_serving(True)
     prom_port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(

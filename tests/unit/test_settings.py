@@ -21,8 +21,9 @@ def test_env_prefix_per_service(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults_listen_on_loopback() -> None:
-    for cls in (TeacherSettings, TrainerSettings, EvaluatorSettings, ServerSettings):
+    for cls in (TeacherSettings, TrainerSettings, EvaluatorSettings):
         assert cls().host == "127.0.0.1"
+    assert ServerSettings(allow_unauthenticated=True).host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("value", ["changeme", "CHANGE_ME", "<your model>", "${MODEL}", "xxx", "TODO"])
@@ -33,6 +34,7 @@ def test_placeholders_are_rejected_naming_the_variable(monkeypatch: pytest.Monke
 
 
 def test_out_of_range_port_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COTDISTILL_SERVER_ALLOW_UNAUTHENTICATED", "true")
     monkeypatch.setenv("COTDISTILL_SERVER_PORT", "70000")
     with pytest.raises(ValidationError, match="port"):
         ServerSettings()
