@@ -67,6 +67,7 @@ class _Batch:
     cache: Any
     mask: torch.Tensor
     last: torch.Tensor
+    encoder_states: Any = None  # encoder-decoder models: encoder outputs, one row per batch row
 
 
 def _deliver(items: list[tuple[_Request, StepOutput | BaseException]]) -> None:
@@ -87,6 +88,8 @@ class TransformersEngine:
     """
 
     backend = "transformers"
+    # Decode a few prompt tokens in front of the completion (it continues the prompt's text).
+    text_context = True
 
     def __init__(
         self,
@@ -138,32 +141,35 @@ class TransformersEngine:
         Raises EngineLoadError naming the path and the reason; nothing half-loaded is kept.
         """
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         where = Path(path)
         if not where.is_dir():
             raise EngineLoadError(f"checkpoint {str(path)!r} is not a directory")
         try:
             config = AutoConfig.from_pretrained(where)
-            if getattr(config, "is_encoder_decoder", False):
-                raise EngineLoadError(
-                    f"checkpoint {str(path)!r} is an encoder-decoder ({config.model_type}); "
-                    "the transformers backend serves decoder-only students"
-                )
+            seq2seq = bool(getattr(config, "is_encoder_decoder", False))
             tokenizer = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype))
+            loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+            model = loader.from_pretrained(where, dtype=getattr(torch, dtype))
             model.eval()
             # A one-token forward pass proves the weights load and run (a truncated or corrupt
             # file fails here, before the checkpoint can replace a working one).
+            probe = torch.tensor([[tokenizer.eos_token_id or 0]])
             with torch.inference_mode():
-                logits = model(torch.tensor([[tokenizer.eos_token_id or 0]])).logits
+                if seq2seq:
+                    start = torch.tensor([[model.config.decoder_start_token_id or 0]])
+                    logits = model(input_ids=probe, decoder_input_ids=start).logits
+                else:
+                    logits = model(probe).logits
             if not bool(torch.isfinite(logits).all()):
                 raise EngineLoadError(f"checkpoint {str(path)!r} produces non-finite logits")
         except EngineLoadError:
             raise
         except Exception as exc:  # any loader failure: report it, keep serving the old model
             raise EngineLoadError(f"checkpoint {str(path)!r} failed to load: {type(exc).__name__}: {exc}") from exc
-        return cls(
+        engine_cls = Seq2SeqEngine if seq2seq else cls
+        return engine_cls(
             model,
             tokenizer,
             str(path),
@@ -210,7 +216,7 @@ class TransformersEngine:
             request_id=request_id,
             loop=asyncio.get_running_loop(),
             out=asyncio.Queue(),
-            text=IncrementalText(self._decode, prompt_ids, params.stop),
+            text=IncrementalText(self._decode, prompt_ids if self.text_context else [], params.stop),
             generator=generator,
         )
         self._pending.put(req)
@@ -470,3 +476,78 @@ class TransformersEngine:
                 loop.call_soon_threadsafe(_deliver, group)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
+
+
+class Seq2SeqEngine(TransformersEngine):
+    """Encoder-decoder students (T5, Flan-T5; the ``ft_cot_t5`` format) with dynamic batching.
+
+    Requests arriving within the batch window are encoded together and decoded in one batch, one
+    forward pass per step with the self- and cross-attention KV caches; finished or cancelled rows
+    leave the batch at once. Unlike the decoder-only engine, newcomers wait for the running batch
+    to finish (their decoder caches would start at another step).
+    """
+
+    text_context = False  # the completion is a new text, not a continuation of the prompt
+
+    def __init__(self, model: Any, tokenizer: Any, model_path: str, **kw: Any) -> None:
+        super().__init__(model, tokenizer, model_path, **kw)
+        # T5 has relative positions; cap the decoder at the usual 512 unless the config says more.
+        self.max_model_len = int(getattr(model.config, "n_positions", 0) or 512)
+        self.decoder_start_token_id = int(model.config.decoder_start_token_id or 0)
+
+    def _take_new(self, batch: _Batch | None) -> tuple[list[_Request], bool]:
+        if batch is not None:
+            return [], False
+        return super()._take_new(None)
+
+    def _prefill(self, new: list[_Request], batch: _Batch | None) -> _Batch:
+        torch = self._torch
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        width = max(len(r.prompt_ids) for r in new)
+        ids = torch.full((len(new), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(new), width), dtype=torch.long)
+        for i, r in enumerate(new):
+            ids[i, : len(r.prompt_ids)] = torch.tensor(r.prompt_ids)
+            mask[i, : len(r.prompt_ids)] = 1
+        encoder_states = self.model.get_encoder()(input_ids=ids, attention_mask=mask)
+        start = torch.full((len(new), 1), self.decoder_start_token_id, dtype=torch.long)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        out = self.model(
+            encoder_outputs=encoder_states,
+            attention_mask=mask,
+            decoder_input_ids=start,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        if self._on_step:
+            self._on_step(len(new))
+        tokens = self._sample_and_emit(new, out.logits[:, -1, :])
+        return _Batch(rows=new, cache=out.past_key_values, mask=mask, last=tokens, encoder_states=encoder_states)
+
+    def _decode_step(self, batch: _Batch) -> None:
+        out = self.model(
+            encoder_outputs=batch.encoder_states,
+            attention_mask=batch.mask,
+            decoder_input_ids=batch.last[:, None],
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        if self._on_step:
+            self._on_step(len(batch.rows))
+        batch.cache = out.past_key_values
+        batch.last = self._sample_and_emit(batch.rows, out.logits[:, -1, :])
+
+    def _prune(self, batch: _Batch) -> _Batch | None:
+        torch = self._torch
+        keep = [i for i, r in enumerate(batch.rows) if not (r.finished or r.cancelled)]
+        if not keep:
+            return None
+        if len(keep) < len(batch.rows):
+            index = torch.tensor(keep)
+            batch.cache.batch_select_indices(index)
+            batch.rows = [batch.rows[i] for i in keep]
+            batch.mask = batch.mask[index]
+            batch.last = batch.last[index]
+            batch.encoder_states.last_hidden_state = batch.encoder_states.last_hidden_state[index]
+        return batch
