@@ -95,8 +95,8 @@ class VllmEngine:
             "dtype": settings.dtype,
         }
         if settings.tensor_parallel_size == 1:
-            # One worker: run it inside the engine-core process instead of spawning another one
-            # (one vLLM import less at start-up, one process less per replica).
+            # One GPU worker runs inside the engine-core process (one process and one vLLM import
+            # less per replica); vLLM's CPU platform switches this back to "mp" itself.
             kwargs["distributed_executor_backend"] = "uni"
         if settings.max_model_len:
             kwargs["max_model_len"] = settings.max_model_len
@@ -113,12 +113,17 @@ class VllmEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        kwargs = dict(self.engine_kwargs)
+        if not _cuda_available():
+            # vLLM's CPU build crashes the engine (``CPU Generator does not use offset``) when a
+            # seeded request's prefill is split across steps; without chunked prefill it never is.
+            kwargs.setdefault("enable_chunked_prefill", False)
         args = AsyncEngineArgs(
             model=self.model_path,
             logprobs_mode=_VLLM_MODE[self.logprob_mode],  # type: ignore[arg-type]
             max_logprobs=self.max_top_k + 1,
             disable_log_stats=True,
-            **self.engine_kwargs,
+            **kwargs,
         )
         # Construction spawns the engine-core process and loads the weights: keep the loop free.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
@@ -298,6 +303,12 @@ class VllmEngine:
             return ScoreOutput(TokenScores(c, token_lp, top_k, top_ids, top_lps, "raw"), len(p))
 
         return list(await asyncio.gather(*(one(j) for j in range(len(items)))))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _accumulate(sample: _Sample, completion: Any) -> None:
