@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from cotdistill.common.errors import CotdistillError
 from cotdistill.trainer.events import WorkerEvent, step_event
 from cotdistill.trainer.manager import RunFailed
 from cotdistill.trainer.settings import TrainerSettings
@@ -206,12 +207,27 @@ class RayDistributedHooks:
         return ray.train.torch.prepare_data_loader(loader)
 
 
+class WorkerError(RuntimeError):
+    """A project error raised in a worker, in a form that survives pickling back to the driver.
+
+    The project's errors take several constructor arguments, which exception pickling does not
+    replay: sent as they are, the driver would see a TypeError instead of the reason.
+    """
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: build the recipe, resume from Ray's latest checkpoint, train.
 
     ``config`` keys: ``spec`` (serialized RunSpec), ``output_dir`` (the run's directory),
-    ``channel`` (the RunChannel handle), ``attempt_note`` (free text for the start message).
+    ``channel`` (the RunChannel handle).
     """
+    try:
+        _train_worker(config)
+    except CotdistillError as err:
+        raise WorkerError(f"{type(err).__name__}: {err}") from None
+
+
+def _train_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
@@ -447,6 +463,8 @@ def _failure_reason(err: Exception) -> str:
     if isinstance(failures, dict) and failures:
         rank, cause = sorted(failures.items())[0]
         inner = getattr(cause, "cause", None) or cause
+        if isinstance(inner, WorkerError):
+            return f"worker {rank} failed: {inner}"
         return f"worker {rank} failed: {type(inner).__name__}: {_last_line(str(inner))}"
     return _first_line(str(err))
 
