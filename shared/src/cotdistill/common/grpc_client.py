@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -82,9 +83,19 @@ def target_for(addresses: str | Sequence[str]) -> str:
     )
 
 
-def open_channel(addresses: str | Sequence[str], *, round_robin: bool = True) -> grpc.aio.Channel:
-    """An insecure aio channel with keepalive, retries and (optionally) round-robin balancing."""
-    options = [*CHANNEL_OPTIONS, ("grpc.service_config", service_config(round_robin=round_robin))]
+def open_channel(
+    addresses: str | Sequence[str], *, round_robin: bool = True, transparent_retries: bool = True
+) -> grpc.aio.Channel:
+    """An insecure aio channel with keepalive, (optionally) retries and round-robin balancing.
+
+    ``transparent_retries=False`` makes a call fail at once on UNAVAILABLE: right for callers that
+    retry on *another* replica themselves, where gRPC's own retries would only stall on a dead one.
+    """
+    options: list[tuple[str, int | str]] = [
+        (key, 0 if key == "grpc.enable_retries" and not transparent_retries else value)
+        for key, value in CHANNEL_OPTIONS
+    ]
+    options.append(("grpc.service_config", service_config(round_robin=round_robin)))
     return grpc.aio.insecure_channel(target_for(addresses), options=options)
 
 
@@ -127,32 +138,64 @@ class Replica:
 
 
 class ReplicaPool:
-    """One channel per replica, picked round-robin; failed replicas are skipped for a while."""
+    """One channel per replica, picked round-robin; a failed replica sits out a cool-down.
 
-    def __init__(self, addresses: Sequence[str], *, resolve: bool = True) -> None:
+    The cool-down doubles with each consecutive failure (capped at ``max_cooldown_s``), then the
+    replica gets work again, so a restarted pod rejoins instead of staying unused. When every
+    candidate is cooling down, the one with the fewest failures is used anyway: callers never
+    stall for lack of a healthy replica, they back off per call instead.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        resolve: bool = True,
+        transparent_retries: bool = True,
+        cooldown_s: float = 1.0,
+        max_cooldown_s: float = 30.0,
+    ) -> None:
         expanded = expand_addresses(addresses) if resolve else list(addresses)
         if not expanded:
             raise ValueError("a replica pool needs at least one address")
-        self.replicas = [Replica(a, open_channel(a, round_robin=False)) for a in expanded]
+        self.replicas = [
+            Replica(a, open_channel(a, round_robin=False, transparent_retries=transparent_retries)) for a in expanded
+        ]
         self._cycle = itertools.cycle(range(len(self.replicas)))
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self._failed_at: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self.replicas)
 
+    def available(self, replica: Replica, now: float) -> bool:
+        """Whether ``replica`` may get work: healthy, or its cool-down has passed."""
+        if replica.failures == 0:
+            return True
+        wait = min(self.max_cooldown_s, self.cooldown_s * 2 ** (replica.failures - 1))
+        return now - self._failed_at.get(replica.address, 0.0) >= wait
+
     def pick(self, exclude: set[str] | None = None) -> Replica:
-        """The next replica, preferring ones without recent failures and not in ``exclude``."""
+        """The next available replica round-robin, not in ``exclude`` while another one is left."""
         exclude = exclude or set()
         candidates = [r for r in self.replicas if r.address not in exclude] or self.replicas
-        best = min(r.failures for r in candidates)
+        now = time.monotonic()
+        ready = [r for r in candidates if self.available(r, now)]
+        if not ready:
+            fewest = min(r.failures for r in candidates)
+            ready = [r for r in candidates if r.failures == fewest]
         for _ in range(len(self.replicas)):
             replica = self.replicas[next(self._cycle)]
-            if replica in candidates and replica.failures == best:
+            if replica in ready:
                 return replica
-        return candidates[0]
+        return ready[0]
 
     def mark(self, replica: Replica, ok: bool) -> None:
         """Record a call's outcome on ``replica``."""
         replica.failures = 0 if ok else replica.failures + 1
+        if not ok:
+            self._failed_at[replica.address] = time.monotonic()
 
     async def close(self) -> None:
         await asyncio.gather(*(r.channel.close(None) for r in self.replicas))
