@@ -165,3 +165,20 @@ def test_reload_switches_and_refuses_and_the_old_engine_closes_after_draining() 
             time.sleep(0.01)
         assert old.closed
         assert client.get("/v1/models", headers=AUTH).json()["data"][0]["root"] == "ckpt-b"
+
+
+def test_a_configured_model_that_cannot_load_is_fatal_and_reported() -> None:
+    async def loader(path: str) -> FakeEngine:
+        raise EngineLoadError(f"checkpoint {path!r} is not a directory")
+
+    app = build_app(ServerSettings(model="/nowhere", api_keys=[KEY]), loader=loader)
+    reasons: list[str] = []
+    app.state.on_fatal = reasons.append  # __main__ stops the process with exit status 1
+    with TestClient(app) as client:
+        for _ in range(200):
+            if reasons:
+                break
+            time.sleep(0.01)
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "/nowhere" in ready.json()["detail"]
+    assert reasons and "/nowhere" in reasons[0]
