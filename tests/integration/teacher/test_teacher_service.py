@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -242,3 +243,29 @@ async def _health(address: str) -> str:
     async with grpc.aio.insecure_channel(address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def test_dead_engine_turns_health_not_serving(tiny_models: dict[str, Path]) -> None:
+    settings = TeacherSettings(
+        model=str(tiny_models["teacher"]), port=0, metrics_port=0, num_threads=1, health_check_interval_s=0.1
+    )
+    engine = TransformersEngine(settings.model, num_threads=1)
+    server = await build_server(settings, engine)
+    address = f"127.0.0.1:{server.service.port}"
+    try:
+        await server.load()
+        assert await _health(address) == "SERVING"
+        await engine.close()  # the worker thread ends, as when it dies
+        for _ in range(100):
+            if await _health(address) == "NOT_SERVING":
+                break
+            await asyncio.sleep(0.1)
+        assert await _health(address) == "NOT_SERVING"
+        async with grpc.aio.insecure_channel(address) as channel:
+            from cotdistill.v1 import teacher_pb2_grpc
+
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await teacher_pb2_grpc.TeacherServiceStub(channel).Info(teacher_pb2.InfoRequest(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(1)

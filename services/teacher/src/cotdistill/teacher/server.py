@@ -36,16 +36,42 @@ class TeacherServer:
     service: GrpcService
     servicer: TeacherServicer
     engine: Engine
+    health_interval_s: float = 5.0
+    _watch: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
-        """Load the model, then report SERVING."""
+        """Load the model, then report SERVING and keep checking the engine's health."""
         await self.engine.start()
         self.servicer.ready = True
         await self.service.set_serving(True)
         info = self.engine.info()
         log.info("teacher ready: %s (%s, context %d)", info.model_id, info.backend, info.context_length)
+        if self.health_interval_s > 0:
+            self._watch = asyncio.create_task(self._watch_health())
+
+    async def _watch_health(self) -> None:
+        """NOT_SERVING while the engine fails its health check (dead worker, dead vLLM core), so
+        load balancers and the sampling job's replica pool route around this replica."""
+        healthy = True
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            try:
+                await asyncio.wait_for(self.engine.check_health(), timeout=max(self.health_interval_s, 5.0))
+                ok = True
+            except Exception as exc:
+                ok = False
+                if healthy:
+                    log.error("teacher engine failed its health check: %s", exc)
+            if ok != healthy:
+                healthy = ok
+                self.servicer.ready = ok
+                await self.service.set_serving(ok)
+                if ok:
+                    log.info("teacher engine healthy again")
 
     async def stop(self, grace_s: float) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         self.servicer.ready = False
         await self.service.stop(grace_s)
 
@@ -63,7 +89,7 @@ async def build_server(settings: TeacherSettings, engine: Engine | None = None) 
 
     service = await create_server("teacher", settings, register, registry)
     service.on_stop(engine.close)
-    return TeacherServer(service, servicer, engine)
+    return TeacherServer(service, servicer, engine, settings.health_check_interval_s)
 
 
 async def run(settings: TeacherSettings) -> None:
@@ -80,3 +106,5 @@ async def run(settings: TeacherSettings) -> None:
     await serving
     if not loading.done():
         loading.cancel()
+    if teacher._watch is not None:
+        teacher._watch.cancel()

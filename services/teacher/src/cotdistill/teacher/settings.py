@@ -33,6 +33,9 @@ class TeacherSettings(ServiceSettings):
     )
     max_top_k: int = Field(20, ge=0, le=20, description="Largest top_k_logprobs a request may ask for.")
     max_in_flight: int = Field(64, ge=1, le=100_000, description="Requests run at once before RESOURCE_EXHAUSTED.")
+    health_check_interval_s: float = Field(
+        5.0, ge=0, le=3600, description="Seconds between engine health checks (NOT_SERVING on failure); 0 is off."
+    )
     default_max_tokens: int = Field(256, ge=1, description="max_tokens used when a request leaves it 0.")
     max_prompts: int = Field(4096, ge=1, description="Most prompts (or Score items) in one request.")
     max_samples_per_request: int = Field(65_536, ge=1, description="Most prompts x n samples in one Sample request.")
