@@ -184,6 +184,24 @@ def test_cancel_stops_the_run_and_keeps_a_checkpoint(trainer: TrainerUnderTest, 
     assert (Path(cancelled.checkpoints[-1].path) / "config.json").is_file()
 
 
+def test_a_failing_worker_fails_the_run_with_its_reason(
+    trainer: TrainerUnderTest, task: dict[str, Path], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "What is 1 plus 1?", "rationale": "2", "answer": "2"}\n{not json\n')
+    spec = _spec(task, "broken", num_workers=1)
+    del spec.data.train_paths[:]
+    spec.data.train_paths.append(str(broken))  # exists, so StartRun accepts it; the worker cannot parse it
+    channel, stub = _stub(trainer)
+    with channel:
+        run = stub.StartRun(trainer_pb2.StartRunRequest(spec=spec)).run
+        events = _watch_all(stub, run.run_id)
+        record = stub.GetRun(trainer_pb2.GetRunRequest(run_id=run.run_id)).run
+    assert record.state == trainer_pb2.RUN_STATE_FAILED
+    assert "worker 0 failed" in record.error and "broken.jsonl:2: invalid JSON" in record.error, record.error
+    assert events[-1].state.state == trainer_pb2.RUN_STATE_FAILED and events[-1].state.reason == record.error
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

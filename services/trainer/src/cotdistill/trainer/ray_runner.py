@@ -260,12 +260,13 @@ def _train_worker(config: dict[str, Any]) -> None:
     recipe.setup(resume_from=resume_from)
     try:
         recipe.train()
-        if reporter.stopped and reporter.last_checkpoint_step != reporter.last_step and reporter.last_step > 0:
+        step = int(recipe.state.step)
+        if reporter.stopped and step > 0 and reporter.last_checkpoint_step != step:
             # Stopped between checkpoints: keep the work done so far (cancel and shutdown promise it).
-            recipe.save_checkpoint(reporter.last_step)
+            recipe.save_checkpoint(step)
     finally:
         recipe.cleanup()
-    reporter.push(WorkerEvent(kind="finished", step=reporter.last_step, stopped=reporter.stopped))
+    reporter.push(WorkerEvent(kind="finished", step=step, stopped=reporter.stopped))
     reporter.flush()
 
 
