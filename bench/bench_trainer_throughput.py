@@ -175,7 +175,8 @@ def main() -> None:
             times["ours"].append(run_recipe(fixture, root / f"o{r}"))
             times["trl"].append(run_trl(fixture, root / f"t{r}"))
             times["ours_bucketing"].append(run_recipe(fixture, root / f"b{r}", data={"packing": False}))
-            times["trl_padding_free"].append(run_trl(fixture, root / f"p{r}", padding_free=True))
+            times["trl_padding_free"].append(run_trl(fixture, root / f"p{r}", padding_free=True, max_length=None))
+            print({name: [round(t, 1) for t in ts] for name, ts in times.items()}, flush=True)
     best = {name: tokens / min(ts) for name, ts in times.items()}
     write_result(
         "trainer_throughput",
