@@ -5,8 +5,10 @@
 What it does, all real components:
 1. trains tiny Llama-style students from scratch (plain torch loop) on Fine-tune-CoT ``ft_cot``
    pairs of ``synthetic_last_letters`` (2 words, gold rationales), saving ``checkpoints/step-N``;
-   two sizes (hidden 64 and 96) for the scaling curve, and a larger model (hidden 128, 4 layers)
-   trained longer that stands in for the teacher;
+   a second size (hidden 32) for the scaling curve; a larger model (hidden 128) stands in for the
+   teacher; two more hidden-64 students on 50 questions with D = 1 or 4 rationale styles per
+   question (diverse reasoning in miniature) for the accuracy-vs-D curve; the five runs train in
+   parallel processes;
 2. starts the evaluator gRPC service in-process and evaluates every checkpoint on the ID set
    (``synthetic_last_letters``), the OOD set (``synthetic_last_letters_4``: 4 words) and a
    BIG-Bench-Hard-style generic set (coin-flip questions as ``{"examples": [{input, target}]}``);
@@ -14,7 +16,7 @@ What it does, all real components:
    :func:`cotdistill.common.reports.render_run_report` into this folder.
 
 The "teacher" here is not a sampled teacher: it is a larger model trained on the same gold
-rationales, so that the teacher-vs-student plot has something to show without a GPU.
+rationales, so that the teacher-vs-student plot has something to show on a CPU.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from cotdistill.common.tiny_models import build_causal_lm, train_tokenizer
 
 HERE = Path(__file__).resolve().parent
 ID, OOD = "synthetic_last_letters", "synthetic_last_letters_4"
-STUDENT_STEPS = (50, 100, 200, 400)
-BATCH = 32
-EVAL_N = 100
+STUDENT_STEPS = (30, 60, 120, 240)
+D_STEPS = 120
+BATCH = 16
+EVAL_N = 60
 
 
 def corpus() -> list[str]:
@@ -86,6 +89,7 @@ def train(
     saved = []
     gen = torch.Generator().manual_seed(seed)
     model.train()
+    t0 = time.perf_counter()
     for step in range(1, max(steps) + 1):
         idx = torch.randint(len(encoded), (BATCH,), generator=gen).tolist()
         length = max(len(encoded[i][0]) + len(encoded[i][1]) for i in idx)
@@ -102,6 +106,11 @@ def train(
         loss.backward()
         optim.step()
         optim.zero_grad()
+        if step % 30 == 0:
+            print(
+                f"  {out.name} step {step}: loss {float(loss.detach()):.3f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
         if step in steps:
             target = out / f"step-{step}"
             model.save_pretrained(target)
@@ -154,7 +163,7 @@ async def evaluate_all(run: Path, models: list[tuple[Path, str, int, dict[str, s
     ]
     console = Console(stderr=True)
     print_results(await _evaluate_all(address, requests, 3600, console), console)
-    students = [m for m in models if m[3]["role"] == "student" and "hidden 64" in m[1]]
+    students = [m for m in models if m[3].get("run") == "h64"]
     select = evaluator_pb2.SelectRequest(
         candidates=[
             evaluator_pb2.Candidate(model=common_pb2.ModelRef(checkpoint_path=str(p)), label=label, step=step)
@@ -179,33 +188,41 @@ async def evaluate_all(run: Path, models: list[tuple[Path, str, int, dict[str, s
     await service.stop(0)
 
 
+def _train_job(job: tuple[str, int, tuple[int, ...], int, int]) -> list[Path]:
+    """One training run in its own process (the runs are independent; this is the slow part)."""
+    out, hidden, steps, seed, d = job
+    torch.set_num_threads(1)
+    tokenizer = train_tokenizer(corpus(), "metaspace_bpe", 200)  # deterministic: same in every job
+    pairs = diverse_pairs(50, d) if d else None
+    return train(Path(out), tokenizer, hidden=hidden, layers=2, steps=steps, seed=seed, pairs=pairs)
+
+
 def main() -> None:
+    import multiprocessing
+
     started = time.perf_counter()
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="example-report-"))
     run = work / "run"
-    torch.set_num_threads(2)
-    tokenizer = train_tokenizer(corpus(), "metaspace_bpe", 200)
-    models: list[tuple[Path, str, int, dict[str, str]]] = []
-    small = train(run / "checkpoints" / "h64", tokenizer, hidden=64, layers=2, steps=STUDENT_STEPS, seed=1)
-    models += [
-        (p, f"student hidden 64 {p.name}", s, {"role": "student", "run": "h64"})
-        for p, s in zip(small, STUDENT_STEPS, strict=True)
+    ckpt = run / "checkpoints"
+    last = STUDENT_STEPS[-1]
+    jobs = [
+        (str(ckpt / "h64"), 64, STUDENT_STEPS, 1, 0),  # the step curve
+        (str(ckpt / "h32"), 32, (last,), 2, 0),  # a second student size, for the scaling curve
+        (str(run / "teacher-h128"), 128, (last,), 3, 0),  # the stand-in teacher: a larger model
+        (str(ckpt / "d1"), 64, (D_STEPS,), 4, 1),  # D = 1 rationale per question
+        (str(ckpt / "d4"), 64, (D_STEPS,), 4, 4),  # D = 4 rationales per question
     ]
-    (big,) = train(run / "checkpoints" / "h96", tokenizer, hidden=96, layers=2, steps=(STUDENT_STEPS[-1],), seed=2)
-    models.append((big, f"student hidden 96 {big.name}", STUDENT_STEPS[-1], {"role": "student", "run": "h96"}))
-    for d in (1, 4):  # accuracy vs D: 100 questions with 1 or 4 rationales each
-        (dd,) = train(
-            run / "checkpoints" / f"d{d}",
-            tokenizer,
-            hidden=64,
-            layers=2,
-            steps=(300,),
-            seed=4,
-            pairs=diverse_pairs(100, d),
-        )
-        models.append((dd, f"student D={d} {dd.name}", 300, {"role": "student", "run": f"D{d}", "num_samples": str(d)}))
-    (teacher,) = train(run / "teacher", tokenizer, hidden=128, layers=4, steps=(800,), seed=3)
-    models.append((teacher, "teacher (hidden 128, 4 layers)", 0, {"role": "teacher"}))
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        h64, (h32,), (teacher,), (d1,), (d4,) = pool.map(_train_job, jobs)
+    print(f"trained in {time.perf_counter() - started:.0f} s", flush=True)
+    models: list[tuple[Path, str, int, dict[str, str]]] = [
+        (p, f"student h64 {p.name}", s, {"role": "student", "run": "h64"})
+        for p, s in zip(h64, STUDENT_STEPS, strict=True)
+    ]
+    models.append((h32, f"student h32 {h32.name}", last, {"role": "student", "run": "h32"}))
+    models.append((teacher, "teacher stand-in (h128)", 0, {"role": "teacher"}))
+    for d, path in ((1, d1), (4, d4)):
+        models.append((path, f"student D={d}", D_STEPS, {"role": "student", "run": f"D{d}", "num_samples": str(d)}))
     asyncio.run(evaluate_all(run, models, generic_set(work / "coin_flip_bbh_style.json")))
 
     from cotdistill.common.reports import render_run_report

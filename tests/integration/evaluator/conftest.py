@@ -88,7 +88,7 @@ async def evaluator(tmp_path: Path) -> AsyncIterator[EvaluatorUnderTest]:
     from cotdistill.evaluator.settings import EvaluatorSettings
     from cotdistill.v1 import evaluator_pb2_grpc
 
-    settings = EvaluatorSettings(port=0, metrics_port=0, artifacts_dir=str(tmp_path / "artifacts"))
+    settings = EvaluatorSettings(port=0, metrics_port=0, artifacts_dir=str(tmp_path / "artifacts"), torch_threads=1)
     service = await build_server(settings)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     yield EvaluatorUnderTest(evaluator_pb2_grpc.EvaluatorServiceStub(channel), service, tmp_path / "artifacts")

@@ -86,6 +86,14 @@ def _series_key(entry: dict[str, Any]) -> tuple[str, str, str]:
     return entry["dataset"], entry["format"], entry["group"]
 
 
+def _short_number(x: float) -> str:
+    """1 -> "1", 55296 -> "55k", 2.1e6 -> "2.1M"."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:g}"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -225,7 +233,16 @@ def _plot_against(
             label=f"{dataset} ({GROUP_TITLES.get(group, group)}, {fmt})",
         )
     if log_x:
+        from matplotlib.ticker import NullFormatter, NullLocator
+
         ax.set_xscale("log")
+        ticks = sorted(points)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([_short_number(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        pad = 1.25
+        ax.set_xlim(ticks[0] / pad, ticks[-1] * pad)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)

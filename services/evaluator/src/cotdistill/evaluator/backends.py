@@ -177,6 +177,9 @@ class TransformersGenerator:
         import torch
 
         model, tok = self._model, self._tokenizer
+        if self.torch_threads:
+            # OpenMP thread counts are per calling thread, and generation runs on a worker thread.
+            torch.set_num_threads(self.torch_threads)
         k = params.num_samples
         sample = params.temperature > 0
         with self._lock, torch.inference_mode():

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.common.tasks import (
+    DataDirNotFound,
     Example,
     UnknownSplitError,
     answers_match,
@@ -83,6 +84,8 @@ class RegistrySuite:
         else:
             try:
                 examples = load_dataset(name, split, limit=None)
+            except DataDirNotFound:
+                raise  # the service's data folder is missing: NOT_FOUND, not the caller's fault
             except UnknownSplitError as err:
                 raise InvalidArgument(field.removesuffix(".name") + ".split", str(err)) from err
             except (NotFound, KeyError) as err:
