@@ -140,12 +140,12 @@ class TransformersEngine:
 
         Raises EngineLoadError naming the path and the reason; nothing half-loaded is kept.
         """
+        where = Path(path)
+        if not where.is_dir():  # before the heavy imports: a typo fails in milliseconds
+            raise EngineLoadError(f"checkpoint {str(path)!r} is not a directory")
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        where = Path(path)
-        if not where.is_dir():
-            raise EngineLoadError(f"checkpoint {str(path)!r} is not a directory")
         try:
             config = AutoConfig.from_pretrained(where)
             seq2seq = bool(getattr(config, "is_encoder_decoder", False))
