@@ -182,3 +182,11 @@ def test_a_configured_model_that_cannot_load_is_fatal_and_reported() -> None:
         ready = client.get("/ready")
         assert ready.status_code == 503 and "/nowhere" in ready.json()["detail"]
     assert reasons and "/nowhere" in reasons[0]
+
+
+def test_chunked_body_over_the_limit_is_413() -> None:
+    app, _ = make_app(max_body_bytes=4096)
+    with TestClient(app) as client:
+        chunks = iter([b'{"model": "cotdistill-student", "prompt": "', b"x" * 8192, b'"}'])
+        r = client.post("/v1/completions", headers={**AUTH, "Content-Type": "application/json"}, content=chunks)
+        assert r.status_code == 413 and r.json()["error"]["param"] == "body"

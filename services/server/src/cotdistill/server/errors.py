@@ -117,6 +117,8 @@ def install_error_handlers(app: FastAPI) -> None:
         param = None
         if exc.status_code == 400:  # FastAPI's "There was an error parsing the body"
             param, message = "body", f"body: {message}"
+        elif exc.status_code == 413:  # a chunked body that outgrew the limit while being read
+            param = "body"
         if exc.status_code == 404:
             message = f"{request.url.path} not found"
         elif exc.status_code == 405:
