@@ -266,3 +266,39 @@ def test_standalone_entry_point_runs_a_yaml_recipe(
     assert [r.step for r in list_checkpoints(tmp_path / "out")] == [2]
     assert main([str(path), "objective.kd_weight=1"]) == 2
     assert "data.teacher_tokenizer" in capsys.readouterr().err
+
+
+def test_distributed_hooks_wrap_the_model_in_ddp_and_shard_the_data(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """The service's path, in one process: DDP (gloo, world 1) + a DistributedSampler."""
+    import torch.distributed as dist
+    from safetensors.torch import load_file
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from cotdistill.trainer.recipe import DistributedHooks
+
+    class DDPHooks(DistributedHooks):
+        def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+            return DistributedDataParallel(model)
+
+        def prepare_data_loader(self, loader: Any) -> Any:
+            sampler = DistributedSampler(loader.dataset, num_replicas=1, rank=0, shuffle=True, seed=0)
+            return DataLoader(loader.dataset, batch_size=None, sampler=sampler)
+
+    from tests.conftest import free_port
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        config = make_config(
+            task_models, samples, tmp_path, hyperparameters={"max_steps": 2, "gradient_accumulation": 2}
+        )
+        recipe = TrainRecipe(config, Recorder(), DDPHooks())
+        recipe.setup()
+        assert isinstance(recipe.model, DistributedDataParallel)
+        recipe.train()
+    finally:
+        dist.destroy_process_group()
+    weights = load_file(Path(list_checkpoints(tmp_path)[-1].path) / "model.safetensors")
+    assert weights and not any(name.startswith("module.") for name in weights)
