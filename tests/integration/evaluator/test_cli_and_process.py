@@ -33,7 +33,7 @@ def serving(address: str) -> bool:
 def test_eval_select_and_report_through_a_real_service(
     run_service: Callable[..., ServiceProcess], tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
-    service = run_service("evaluator")
+    service = run_service("evaluator", {"COTDISTILL_EVALUATOR_TORCH_THREADS": "1"})
     run = tmp_path / "runs" / "cli"
     for step in (10, 20):  # two "checkpoints" of a run (same weights: the second one hits the cache)
         shutil.copytree(tiny_models["student"], run / "checkpoints" / f"step-{step}")
