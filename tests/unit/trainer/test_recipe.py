@@ -302,3 +302,24 @@ def test_distributed_hooks_wrap_the_model_in_ddp_and_shard_the_data(
         dist.destroy_process_group()
     weights = load_file(Path(list_checkpoints(tmp_path)[-1].path) / "model.safetensors")
     assert weights and not any(name.startswith("module.") for name in weights)
+
+
+def test_lora_run_resumes_from_its_adapter(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    hp = {"max_steps": 4}
+    lora = {"lora": {"rank": 4, "alpha": 8}}
+    _, full = run(
+        make_config(
+            task_models, samples, tmp_path / "a", hyperparameters=hp, student=lora, checkpoints={"interval_steps": 2}
+        )
+    )
+    resume_from = str(tmp_path / "a" / "checkpoints" / "step-000002")
+    recipe, second = run(
+        make_config(task_models, samples, tmp_path / "b", hyperparameters=hp, student=lora), resume_from=resume_from
+    )
+    assert [s for s, _ in second.steps] == [3, 4]
+    for (_, a), (_, b) in zip(full.steps[2:], second.steps, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    trainable = sum(p.numel() for p in recipe.optimizer.param_groups[0]["params"])
+    assert trainable < sum(p.numel() for p in recipe.model.parameters()) / 5  # only the adapters train
