@@ -50,6 +50,7 @@ DRAIN_INTERVAL_S = 0.25
 STOP_POLL_INTERVAL_S = 0.5
 WORKER_GROUP_STARTED = "worker group started"
 POINTER_FILE = "pointer.json"
+RAY_START_ATTEMPTS = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,20 +321,24 @@ class RayExecutor:
         self._local = not settings.ray_address
 
     def ensure_ray(self) -> None:
-        """Start (local) or join (cluster) the Ray runtime once per process; retried once."""
+        """Start (local) or join (cluster) the Ray runtime once per process (a few attempts)."""
         import ray
 
         with self._lock:
             if self._started and ray.is_initialized():
                 return
-            try:
-                self._init()
-            except Exception:
-                # Start-up races Ray's fixed 30 s raylet wait on a busy machine; one retry is cheap.
-                log.warning("ray start-up failed; retrying once", exc_info=True)
-                with contextlib.suppress(Exception):
-                    ray.shutdown()
-                self._init()
+            for attempt in range(1, RAY_START_ATTEMPTS + 1):
+                try:
+                    self._init()
+                    break
+                except Exception:
+                    # Seen on a busy shared machine: now and then a local GCS or raylet never comes
+                    # up (no log at all) while the next attempt starts in seconds.
+                    if attempt == RAY_START_ATTEMPTS:
+                        raise
+                    log.warning("ray start-up failed (attempt %d); retrying", attempt, exc_info=True)
+                    with contextlib.suppress(Exception):
+                        ray.shutdown()
             self._started = True
             log.info("ray runtime ready: %s", ray.cluster_resources())
 
@@ -342,7 +347,7 @@ class RayExecutor:
 
         if self._local:
             # Ray's 30 s default for the GCS to come up is too short on a busy small machine.
-            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
             # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR;
             # every Ray server of a local runtime listens on loopback only.
             ray.init(
@@ -371,7 +376,10 @@ class RayExecutor:
         from ray.train.torch import TorchTrainer
         from ray.train.v2.api.exceptions import TrainingFailedError
 
-        self.ensure_ray()
+        try:
+            self.ensure_ray()
+        except Exception as err:
+            raise RunFailed(f"could not start the Ray runtime: {_first_line(str(err))}") from None
         scaling = run.spec.scaling
         use_gpu = scaling.use_gpu
         resources = ray.cluster_resources()
