@@ -82,3 +82,23 @@ async def test_tiny_checkpoint_accuracy_on_planted_answers(
         "cotdistill_evaluator_examples_total", {"backend": "checkpoint", "cached": "false"}
     )
     assert examples == QUESTIONS
+
+
+async def test_encoder_decoder_checkpoint_with_self_consistency(
+    evaluator: EvaluatorUnderTest, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    request = evaluator_pb2.EvaluateRequest(
+        model=common_pb2.ModelRef(checkpoint_path=str(tiny_models["t5"])),
+        datasets=[evaluator_pb2.EvalDataset(name="synthetic_coin_flip", limit=3)],
+        formats=["ft_cot_t5"],
+        generation=evaluator_pb2.EvalGeneration(max_tokens=6, temperature=0.8, num_samples=3, seed=5),
+        output_dir=str(tmp_path / "run"),
+    )
+    result = None
+    async for reply in evaluator.stub.Evaluate(request, timeout=120):
+        if reply.HasField("result"):
+            result = reply.result
+    assert result is not None and result.results[0].total == 3
+    records = [json.loads(x) for x in read(result.results[0].predictions_path).splitlines()]
+    assert all(len(r["samples"]) == 3 for r in records)
+    assert any(s["completion"] for r in records for s in r["samples"])
