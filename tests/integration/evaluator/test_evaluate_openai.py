@@ -217,3 +217,30 @@ async def test_bad_requests_name_the_field_and_unreachable_models_are_unavailabl
 
     metrics = evaluator.service.registry
     assert metrics.get_sample_value("cotdistill_evaluator_evaluations_total", {"state": "failed"}) == 2
+
+
+async def test_a_cancelled_evaluation_is_counted_and_caches_nothing_partial(
+    evaluator: EvaluatorUnderTest, openai_endpoint: PlantedEndpoint, tmp_path: Path
+) -> None:
+    import asyncio
+
+    plant(openai_endpoint, "slow", ID, 12, set())
+    plant(openai_endpoint, "slow", OOD, 8, set())
+    req = request(openai_endpoint, "slow", tmp_path / "run")
+    req.generation.batch_size = 1
+    call = evaluator.stub.Evaluate(req, timeout=60)
+    async for reply in call:
+        assert reply.HasField("progress")
+        if reply.progress.done >= 2:
+            call.cancel()
+            break
+    registry = evaluator.service.registry
+    for _ in range(100):
+        if registry.get_sample_value("cotdistill_evaluator_evaluations_total", {"state": "cancelled"}) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert registry.get_sample_value("cotdistill_evaluator_evaluations_total", {"state": "cancelled"}) == 1
+    assert registry.get_sample_value("cotdistill_evaluator_evaluations_running") == 0
+    # The interrupted (dataset, format) left no cache entry: a new run generates it.
+    _, result = await evaluate(evaluator, request(openai_endpoint, "slow", tmp_path / "again"))
+    assert not any(r.cached for r in result.results)
