@@ -218,6 +218,10 @@ def report(run_dir: Path, console: Console) -> Report:
 
 def evaluate_stage(config: RunConfig, store: ArtifactStore, console: Console) -> None:
     """Pipeline stage ``evaluate``: every model of the recipe on every dataset x format, then the report."""
+    _evaluate(config, store, console, render=True)
+
+
+def _evaluate(config: RunConfig, store: ArtifactStore, console: Console, *, render: bool) -> None:
     if not store.is_local:
         raise InvalidArgument("output_dir", "the evaluate stage needs a local or mounted run directory")
     run_dir = Path(store.root)
@@ -226,7 +230,8 @@ def evaluate_stage(config: RunConfig, store: ArtifactStore, console: Console) ->
         _evaluate_all(config.evaluation.evaluator_address, requests, config.evaluation.timeout_s, console)
     )
     print_results(results, console)
-    report(run_dir, console)
+    if render:
+        report(run_dir, console)
 
 
 async def _select(address: str, request: evaluator_pb2.SelectRequest, timeout_s: float) -> evaluator_pb2.SelectResponse:
@@ -309,7 +314,7 @@ def install(app: typer.Typer) -> None:
         store = ArtifactStore(f"{config.output_dir.rstrip('/')}/{config.name}")
         if not store.exists("config.yaml"):
             store.write_text(dump_config(config), "config.yaml")
-        evaluate_stage(config, store, console)
+        _evaluate(config, store, console, render=not select)  # select renders the report itself
         if select:
             select_stage(config, store, console)
 
