@@ -28,6 +28,7 @@ RAY_ENV = {
     "COTDISTILL_TRAINER_RAY_NUM_CPUS": "2",
     "COTDISTILL_TRAINER_RAY_OBJECT_STORE_MB": "80",
     "COTDISTILL_TRAINER_GRACE_PERIOD_S": "30",
+    "COTDISTILL_TRAINER_RAY_START": "eager",
     "OMP_NUM_THREADS": "1",
 }
 
@@ -63,7 +64,8 @@ def _start(tmp: Path) -> ServiceProcess:
         except grpc.FutureTimeoutError:
             return False
 
-    wait_until(ready, 60, "the trainer service to listen", service)
+    # The port opens once Ray is up (COTDISTILL_TRAINER_RAY_START=eager): seconds on an idle machine.
+    wait_until(ready, 300, "the trainer service to listen", service)
     return service
 
 

@@ -48,6 +48,9 @@ class ScriptedExecutor:
             time.sleep(0.01 if name != "block" else 0.02)
         emit(WorkerEvent(kind="finished", step=step, stopped=stop.is_set()))
 
+    def start(self) -> None:
+        self.started = True
+
     def close(self) -> None:
         pass
 

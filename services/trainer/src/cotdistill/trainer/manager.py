@@ -64,6 +64,9 @@ class Executor(Protocol):
             RunFailed: training failed after the retries the spec allows.
         """
 
+    def start(self) -> None:
+        """Bring the runtime up ahead of the first run (e.g. start Ray)."""
+
     def close(self) -> None:
         """Release the runtime (e.g. shut Ray down)."""
 

@@ -362,6 +362,9 @@ class RayExecutor:
         else:
             ray.init(address=self.settings.ray_address, configure_logging=False, log_to_driver=False)
 
+    def start(self) -> None:
+        self.ensure_ray()
+
     def close(self) -> None:
         import ray
 

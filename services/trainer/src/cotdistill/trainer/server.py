@@ -42,6 +42,10 @@ async def build(
         from cotdistill.trainer.ray_runner import RayExecutor
 
         executor = RayExecutor(settings)
+    if settings.ray_start == "eager":
+        # Before the port opens: Ray's start-up holds the process for seconds (more on a busy
+        # machine), which must not happen while RPCs are being served.
+        executor.start()
     registry = new_registry()
     manager = RunManager(settings, executor, TrainerMetrics(registry), validate=validate)
     servicer = TrainerServicer(manager)

@@ -7,7 +7,7 @@ what to train (student, data, objective) arrives per run in ``StartRun``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -28,6 +28,15 @@ class TrainerSettings(ServiceSettings):
         description=(
             "Ray runtime to train on: '' starts a local Ray inside the service process; 'auto' joins the "
             "cluster of this node; 'ray://head:10001' connects to a remote cluster (KubeRay head service)."
+        ),
+    )
+    ray_start: Literal["lazy", "eager"] = Field(
+        "lazy",
+        description=(
+            "When to start or join Ray: 'lazy' on the first run (a service that never trains never starts "
+            "Ray), 'eager' before the gRPC port opens. Ray's start-up can hold the whole process while it "
+            "waits for its daemons (seconds; more on a busy machine), which with 'lazy' stalls RPCs for "
+            "that long: use 'eager' for a dedicated trainer deployment."
         ),
     )
     ray_num_cpus: int | None = Field(
