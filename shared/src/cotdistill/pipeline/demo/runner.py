@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -114,7 +115,7 @@ def step(title: str) -> None:
 
 def cli(args: Sequence[str], what: str) -> None:
     """Run ``cotdistill ARGS`` with the console attached (its progress bars show live)."""
-    console.print(f"[dim]$ cotdistill {' '.join(args)}[/]")
+    console.print(f"[dim]$ cotdistill {escape(' '.join(args))}[/]")
     code = subprocess.call([_cotdistill(), *args])
     if code != 0:
         raise DemoFailed(f"{what} failed: `cotdistill {' '.join(args)}` exited with {code}")

@@ -36,6 +36,9 @@ def build_student(
     out: Path, *, hidden_size: int = 96, num_layers: int = 2, vocab_size: int = 360, seed: int = 0
 ) -> Path:
     """Write the untrained student (weights + tokenizer) to ``out`` (replaced if present)."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     shutil.rmtree(out, ignore_errors=True)
     tokenizer = train_tokenizer(student_corpus(), "metaspace_bpe", vocab_size=vocab_size)
     return build_causal_lm(
