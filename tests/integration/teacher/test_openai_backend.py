@@ -16,7 +16,7 @@ import torch
 
 from cotdistill.common.errors import Unavailable
 from cotdistill.teacher.engine import Completion, GenerateRequest, SamplingOptions
-from cotdistill.teacher.engines.openai_engine import OpenAIEngine, TokenMapper
+from cotdistill.teacher.engines.openai_engine import OpenAIEngine
 from cotdistill.teacher.engines.transformers_engine import TransformersEngine
 from tests.integration.conftest import ServiceProcess, start_service, wait_until
 
@@ -169,14 +169,3 @@ async def test_rate_limit_spaces_calls(tiny_models: dict[str, Path]) -> None:
     start = loop.time()
     await asyncio.gather(*(limiter.acquire() for _ in range(5)))
     assert loop.time() - start >= 4 / 20 - 0.01
-
-
-def test_token_mapper_reads_vllm_token_ids_and_tokenizer_strings(tiny_models: dict[str, Path]) -> None:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_models["teacher"])
-    mapper = TokenMapper(tokenizer, token_ids_param=False)
-    apples = tokenizer.encode(" apples", add_special_tokens=False)
-    assert [mapper.to_id(tokenizer.decode([i])) for i in apples] == apples
-    assert TokenMapper(None, token_ids_param=True).to_id("token_id:42") == 42
-    assert TokenMapper(None, token_ids_param=True).to_id("apples") is None

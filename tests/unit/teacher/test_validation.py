@@ -55,6 +55,8 @@ def test_prompt_checks_name_the_prompt() -> None:
         validation.literal_prompt(teacher_pb2.Prompt(id="x"), 0)
     with pytest.raises(InvalidArgument, match=r"^prompts\[2\]\.text: is 64 tokens, longer than the context"):
         validation.check_prompt_lengths([[1], [1] * 63, [1] * 64], 64)
+    with pytest.raises(InvalidArgument, match=r"^prompts\[0\]\.record_id: is 70 tokens"):
+        validation.check_prompt_lengths([[1] * 70], 64, ["prompts[0].record_id"])
     with pytest.raises(InvalidArgument, match="^prompts: at least one"):
         validation.check_prompt_count(0, "prompts", SETTINGS)
     with pytest.raises(InvalidArgument, match="^prompts: at most 4"):

@@ -194,8 +194,8 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         ids_per_prompt: list[Sequence[int] | None] = (
             list(prompt_ids) if prompt_ids is not None else [None] * len(prompt_texts)
         )
-        field = "prompts[{i}].text"
-        validation.check_prompt_lengths(ids_per_prompt, info.context_length, field)
+        fields = [f"prompts[{i}].{p.WhichOneof('source')}" for i, p in enumerate(request.prompts)]
+        validation.check_prompt_lengths(ids_per_prompt, info.context_length, fields)
         engine_request = GenerateRequest(
             request_id=f"{request.request_id or 'sample'}-{uuid.uuid4().hex[:12]}",
             prompts=prompt_texts,

@@ -118,17 +118,21 @@ def literal_prompt(prompt: teacher_pb2.Prompt, index: int) -> str | None:
 
 
 def check_prompt_lengths(
-    prompt_ids: Sequence[Sequence[int] | None], context_length: int, field: str = "prompts[{i}].text"
+    prompt_ids: Sequence[Sequence[int] | None], context_length: int, fields: Sequence[str] | None = None
 ) -> None:
-    """A prompt must leave room for at least one generated token."""
+    """A prompt must leave room for at least one generated token.
+
+    ``fields[i]`` names prompt i in errors (default ``prompts[i].text``).
+    """
     for i, ids in enumerate(prompt_ids):
         if ids is None:
             continue
+        field = fields[i] if fields is not None else f"prompts[{i}].text"
         if len(ids) == 0:
-            raise InvalidArgument(field.format(i=i), "tokenizes to zero tokens")
+            raise InvalidArgument(field, "tokenizes to zero tokens")
         if len(ids) >= context_length:
             raise InvalidArgument(
-                field.format(i=i),
+                field,
                 f"is {len(ids)} tokens, longer than the context length {context_length} allows "
                 "(it must leave room for at least one generated token)",
             )
