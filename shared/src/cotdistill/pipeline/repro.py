@@ -1,0 +1,654 @@
+"""``make repro``: the papers' findings in miniature, on the synthetic tasks, through the public interfaces.
+
+``python -m cotdistill.pipeline.repro [--smoke] [--seeds N] [--out docs/repro]`` trains a tiny
+teacher (cached like the demo's), starts the four services on loopback, then for every arm below
+runs ``cotdistill run configs/demo.yaml key=value ...`` (sampling, filtering, training on Ray
+Train through the trainer service, evaluation and selection through the evaluator), and writes a
+Markdown report with plots from the evaluation results:
+
+(a) Fine-tune-CoT (``ft_cot``) vs answer-only fine-tuning (Ho et al.);
+(b) diverse reasoning: D = 4 and 8 vs D = 1 (Ho et al.);
+(c) student vs teacher, per task;
+(d) steps to a target accuracy with distribution matching (SFT + top-k KL) vs sample matching
+    (SFT only);
+(e) the checkpoint chosen by in-distribution vs out-of-distribution selection, and what
+    specialization costs out of distribution (Fu et al.);
+(f) CoT + answer-only mixture vs CoT only, on both abilities (Flan / Fu et al.).
+
+Each finding is computed from the numbers and reported as it came out, including when it does
+not reproduce. ``--smoke`` runs every arm at a tiny scale (a check that the runner works, not a
+result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cotdistill.pipeline.demo.runner import (
+    DEFAULT_RECIPE,
+    DEMO_TEACHER,
+    cli,
+    default_cache_dir,
+    flow,
+    run_checkpoints,
+    start_services,
+    step,
+    stop_services,
+)
+from cotdistill.pipeline.demo.student import build_student
+from cotdistill.pipeline.demo.tiny_teacher import build_teacher
+
+console = Console(highlight=False)
+
+REPRO_TEACHER = DEMO_TEACHER
+"""The demo's teacher (shared cache): last letters 60%, coin 20%, arithmetic 20%, 900 steps.
+
+The full arithmetic teacher of shared/notes/TINY-MODELS.md (65% arithmetic, 1,700 steps) is
+``TeacherRecipe()``; it doubles the teacher's training time for a task the from-scratch students
+cannot learn anyway.
+"""
+
+TASKS = {
+    "last_letters": ("synthetic_last_letters", "synthetic_last_letters_4"),
+    "coin_flip": ("synthetic_coin_flip", "synthetic_coin_flip_4"),
+    "arithmetic": ("synthetic_arithmetic", "synthetic_arithmetic_newtemplate"),
+}
+MAIN_TASK = "last_letters"
+"""The task every ablation runs on: the one a from-scratch student can learn (TINY-MODELS.md)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big each arm is."""
+
+    questions: int = 600
+    steps: int = 600
+    checkpoint_every: int = 100
+    eval_limit: int = 200
+    select_limit: int = 100
+    seeds: int = 2
+    target_accuracy: float = 0.8
+
+
+FULL = Scale()
+SMOKE = Scale(questions=64, steps=40, checkpoint_every=20, eval_limit=24, select_limit=16, seeds=1, target_accuracy=0.5)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trained student: which samples, format and objective."""
+
+    name: str
+    task: str
+    samples: int  # D of the sampling run it trains on
+    format: str = "ft_cot"
+    objective: str = "sft"
+    answer_only_fraction: float = 0.0
+    eval_formats: tuple[str, ...] = ("ft_cot",)
+
+
+def arms() -> list[Arm]:
+    """Every student trained per seed (the finding each serves in the comment)."""
+    both = ("ft_cot", "answer_only")
+    return [
+        Arm("cot_d1", MAIN_TASK, 1),  # (b)
+        Arm("cot_d4", MAIN_TASK, 4, eval_formats=both),  # (a) (b) (d) (e) (f)
+        Arm("cot_d8", MAIN_TASK, 8),  # (b)
+        Arm("answer_only_d4", MAIN_TASK, 4, format="answer_only", eval_formats=("answer_only",)),  # (a)
+        Arm("kd_d4", MAIN_TASK, 4, objective="sft+kd"),  # (d)
+        Arm("mix_d4", MAIN_TASK, 4, answer_only_fraction=0.5, eval_formats=both),  # (f)
+        Arm("cot_d4", "coin_flip", 4),  # (c)
+        Arm("cot_d4", "arithmetic", 4),  # (c)
+    ]
+
+
+@dataclass
+class Context:
+    """What every step needs: the services' addresses, the student, where runs go."""
+
+    overrides: list[str]
+    runs: Path
+    scale: Scale
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def _run(ctx: Context, name: str, extra: Sequence[str], what: str) -> Path:
+    cli(["run", str(DEFAULT_RECIPE), *ctx.overrides, f"name={name}", f"output_dir={ctx.runs}", *extra], what)
+    return ctx.runs / name
+
+
+def _datasets(task: str, split: str, limit: int) -> str:
+    id_name, ood_name = TASKS[task]
+    return flow(
+        [
+            {"name": id_name, "split": split, "group": "in_distribution", "limit": limit},
+            {"name": ood_name, "split": split, "group": "out_of_distribution", "limit": limit},
+        ]
+    )
+
+
+def _eval_overrides(ctx: Context, task: str) -> list[str]:
+    s = ctx.scale
+    return [
+        f"evaluation.datasets={_datasets(task, 'test', s.eval_limit)}",
+        f"evaluation.selection_datasets={_datasets(task, 'dev', s.select_limit)}",
+    ]
+
+
+def sample(ctx: Context, task: str, d: int) -> Path:
+    """Sampling + filtering run ``sample-<task>-d<D>`` (the same questions for every D)."""
+    step(f"sample {task}, D = {d}")
+    return _run(
+        ctx,
+        f"sample-{task}-d{d}",
+        [
+            "stages=[sample,filter]",
+            f"sampling.dataset={TASKS[task][0]}",
+            f"sampling.limit={ctx.scale.questions}",
+            f"sampling.num_samples={d}",
+            f"sampling.max_tokens={96 if task == 'arithmetic' else 64}",
+        ],
+        f"sampling {task} D={d}",
+    )
+
+
+def train_and_evaluate(ctx: Context, arm: Arm, seed: int) -> Path:
+    """Train ``arm`` on its samples, evaluate every checkpoint, select by ID and by OOD."""
+    s = ctx.scale
+    name = f"{arm.task}-{arm.name}-s{seed}"
+    step(f"train {name}")
+    samples = ctx.runs / f"sample-{arm.task}-d{arm.samples}" / "train"
+    run_dir = _run(
+        ctx,
+        name,
+        [
+            "stages=[train]",
+            f"training.train_paths={flow([str(samples)])}",
+            f"training.format={arm.format}",
+            f"training.objective={arm.objective}",
+            f"training.answer_only_fraction={arm.answer_only_fraction}",
+            f"training.max_steps={s.steps}",
+            f"training.checkpoint_interval_steps={s.checkpoint_every}",
+            f"training.seed={seed}",
+            f"sampling.num_samples={arm.samples}",
+        ],
+        f"training {name}",
+    )
+    checkpoints = run_checkpoints(run_dir)
+    common = [
+        f"evaluation.checkpoints={flow(checkpoints)}",
+        f"sampling.num_samples={arm.samples}",
+        *_eval_overrides(ctx, arm.task),
+    ]
+    selections = {}
+    for stages, signal in (("[evaluate,select]", "in_distribution"), ("[select]", "out_of_distribution")):
+        # Select uses the first format; evaluate covers all of them (the report reads every format).
+        _run(
+            ctx,
+            name,
+            [
+                f"stages={stages}",
+                f"evaluation.formats={flow(list(arm.eval_formats))}",
+                f"evaluation.selection_signal={signal}",
+                *common,
+            ],
+            f"evaluation and selection by {signal}",
+        )
+        selections[signal] = json.loads((run_dir / "eval" / "selection.json").read_text())
+    (run_dir / "selections.json").write_text(json.dumps(selections, indent=2))
+    return run_dir
+
+
+def evaluate_teacher(ctx: Context, task: str) -> Path:
+    step(f"evaluate the teacher on {task}")
+    return _run(
+        ctx,
+        f"teacher-{task}",
+        [
+            "stages=[evaluate]",
+            "evaluation.evaluate_teacher=true",
+            "evaluation.formats=[zero_shot_cot]",
+            *_eval_overrides(ctx, task),
+        ],
+        f"teacher evaluation on {task}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading results
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """{checkpoints: {step: {(dataset, format): accuracy}}, selections: {...}} of one run."""
+    per_step: dict[int, dict[str, float]] = {}
+    for path in (run_dir / "eval").glob("*.json"):
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or "results" not in data:
+            continue
+        cell = per_step.setdefault(int(data.get("step", 0)), {})
+        for entry in data["results"]:
+            cell[f"{entry['dataset']}|{entry['format']}"] = float(entry["accuracy"])
+    selections_file = run_dir / "selections.json"
+    selections = json.loads(selections_file.read_text()) if selections_file.is_file() else {}
+    return {"steps": dict(sorted(per_step.items())), "selections": selections}
+
+
+def final(run: dict[str, Any], key: str) -> float | None:
+    """Accuracy at the last checkpoint."""
+    steps = run["steps"]
+    if not steps:
+        return None
+    last = steps[max(steps)]
+    return last.get(key)
+
+
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float, int]:
+    got = [v for v in values if v is not None]
+    if not got:
+        return float("nan"), float("nan"), 0
+    return statistics.fmean(got), (statistics.stdev(got) if len(got) > 1 else 0.0), len(got)
+
+
+def pct(stats: tuple[float, float, int]) -> str:
+    m, sd, n = stats
+    if n == 0:
+        return "-"
+    return f"{100 * m:.1f}" + (f" ± {100 * sd:.1f}" if n > 1 else "")
+
+
+def steps_to(run: dict[str, Any], key: str, target: float) -> int | None:
+    """First checkpoint step whose accuracy reaches ``target`` (None: never)."""
+    for s, cell in run["steps"].items():
+        if s > 0 and cell.get(key, 0.0) >= target:
+            return int(s)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: bool) -> Path:
+    """Compute findings (a)-(f) from the runs' evaluation results; Markdown + plots under ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    EVAL_QUESTIONS["n"] = scale.eval_limit
+    seeds = range(scale.seeds)
+    id_name, ood_name = TASKS[MAIN_TASK]
+    cot = f"{id_name}|ft_cot"
+    cot_ood = f"{ood_name}|ft_cot"
+    ans = f"{id_name}|answer_only"
+    ans_ood = f"{ood_name}|answer_only"
+
+    def runs_of(task: str, arm: str) -> list[dict[str, Any]]:
+        return [load_run(runs / f"{task}-{arm}-s{s}") for s in seeds if (runs / f"{task}-{arm}-s{s}").is_dir()]
+
+    def stat(task: str, arm: str, key: str) -> tuple[float, float, int]:
+        return mean_sd([final(r, key) for r in runs_of(task, arm)])
+
+    lines = ["# Miniature reproduction of the papers' findings", ""]
+    lines += [
+        f"Generated by `make repro` (`python -m cotdistill.pipeline.repro{' --smoke' if smoke else ''}`) in "
+        f"{seconds / 60:.1f} minutes on this machine. Every number comes from the evaluator's result files of "
+        "real runs: a tiny teacher trained from scratch (served by the teacher service), sampling through gRPC, "
+        "students (0.25M parameters, from scratch, another tokenizer) trained by the trainer service on Ray Train, "
+        "evaluated and selected by the evaluator service.",
+        "",
+        f"Scale: {scale.questions} questions per sampling run, {scale.steps} training steps (batch 32), "
+        f"checkpoints every {scale.checkpoint_every} steps, {scale.eval_limit} test questions per dataset, "
+        f"{scale.seeds} seed(s) per arm (mean ± standard deviation over seeds). Accuracy in %, greedy decoding, at "
+        "the last checkpoint unless said otherwise. Main task: last letters of 2 names (ID) and of 4 names (OOD).",
+        "",
+    ]
+    if smoke:
+        lines += ["**Smoke run: far too small to mean anything; it only shows the runner works.**", ""]
+
+    # (a)
+    a_cot, a_ans = stat(MAIN_TASK, "cot_d4", cot), stat(MAIN_TASK, "answer_only_d4", ans)
+    verdict = _compare(a_cot, a_ans, "Fine-tune-CoT", "answer-only fine-tuning")
+    lines += [
+        "## (a) Fine-tune-CoT vs answer-only fine-tuning",
+        "",
+        "| student (D = 4 samples) | ID | OOD |",
+        "|---|---|---|",
+        f"| Fine-tune-CoT (`ft_cot`) | {pct(a_cot)} | {pct(stat(MAIN_TASK, 'cot_d4', cot_ood))} |",
+        f"| answer only | {pct(a_ans)} | {pct(stat(MAIN_TASK, 'answer_only_d4', ans_ood))} |",
+        "",
+        verdict,
+        "",
+    ]
+    # (b)
+    d_stats = {d: stat(MAIN_TASK, f"cot_d{d}", cot) for d in (1, 4, 8)}
+    lines += [
+        "## (b) Diverse reasoning: D = 4 and 8 vs D = 1",
+        "",
+        "| D | ID | OOD | samples kept by the filter |",
+        "|---|---|---|---|",
+    ]
+    for d, st in d_stats.items():
+        lines.append(
+            f"| {d} | {pct(st)} | {pct(stat(MAIN_TASK, f'cot_d{d}', cot_ood))} | {_kept(runs, MAIN_TASK, d)} |"
+        )
+    lines += [
+        "",
+        _compare(d_stats[4], d_stats[1], "D = 4", "D = 1") + " " + _compare(d_stats[8], d_stats[1], "D = 8", "D = 1"),
+        "",
+    ]
+    _bar(
+        plt,
+        out / "b_diverse_reasoning.png",
+        [f"D={d}" for d in d_stats],
+        list(d_stats.values()),
+        "(b) accuracy vs D (ID)",
+    )
+    lines += ["![accuracy vs D](b_diverse_reasoning.png)", ""]
+    # (c)
+    lines += [
+        "## (c) Student vs teacher, per task",
+        "",
+        "| task | teacher ID | student ID | teacher OOD | student OOD |",
+        "|---|---|---|---|---|",
+    ]
+    for task, (i_name, o_name) in TASKS.items():
+        teacher = load_run(runs / f"teacher-{task}")
+        t_id = final(teacher, f"{i_name}|zero_shot_cot")
+        t_ood = final(teacher, f"{o_name}|zero_shot_cot")
+        s_id = stat(task, "cot_d4", f"{i_name}|ft_cot")
+        s_ood = stat(task, "cot_d4", f"{o_name}|ft_cot")
+        lines.append(f"| {task} | {_p(t_id)} | {pct(s_id)} | {_p(t_ood)} | {pct(s_ood)} |")
+    lines += [
+        "",
+        "The student (D = 4, Fine-tune-CoT, SFT) is compared with the teacher that produced its samples, each in "
+        "its own format (teacher: `zero_shot_cot`; student: `ft_cot`). OOD: 4 names / 4 flips / a new "
+        "arithmetic template.",
+        "",
+    ]
+    # (d)
+    kd_runs, sft_runs = runs_of(MAIN_TASK, "kd_d4"), runs_of(MAIN_TASK, "cot_d4")
+    kd_steps = [steps_to(r, cot, scale.target_accuracy) for r in kd_runs]
+    sft_steps = [steps_to(r, cot, scale.target_accuracy) for r in sft_runs]
+    lines += [
+        f"## (d) Steps to {100 * scale.target_accuracy:.0f}% ID accuracy: distribution matching vs sample matching",
+        "",
+        "| objective | steps to target, per seed | final ID |",
+        "|---|---|---|",
+        f"| SFT + top-5 KL (tail bucket) | {_steps(kd_steps)} | {pct(stat(MAIN_TASK, 'kd_d4', cot))} |",
+        f"| SFT only | {_steps(sft_steps)} | {pct(stat(MAIN_TASK, 'cot_d4', cot))} |",
+        "",
+        _steps_verdict(kd_steps, sft_steps, scale.checkpoint_every),
+        "",
+    ]
+    _curves(plt, out / "d_steps_to_target.png", {"SFT + KD": kd_runs, "SFT": sft_runs}, cot, scale.target_accuracy)
+    lines += ["![accuracy vs step](d_steps_to_target.png)", ""]
+    # (e)
+    lines += [
+        "## (e) In-distribution vs out-of-distribution model selection",
+        "",
+        "| run | chosen by ID (dev) | its ID / OOD test | chosen by OOD (dev) | its ID / OOD test "
+        "| best OOD test on the way |",
+        "|---|---|---|---|---|---|",
+    ]
+    costs, verdicts = [], []
+    for task, arm in ((MAIN_TASK, "cot_d4"), (MAIN_TASK, "kd_d4"), ("coin_flip", "cot_d4"), ("arithmetic", "cot_d4")):
+        i_key, o_key = (f"{name}|ft_cot" for name in TASKS[task])
+        for seed in seeds:
+            run = load_run(runs / f"{task}-{arm}-s{seed}")
+            if not run["selections"]:
+                continue
+            by_id, by_ood = (_chosen_step(run, k) for k in ("in_distribution", "out_of_distribution"))
+            at_id, at_ood = run["steps"].get(by_id, {}), run["steps"].get(by_ood, {})
+            peak_ood = max((c.get(o_key, 0.0) for st, c in run["steps"].items() if st > 0), default=0.0)
+            final_ood = final(run, o_key) or 0.0
+            costs.append(f"{task} {arm}: {100 * (peak_ood - final_ood):.1f}")
+            if by_id == by_ood:
+                verdicts.append(f"{task} {arm}: both signals chose step {by_id}")
+            else:
+                gain = 100 * (at_ood.get(o_key, 0.0) - at_id.get(o_key, 0.0))
+                lost = 100 * (at_id.get(i_key, 0.0) - at_ood.get(i_key, 0.0))
+                verdicts.append(
+                    f"{task} {arm}: OOD selection chose step {by_ood} instead of {by_id}: "
+                    f"{gain:+.1f} points OOD, {-lost:+.1f} points ID on the test split"
+                )
+            lines.append(
+                f"| {task} {arm} seed {seed} | step {by_id} | {_p(at_id.get(i_key))} / {_p(at_id.get(o_key))} | "
+                f"step {by_ood} | {_p(at_ood.get(i_key))} / {_p(at_ood.get(o_key))} | {_p(peak_ood)} |"
+            )
+    lines += [
+        "",
+        "; ".join(verdicts) + "." if verdicts else "No run with both selections.",
+        "",
+        "Specialization cost out of distribution (best OOD test accuracy along training minus the OOD test accuracy "
+        f"at the last checkpoint, points): {', '.join(costs) or '-'}. Fu et al. find that ID-selected checkpoints "
+        "lose OOD ability that an OOD signal keeps; it can only show where the OOD accuracy is above zero "
+        "somewhere along training.",
+        "",
+    ]
+    # (f)
+    lines += [
+        "## (f) CoT + answer-only mixture vs CoT only, on both abilities",
+        "",
+        "| student | CoT prompt, ID | CoT prompt, OOD | answer-only prompt, ID | answer-only prompt, OOD |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, title in (("cot_d4", "CoT only"), ("mix_d4", "CoT + 50% answer-only")):
+        lines.append(
+            f"| {title} | {pct(stat(MAIN_TASK, arm, cot))} | {pct(stat(MAIN_TASK, arm, cot_ood))} | "
+            f"{pct(stat(MAIN_TASK, arm, ans))} | {pct(stat(MAIN_TASK, arm, ans_ood))} |"
+        )
+    mix_ans, cot_ans = stat(MAIN_TASK, "mix_d4", ans), stat(MAIN_TASK, "cot_d4", ans)
+    mix_cot, cot_cot = stat(MAIN_TASK, "mix_d4", cot), stat(MAIN_TASK, "cot_d4", cot)
+    lines += [
+        "",
+        "The finding: a mixture keeps the direct-answer ability (answer-only prompt) that CoT-only training "
+        "lacks, without losing CoT accuracy. "
+        + _compare(mix_ans, cot_ans, "mixture", "CoT only", "answer-only prompt, ID")
+        + " Cost on the CoT prompt: "
+        + _compare(mix_cot, cot_cot, "mixture", "CoT only", "CoT prompt, ID", claim=False),
+        "",
+    ]
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return out / "report.md"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+EVAL_QUESTIONS = {"n": FULL.eval_limit}
+"""Test questions per accuracy (set by write_report): the sampling noise of one accuracy."""
+
+
+def _compare(
+    a: tuple[float, float, int],
+    b: tuple[float, float, int],
+    a_name: str,
+    b_name: str,
+    on: str = "ID",
+    claim: bool = True,
+) -> str:
+    """The difference a - b in points, against the larger of the seed spread and the test-set noise.
+
+    Test-set noise: 1.96 x the standard error of a difference of two accuracies on n questions
+    each (binomial), so a difference inside it is not a finding.
+    """
+    if a[2] == 0 or b[2] == 0:
+        return f"Not measured ({a_name} vs {b_name}): a run is missing."
+    n = EVAL_QUESTIONS["n"]
+    diff = 100 * (a[0] - b[0])
+    binomial = 100 * 1.96 * math.sqrt((a[0] * (1 - a[0]) + b[0] * (1 - b[0])) / n)
+    noise = max(100 * max(a[1], b[1]), binomial)
+    head = f"{a_name} vs {b_name} ({on}): {diff:+.1f} points"
+    if abs(diff) <= noise:
+        return f"{head}, within noise (±{noise:.1f}){': **not reproduced**' if claim else ''}."
+    if not claim:
+        return f"{head} (beyond the noise of ±{noise:.1f})."
+    word = "**reproduces**" if diff > 0 else "**does not reproduce (reversed)**"
+    return f"{head} (noise ±{noise:.1f}): {word}."
+
+
+def _steps(values: Sequence[int | None]) -> str:
+    return ", ".join("never" if v is None else str(v) for v in values) or "-"
+
+
+def _steps_verdict(kd: Sequence[int | None], sft: Sequence[int | None], every: int) -> str:
+    def mean(xs: Sequence[int | None]) -> float | None:
+        got = [x for x in xs if x is not None]
+        return statistics.fmean(got) if got and len(got) == len(xs) else None
+
+    k, s = mean(kd), mean(sft)
+    if k is None or s is None:
+        return (
+            f"At least one seed never reached the target (checkpoints every {every} steps): compare the curves below."
+        )
+    if k < s:
+        return (
+            f"Distribution matching reached the target after {k:.0f} steps vs {s:.0f}: **reproduces** "
+            f"(resolution {every} steps)."
+        )
+    if k == s:
+        return f"Both reached it after {k:.0f} steps: **no speed-up at this resolution** ({every} steps)."
+    return f"Distribution matching was slower ({k:.0f} vs {s:.0f} steps): **does not reproduce**."
+
+
+def _chosen_step(run: dict[str, Any], signal: str) -> int:
+    chosen = run["selections"].get(signal, {}).get("chosen", {})
+    return int(chosen.get("step", 0))
+
+
+def _kept(runs: Path, task: str, d: int) -> str:
+    for path in (runs / f"sample-{task}-d{d}").rglob("*stats*.json"):
+        data = json.loads(path.read_text())
+        if "kept" in data and "total" in data:
+            return f"{data['kept']}/{data['total']}"
+    return "-"
+
+
+def _bar(plt: Any, path: Path, labels: list[str], stats: list[tuple[float, float, int]], title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.bar(labels, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats], capsize=4, color="#4c72b0")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _curves(plt: Any, path: Path, groups: dict[str, list[dict[str, Any]]], key: str, target: float) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 3.3))
+    for (name, runs), color in zip(groups.items(), ("#c44e52", "#4c72b0"), strict=False):
+        for i, run in enumerate(runs):
+            xs = [s for s in run["steps"] if s > 0]
+            ax.plot(
+                xs,
+                [100 * run["steps"][s].get(key, 0.0) for s in xs],
+                color=color,
+                alpha=0.8,
+                label=name if i == 0 else None,
+            )
+    ax.axhline(100 * target, color="grey", linestyle=":", label="target")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("ID accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_repro(scale: Scale, out: Path, work: Path, cache: Path, smoke: bool) -> Path:
+    started = time.monotonic()
+    runs = work / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    shutil.rmtree(work / "trainer", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    step("teacher (trained from scratch, cached) and student")
+    teacher = build_teacher(
+        REPRO_TEACHER,
+        cache,
+        lambda s, n, loss: console.print(f"teacher step {s}/{n} loss {loss:.3f}") if s % 100 == 1 else None,
+    )
+    student = build_student(work / "student-init")
+    services = start_services(teacher, student, work)
+    by_name = {s.name: s for s in services}
+    ctx = Context(
+        overrides=[
+            f"teacher.addresses={flow([by_name['teacher'].address])}",
+            f"training.trainer_address={by_name['trainer'].address}",
+            f"training.student={student}",
+            f"evaluation.evaluator_address={by_name['evaluator'].address}",
+            "training.checkpoint_interval_steps=100",
+        ],
+        runs=runs,
+        scale=scale,
+    )
+    try:
+        for task in TASKS:
+            evaluate_teacher(ctx, task)
+        needed = sorted({(a.task, a.samples) for a in arms()})
+        for task, d in needed:
+            sample(ctx, task, d)
+        for seed in range(scale.seeds):
+            for arm in arms():
+                if arm.task != MAIN_TASK and seed > 0:
+                    continue  # other tasks serve (c) only: one seed
+                train_and_evaluate(ctx, arm, seed)
+    finally:
+        stop_services(services)
+    report = write_report(runs, out, scale, time.monotonic() - started, smoke)
+    console.print(f"report: [bold]{report}[/] ({(time.monotonic() - started) / 60:.1f} min)")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cotdistill.pipeline.repro", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="every arm at a tiny scale (checks the runner)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 2; 1 with --smoke)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report folder (default docs/repro, .scratch/repro-smoke with --smoke)"
+    )
+    parser.add_argument("--questions", type=int, default=None, help="questions per sampling run")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per student")
+    parser.add_argument("--eval-limit", type=int, default=None, help="test questions per dataset")
+    parser.add_argument("--work-dir", type=Path, default=Path(".scratch/repro"))
+    parser.add_argument("--report-only", action="store_true", help="re-render the report from existing runs")
+    parser.add_argument("--wall-minutes", type=float, default=0.0, help="with --report-only: the runs' wall time")
+    args = parser.parse_args(argv)
+    scale = SMOKE if args.smoke else FULL
+    changes = {
+        "seeds": args.seeds,
+        "questions": args.questions,
+        "steps": args.steps,
+        "eval_limit": args.eval_limit,
+        "select_limit": args.eval_limit and max(16, args.eval_limit // 2),
+    }
+    scale = Scale(**{**scale.__dict__, **{k: v for k, v in changes.items() if v}})
+    out = args.out or (Path(".scratch/repro-smoke") if args.smoke else Path("docs/repro"))
+    work = args.work_dir.resolve()
+    if args.report_only:
+        console.print(write_report(work / "runs", out, scale, 60 * args.wall_minutes, args.smoke))
+        return
+    run_repro(scale, out.resolve(), work, default_cache_dir(), args.smoke)
+
+
+if __name__ == "__main__":
+    main()
