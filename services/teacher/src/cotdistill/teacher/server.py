@@ -69,9 +69,12 @@ class TeacherServer:
                 if ok:
                     log.info("teacher engine healthy again")
 
-    async def stop(self, grace_s: float) -> None:
+    async def stop_watching(self) -> None:
+        """Stop the health watch (before the engine closes, so a closing engine is not an error)."""
         if self._watch is not None:
             self._watch.cancel()
+
+    async def stop(self, grace_s: float) -> None:
         self.servicer.ready = False
         await self.service.stop(grace_s)
 
@@ -89,7 +92,9 @@ async def build_server(settings: TeacherSettings, engine: Engine | None = None) 
 
     service = await create_server("teacher", settings, register, registry)
     service.on_stop(engine.close)
-    return TeacherServer(service, servicer, engine, settings.health_check_interval_s)
+    teacher = TeacherServer(service, servicer, engine, settings.health_check_interval_s)
+    service.on_stop(teacher.stop_watching)  # callbacks run in reverse: this one before engine.close
+    return teacher
 
 
 async def run(settings: TeacherSettings) -> None:
