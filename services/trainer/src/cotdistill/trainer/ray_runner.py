@@ -51,6 +51,7 @@ STOP_POLL_INTERVAL_S = 0.5
 WORKER_GROUP_STARTED = "worker group started"
 POINTER_FILE = "pointer.json"
 RAY_START_ATTEMPTS = 3
+CHECKPOINT_COMMIT_TIMEOUT_S = 300.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class RayReporter:
         report no checkpoint, as Ray Train expects.
         """
         import ray.train
-        from ray.train import Checkpoint
+        from ray.train import Checkpoint, CheckpointConsistencyMode
 
         pending, self._pending = self._pending, None
         metrics: dict[str, float] = {"step": float(step)}
@@ -154,6 +155,13 @@ class RayReporter:
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(pointer_dir))
         else:
             ray.train.report(metrics, checkpoint=None)
+        if self.rank == 0:
+            # report() hands the checkpoint to the controller asynchronously; a worker killed in
+            # between would restart from the previous one. Training on only once Ray Train has
+            # committed it keeps the promise: a failure redoes at most one checkpoint interval.
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=CHECKPOINT_COMMIT_TIMEOUT_S
+            )
         self.last_checkpoint_step = int(step)
         if pending is not None:
             started = self.save_started if self.save_started is not None else self._last_event_time

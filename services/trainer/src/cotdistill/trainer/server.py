@@ -42,10 +42,6 @@ async def build(
         from cotdistill.trainer.ray_runner import RayExecutor
 
         executor = RayExecutor(settings)
-    if settings.ray_start == "eager":
-        # Before the port opens: Ray's start-up holds the process for seconds (more on a busy
-        # machine), which must not happen while RPCs are being served.
-        executor.start()
     registry = new_registry()
     manager = RunManager(settings, executor, TrainerMetrics(registry), validate=validate)
     servicer = TrainerServicer(manager)
@@ -55,6 +51,10 @@ async def build(
         return [SERVICE_NAME]
 
     service = await create_server("trainer", settings, register, registry)
+    if settings.ray_start == "eager":
+        # After binding (Ray takes random ports and could take ours) and before SERVING: Ray's
+        # start-up holds the process for seconds, which must not happen while runs are served.
+        executor.start()
     await manager.start()
 
     async def stop_runs() -> None:

@@ -34,9 +34,9 @@ class TrainerSettings(ServiceSettings):
         "lazy",
         description=(
             "When to start or join Ray: 'lazy' on the first run (a service that never trains never starts "
-            "Ray), 'eager' before the gRPC port opens. Ray's start-up can hold the whole process while it "
-            "waits for its daemons (seconds; more on a busy machine), which with 'lazy' stalls RPCs for "
-            "that long: use 'eager' for a dedicated trainer deployment."
+            "Ray), 'eager' at start-up, before the service reports SERVING. Ray's start-up can hold the "
+            "whole process while it waits for its daemons (seconds; more on a busy machine), which with "
+            "'lazy' stalls RPCs for that long: use 'eager' for a dedicated trainer deployment."
         ),
     )
     ray_num_cpus: int | None = Field(
