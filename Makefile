@@ -52,6 +52,11 @@ lock: ## Re-resolve requirements/requirements.in into requirements/lock.txt (nee
 	$(SCRATCH)/lock-venv/bin/pip install -q -c $(SCRATCH)/vllm-constraints.txt -r requirements/requirements.in
 	{ sed -n '1,4p' requirements/lock.txt; $(SCRATCH)/lock-venv/bin/pip freeze; echo setuptools==78.1.1; } > requirements/lock.txt.new
 	mv requirements/lock.txt.new requirements/lock.txt
+	$(MAKE) pins
+
+.PHONY: pins
+pins: $(STAMP) ## Regenerate deploy/requirements/<service>-<variant>.txt from the lock and the pyprojects
+	$(PY) deploy/pins.py
 
 ##@ Development
 .PHONY: protos

@@ -117,3 +117,14 @@ def test_every_shipped_recipe_validates(repo_root: Path) -> None:
     assert recipes, "configs/ holds no recipes"
     for recipe in recipes:
         load_config(RunConfig, recipe)
+
+
+def test_project_errors_survive_pickling() -> None:
+    import pickle
+
+    from cotdistill.common.errors import InvalidArgument
+
+    err = pickle.loads(pickle.dumps(ConfigError("bad", key="a.b", source="f.yaml:3")))
+    assert (str(err), err.key, err.source) == ("f.yaml:3: a.b: bad", "a.b", "f.yaml:3")
+    inv = pickle.loads(pickle.dumps(InvalidArgument("student.model", "missing")))
+    assert (str(inv), inv.field) == ("student.model: missing", "student.model")

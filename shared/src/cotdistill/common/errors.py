@@ -11,11 +11,17 @@ class ConfigError(CotdistillError):
     """A configuration value is invalid. The message names the key and, when known, file:line."""
 
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None) -> None:
+        self.message = message
         self.key = key
         self.source = source
         where = f"{source}: " if source else ""
         what = f"{key}: " if key else ""
         super().__init__(f"{where}{what}{message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments do not survive the default exception pickling, and errors cross
+        # process boundaries (Ray workers -> the trainer service).
+        return (_rebuild_config_error, (self.message, self.key, self.source))
 
 
 class InvalidArgument(CotdistillError):
@@ -23,7 +29,11 @@ class InvalidArgument(CotdistillError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (self.__class__, (self.field, self.message))
 
 
 class NotFound(CotdistillError):
@@ -32,3 +42,7 @@ class NotFound(CotdistillError):
 
 class Unavailable(CotdistillError):
     """A dependency cannot be reached; maps to gRPC UNAVAILABLE / HTTP 503."""
+
+
+def _rebuild_config_error(message: str, key: str | None, source: str | None) -> ConfigError:
+    return ConfigError(message, key=key, source=source)
