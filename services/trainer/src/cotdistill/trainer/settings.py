@@ -31,7 +31,7 @@ class TrainerSettings(ServiceSettings):
         ),
     )
     ray_start: Literal["lazy", "eager"] = Field(
-        "lazy",
+        "eager",
         description=(
             "When to start or join Ray: 'lazy' on the first run (a service that never trains never starts "
             "Ray), 'eager' at start-up, before the service reports SERVING. Ray's start-up can hold the "
