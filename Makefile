@@ -104,9 +104,14 @@ bench: setup ## Run bench/*.py; results in bench/results/*.json, table in BENCHM
 
 ##@ Running
 .PHONY: demo
-demo: setup ## Start every service on loopback and show that each answers (the full pipeline demo grows here)
-	@mkdir -p $(SCRATCH)/tmp
-	$(TEST_ENV) $(PY) -m cotdistill.pipeline.demo
+demo: setup ## Whole pipeline on CPU: tiny teacher -> sample -> filter -> train (Ray) -> evaluate -> select -> serve
+	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
+	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo $(DEMO_ARGS)'
+
+.PHONY: repro
+repro: setup ## The papers' findings in miniature -> docs/repro/report.md (<= 45 min on 2 cores)
+	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
+	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.repro $(REPRO_ARGS)'
 
 .PHONY: clean
 clean: ## Remove scratch files (keeps .venv)

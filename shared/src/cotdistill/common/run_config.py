@@ -174,9 +174,13 @@ class EvaluationSection(Section):
 
 
 class ServingSection(Section):
-    """The model server that serves the selected student."""
+    """The model server that serves the selected student (the ``serve`` stage reloads it)."""
 
-    url: str = "http://127.0.0.1:8000"
+    url: str = Field("http://127.0.0.1:8000", description="Base URL of the model server.")
+    api_key_env: str = Field(
+        "COTDISTILL_API_KEY", description="Environment variable holding the server's API key ('' for open mode)."
+    )
+    timeout_s: float = Field(300.0, gt=0, description="How long loading the checkpoint may take.")
 
 
 class RunConfig(Section):

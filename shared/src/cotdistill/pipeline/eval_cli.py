@@ -77,11 +77,24 @@ def validation_loss_of(path: Path) -> float | None:
     return None
 
 
+def trained_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints the ``train`` stage recorded in ``RUN/training/run.json`` (they live in the
+    trainer's storage, not under the run directory)."""
+    record = run_dir / "training" / "run.json"
+    if not record.is_file():
+        return []
+    run = json.loads(record.read_text())
+    return [Path(c["path"]) for c in run.get("checkpoints", []) if c.get("path") and Path(c["path"]).is_dir()]
+
+
 def find_checkpoints(section: EvaluationSection, run_dir: Path) -> list[Checkpoint]:
-    """The explicit ``checkpoints`` or else ``RUN/checkpoints/step-*``, sorted by step."""
-    paths = [Path(p) for p in section.checkpoints] or [
-        p for p in (run_dir / "checkpoints").glob("step-*") if p.is_dir() and not p.name.startswith(".")
-    ]
+    """The explicit ``checkpoints``, else ``RUN/checkpoints/step-*``, else the train stage's record;
+    sorted by step."""
+    paths = (
+        [Path(p) for p in section.checkpoints]
+        or [p for p in (run_dir / "checkpoints").glob("step-*") if p.is_dir() and not p.name.startswith(".")]
+        or trained_checkpoints(run_dir)
+    )
     return sorted(
         (Checkpoint(p, step_of(p), validation_loss_of(p)) for p in paths), key=lambda c: (c.step, str(c.path))
     )

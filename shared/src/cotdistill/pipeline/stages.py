@@ -49,3 +49,7 @@ from cotdistill.pipeline.sampling.stage import filter_stage, sample_stage  # noq
 
 register("sample", sample_stage)
 register("filter", filter_stage)
+
+from cotdistill.pipeline.serve_stage import serve_stage  # noqa: E402
+
+register("serve", serve_stage)
