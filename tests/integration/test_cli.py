@@ -47,7 +47,8 @@ def test_run_writes_resolved_config_and_reports_an_unreachable_teacher(tmp_path:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"name: trial\noutput_dir: {tmp_path / 'runs'}\nstages: [sample]\n"
-        f"teacher: {{addresses: ['127.0.0.1:{free_port()}'], timeout_s: 5}}\n"
+        f"teacher: {{addresses: ['127.0.0.1:{free_port()}'], timeout_s: 5, connect_timeout_s: 2}}\n"
+        "sampling: {max_attempts: 1, retry_delay_s: 0}\n"
     )
     result = cli("run", str(recipe))
     assert (tmp_path / "runs" / "trial" / "config.yaml").is_file()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-import httpx
 from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
@@ -43,26 +45,43 @@ def serve_stage(config: RunConfig, store: ArtifactStore, console: Console) -> No
         raise InvalidArgument("output_dir", "the serve stage reads the selection from a local run directory")
     checkpoint = chosen_checkpoint(Path(store.root))
     section = config.serving
-    headers = {}
+    headers = {"Content-Type": "application/json"}
     key = os.environ.get(section.api_key_env, "") if section.api_key_env else ""
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    url = f"{section.url.rstrip('/')}/admin/reload"
     with console.status(f"loading {checkpoint} into {section.url}"):
-        try:
-            response = httpx.post(url, json={"model": checkpoint}, headers=headers, timeout=section.timeout_s)
-        except httpx.HTTPError as err:
-            raise Unavailable(f"serving.url: cannot reach the model server at {section.url}: {err}") from None
-    if response.status_code != 200:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
-        hint = f" (set {section.api_key_env})" if response.status_code == 401 else ""
-        raise Unavailable(f"serving.url: the server refused the reload ({response.status_code}): {message}{hint}")
-    body = response.json()
+        status, body = _post_json(
+            f"{section.url.rstrip('/')}/admin/reload", {"model": checkpoint}, headers, section.timeout_s, section.url
+        )
+    if status != 200:
+        error = body.get("error")
+        message = error.get("message", "") if isinstance(error, dict) else str(body)[:300]
+        hint = f" (set {section.api_key_env})" if status == 401 else ""
+        raise Unavailable(f"serving.url: the server refused the reload ({status}): {message}{hint}")
     console.print(
         f"[green]serving[/] {body.get('model', checkpoint)} at {section.url} "
         f"(loaded in {body.get('loaded_in_s', 0):.1f} s)"
     )
     store.write_json({"checkpoint": checkpoint, "url": section.url, "reload": body}, "serving.json")
+
+
+def _post_json(
+    url: str, payload: dict[str, Any], headers: dict[str, str], timeout_s: float, base: str
+) -> tuple[int, dict[str, Any]]:
+    """POST JSON with the standard library (the shared package stays free of HTTP client deps)."""
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return int(response.status), _json_or_text(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), _json_or_text(err.read())
+    except (urllib.error.URLError, OSError) as err:
+        raise Unavailable(f"serving.url: cannot reach the model server at {base}: {err}") from None
+
+
+def _json_or_text(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {"text": data.decode(errors="replace")[:300]}
+    return value if isinstance(value, dict) else {"value": value}
