@@ -186,16 +186,22 @@ class ScalingSpec(_message.Message):
     def __init__(self, num_workers: _Optional[int] = ..., use_gpu: _Optional[bool] = ..., gpus_per_worker: _Optional[float] = ..., cpus_per_worker: _Optional[float] = ..., strategy: _Optional[_Union[ParallelStrategy, str]] = ..., max_failures: _Optional[int] = ...) -> None: ...
 
 class CheckpointSpec(_message.Message):
-    __slots__ = ("interval_steps", "keep_last", "validation_interval_steps", "evaluator_address")
+    __slots__ = ("interval_steps", "keep_last", "validation_interval_steps", "evaluator_address", "evaluator_datasets", "evaluator_format", "evaluator_limit")
     INTERVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     KEEP_LAST_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_INTERVAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     EVALUATOR_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_DATASETS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_LIMIT_FIELD_NUMBER: _ClassVar[int]
     interval_steps: int
     keep_last: int
     validation_interval_steps: int
     evaluator_address: str
-    def __init__(self, interval_steps: _Optional[int] = ..., keep_last: _Optional[int] = ..., validation_interval_steps: _Optional[int] = ..., evaluator_address: _Optional[str] = ...) -> None: ...
+    evaluator_datasets: _containers.RepeatedScalarFieldContainer[str]
+    evaluator_format: str
+    evaluator_limit: int
+    def __init__(self, interval_steps: _Optional[int] = ..., keep_last: _Optional[int] = ..., validation_interval_steps: _Optional[int] = ..., evaluator_address: _Optional[str] = ..., evaluator_datasets: _Optional[_Iterable[str]] = ..., evaluator_format: _Optional[str] = ..., evaluator_limit: _Optional[int] = ...) -> None: ...
 
 class RunSpec(_message.Message):
     __slots__ = ("name", "student", "data", "objective", "hyperparameters", "scaling", "checkpoints")

@@ -25,6 +25,13 @@ from pathlib import Path
 from typing import Protocol
 
 from cotdistill.common.errors import InvalidArgument, Unavailable
+from cotdistill.trainer.checkpoint_eval import (
+    EVALUATE_TIMEOUT_S,
+    EvaluationFailed,
+    evaluate_checkpoint,
+    validate_checkpoint_eval,
+    wants_evaluation,
+)
 from cotdistill.trainer.events import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 # Watchers re-check the store at least this often even without a notification (belt and braces
 # against a lost wake-up; the notification is the normal path).
 WATCH_POLL_S = 2.0
+# How long a watcher of an ended run waits for the state event that follows the record's change.
+TERMINAL_EVENT_WAIT_S = 0.5
 MAX_WORKERS = 1024
 MAX_FAILURES = 100
 
@@ -133,6 +142,15 @@ class _Active:
     finished_step: int = -1
     stopped_early: bool = False
     future: concurrent.futures.Future[None] | None = None
+    spec: trainer_pb2.RunSpec | None = None
+    # Background checkpoint evaluations (on the manager's loop), in checkpoint order; one at a
+    # time per run so a slow evaluator does not pile up requests.
+    evaluations: list[concurrent.futures.Future[None]] = field(default_factory=list)
+    evaluation_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def cancel_evaluations(self) -> None:
+        for future in self.evaluations:
+            future.cancel()
 
 
 class RunManager:
@@ -199,6 +217,7 @@ class RunManager:
         for run_id, entry in active:
             entry.shutdown = True
             entry.stop.set()
+            entry.cancel_evaluations()
             self._log(message_event(run_id, "service stopping; the run resumes when the service restarts"))
         futures = [e.future for _, e in active if e.future is not None]
         if futures:
@@ -219,6 +238,7 @@ class RunManager:
             raise InvalidArgument("spec", "the service is shutting down; start the run again after it restarts")
         spec = trainer_pb2.RunSpec.FromString(spec.SerializeToString())
         apply_scaling_defaults(spec, self.settings)
+        validate_checkpoint_eval(spec)
         run_id = new_run_id()
         output_dir = self.root / "runs" / run_id
         self.validate(spec, output_dir)
@@ -271,6 +291,8 @@ class RunManager:
         wake = asyncio.Event()
         self._watchers.setdefault(run_id, set()).add(wake)
         next_sequence = max(1, from_sequence)
+        ended = False  # the terminal state event was streamed
+        waited_for_end = False
         try:
             while True:
                 if self._draining:
@@ -282,12 +304,20 @@ class RunManager:
                 for event in events:
                     yield event
                     next_sequence = event.sequence + 1
+                    ended = ended or (event.HasField("state") and event.state.state in TERMINAL_STATES)
                 if events:
                     continue
-                if self.store.get(run_id).state in TERMINAL_STATES:
+                if ended:
                     return
+                timeout = WATCH_POLL_S
+                if self.store.get(run_id).state in TERMINAL_STATES:
+                    # The record turns terminal just before its state event is logged: wait for
+                    # that event once (it wakes us), unless the watcher started past it.
+                    if waited_for_end:
+                        return
+                    waited_for_end, timeout = True, TERMINAL_EVENT_WAIT_S
                 try:
-                    await asyncio.wait_for(wake.wait(), timeout=WATCH_POLL_S)
+                    await asyncio.wait_for(wake.wait(), timeout=timeout)
                 except TimeoutError:
                     pass
         finally:
@@ -328,6 +358,7 @@ class RunManager:
                 r.started_at.CopyFrom(now())
 
         run = self.store.update(run_id, mark_running)
+        entry.spec = run.spec
         reason = "resumed after a service restart" if resumed else ""
         self._log(state_event(run_id, trainer_pb2.RUN_STATE_RUNNING, reason))
         self._refresh_counts()
@@ -338,6 +369,7 @@ class RunManager:
         try:
             self.executor.execute(run, emit, entry.stop)
         except RunFailed as err:
+            entry.cancel_evaluations()
             if entry.cancel_reason:
                 self._finish(run_id, trainer_pb2.RUN_STATE_CANCELLED, entry.cancel_reason)
             elif entry.shutdown:
@@ -345,6 +377,10 @@ class RunManager:
             else:
                 self._finish(run_id, trainer_pb2.RUN_STATE_FAILED, str(err))
             return
+        if entry.cancel_reason or entry.shutdown:
+            entry.cancel_evaluations()
+        else:
+            self._await_evaluations(run_id, entry)
         if entry.cancel_reason:
             step = self.store.get(run_id).step
             self._finish(run_id, trainer_pb2.RUN_STATE_CANCELLED, f"{entry.cancel_reason} at step {step}")
@@ -379,9 +415,51 @@ class RunManager:
             self.store.update(run_id, lambda r: _add_checkpoint(r, info))
             if "duration_s" in event:
                 self.metrics.checkpoint_duration.observe(float(event["duration_s"]))
+            self._log(to_proto(run_id, event))
+            self._schedule_evaluation(run_id, entry, info)
+            return
         elif kind == "message" and str(event.get("text", "")).startswith("worker group started"):
             self.metrics.worker_starts.inc()
         self._log(to_proto(run_id, event))
+
+    # Checkpoint evaluations (CheckpointSpec.evaluator_*) ------------------------------------------
+
+    def _schedule_evaluation(self, run_id: str, entry: _Active, info: trainer_pb2.CheckpointInfo) -> None:
+        """Evaluate the checkpoint in the background on the manager's loop (training goes on)."""
+        spec, loop = entry.spec, self._loop
+        if spec is None or not wants_evaluation(spec) or not info.path or loop is None or loop.is_closed():
+            return
+        coro = self._evaluate(run_id, entry, spec, int(info.step), info.path)
+        try:
+            entry.evaluations.append(asyncio.run_coroutine_threadsafe(coro, loop))
+        except RuntimeError:  # the loop closed meanwhile: the service is stopping
+            coro.close()
+
+    async def _evaluate(self, run_id: str, entry: _Active, spec: trainer_pb2.RunSpec, step: int, path: str) -> None:
+        async with entry.evaluation_lock:
+            try:
+                metrics = await evaluate_checkpoint(spec, step, path)
+            except EvaluationFailed as err:
+                self._log(message_event(run_id, f"evaluation at step {step} failed: {err}"))
+                return
+            except Exception as err:  # an evaluation must never break the run or the loop
+                log.exception("run %s: evaluation at step %d failed", run_id, step)
+                self._log(message_event(run_id, f"evaluation at step {step} failed: {type(err).__name__}: {err}"))
+                return
+        event = trainer_pb2.RunEvent(
+            run_id=run_id, time=now(), evaluation=trainer_pb2.EvaluationEvent(step=step, metrics=metrics)
+        )
+        self._log(event)
+        log.info("run %s: checkpoint step %d evaluated: %s", run_id, step, metrics)
+
+    def _await_evaluations(self, run_id: str, entry: _Active) -> None:
+        """Let pending checkpoint evaluations log their results before the run's terminal event
+        (WatchRun streams end at that event). Training has already ended; only the state waits."""
+        pending = [f for f in entry.evaluations if not f.done()]
+        if not pending:
+            return
+        self._log(message_event(run_id, f"training done; waiting for {len(pending)} checkpoint evaluation(s)"))
+        concurrent.futures.wait(pending, timeout=EVALUATE_TIMEOUT_S * len(pending))
 
     def _finish(self, run_id: str, state: trainer_pb2.RunState, reason: str = "") -> trainer_pb2.Run:
         """Move ``run_id`` to terminal ``state`` (once: a run already ended keeps its state)."""
