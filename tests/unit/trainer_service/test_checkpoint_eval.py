@@ -13,6 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from cotdistill.common.artifacts import ArtifactStore
+from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.train_cli import build_spec
+from cotdistill.trainer.checkpoint_eval import validate_checkpoint_eval
 from cotdistill.trainer.server import build_server
 from cotdistill.v1 import evaluator_pb2, evaluator_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from tests.conftest import free_port
@@ -134,3 +138,27 @@ async def test_an_unreachable_evaluator_is_a_message_not_a_failed_run(service: C
     assert failures and failures[0].startswith("evaluation at step 2 failed: UNAVAILABLE"), failures
     assert not any(e.HasField("evaluation") for e in events)
     assert events[-1].state.state == trainer_pb2.RUN_STATE_SUCCEEDED
+
+
+def test_recipe_maps_checkpoint_evaluation_from_the_evaluation_section(tmp_path: Path) -> None:
+    config = RunConfig.model_validate(
+        {
+            "name": "cli",
+            "output_dir": str(tmp_path / "runs"),
+            "training": {"student": "models/s", "evaluate_at_checkpoints": True, "evaluator_limit": 5},
+            "evaluation": {
+                "evaluator_address": "127.0.0.1:50099",
+                "datasets": [{"name": "synthetic_last_letters"}, {"name": "gsm8k", "split": "dev"}],
+                "formats": ["answer_only", "ft_cot"],
+            },
+        }
+    )
+    ck = build_spec(config, ArtifactStore(tmp_path / "runs" / "cli")).checkpoints
+    assert ck.evaluator_address == "127.0.0.1:50099"
+    assert list(ck.evaluator_datasets) == ["synthetic_last_letters:test", "gsm8k:dev"]
+    assert (ck.evaluator_format, ck.evaluator_limit) == ("answer_only", 5)
+    validate_checkpoint_eval(build_spec(config, ArtifactStore(tmp_path / "runs" / "cli")))
+
+    config.training.evaluate_at_checkpoints = False  # off by default: no evaluator call
+    ck = build_spec(config, ArtifactStore(tmp_path / "runs" / "cli")).checkpoints
+    assert not ck.evaluator_address and not ck.evaluator_datasets

@@ -135,7 +135,15 @@ class TrainingSection(Section):
     checkpoint_interval_steps: int = Field(0, ge=0, description="Save every N steps; 0 = only at the end.")
     keep_last: int = Field(0, ge=0, description="Checkpoints kept besides the best; 0 = all.")
     validation_interval_steps: int = Field(0, ge=0, description="Validation every N steps; 0 = at checkpoints.")
-    evaluator_address: str = Field("", description="Evaluator called at each checkpoint; empty for none.")
+    evaluator_address: str = Field(
+        "",
+        description="Evaluator called at each checkpoint (on evaluation.datasets, evaluation.formats[0]); "
+        "empty for none unless evaluate_at_checkpoints.",
+    )
+    evaluate_at_checkpoints: bool = Field(
+        False, description="Evaluate each checkpoint; evaluator_address defaults to evaluation.evaluator_address."
+    )
+    evaluator_limit: int = Field(0, ge=0, description="Examples per dataset at checkpoint evaluations; 0 = all.")
 
 
 class EvaluationSection(Section):

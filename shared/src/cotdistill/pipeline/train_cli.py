@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import typer
@@ -125,9 +125,23 @@ def build_spec(config: RunConfig, store: ArtifactStore) -> trainer_pb2.RunSpec:
             interval_steps=t.checkpoint_interval_steps,
             keep_last=t.keep_last,
             validation_interval_steps=t.validation_interval_steps,
-            evaluator_address=t.evaluator_address,
+            **_checkpoint_evaluation(config),
         ),
     )
+
+
+def _checkpoint_evaluation(config: RunConfig) -> dict[str, Any]:
+    """CheckpointSpec.evaluator_* from ``training`` and the ``evaluation`` section's datasets/format."""
+    t, e = config.training, config.evaluation
+    address = t.evaluator_address or (e.evaluator_address if t.evaluate_at_checkpoints else "")
+    if not address:
+        return {}
+    return {
+        "evaluator_address": address,
+        "evaluator_datasets": [f"{d.name}:{d.split}" for d in e.datasets],
+        "evaluator_format": e.formats[0] if e.formats else "",
+        "evaluator_limit": t.evaluator_limit,
+    }
 
 
 def _rpc_error(err: grpc.aio.AioRpcError, address: str) -> CotdistillError:
