@@ -122,9 +122,11 @@ def test_full_replica_answers_resource_exhausted_and_cancel_aborts(teacher: Serv
 
     def drained() -> bool:
         text = scrape(teacher.metrics_port)
+        # The status counter is recorded as each handler returns, a moment after the engine let go.
         return (
             metric(text, "cotdistill_teacher_in_flight_requests") == 0
             and metric(text, "cotdistill_teacher_queue_depth_requests") == 0
+            and metric(text, "cotdistill_teacher_requests_total", 'rpc="Sample",status="CANCELLED"') >= 2
         )
 
     wait_until(drained, 30, "cancelled requests aborted in the engine")
