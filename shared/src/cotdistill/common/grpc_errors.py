@@ -66,8 +66,3 @@ def stream_errors(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIte
             await abort_with(context, exc)
 
     return wrapper
-
-
-async def unimplemented(context: grpc.aio.ServicerContext, rpc: str, provider: str) -> Any:
-    """Answer UNIMPLEMENTED for a domain RPC that a later piece of work provides."""
-    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{rpc} is not implemented yet: {provider}")
