@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from cotdistill.teacher.engine import TokenizerDescription
@@ -37,3 +38,10 @@ def describe_tokenizer(tokenizer: Any, name: str, model_vocab_size: int) -> Toke
         pad_token_id=tokenizer.pad_token_id,
         content_hash=tokenizer_content_hash(tokenizer),
     )
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], *, special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text with a Hugging Face tokenizer (the local engines share this)."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=special_tokens)["input_ids"]]

@@ -36,7 +36,7 @@ from cotdistill.teacher.engine import (
     ScoreOutput,
     TokenScores,
 )
-from cotdistill.teacher.tokenizer_info import describe_tokenizer
+from cotdistill.teacher.tokenizer_info import describe_tokenizer, encode_texts
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +214,7 @@ class TransformersEngine:
         return len(self._states)
 
     def encode(self, texts: Sequence[str], *, special_tokens: bool = True) -> list[list[int]]:
-        if not texts:
-            return []
-        return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=special_tokens)["input_ids"]]
+        return encode_texts(self.tokenizer, texts, special_tokens=special_tokens)
 
     # ---- async API -------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from cotdistill.teacher.engine import (
 )
 from cotdistill.teacher.engines.topk import CandidateColumns, normalize
 from cotdistill.teacher.engines.transformers_engine import row_seed
-from cotdistill.teacher.tokenizer_info import describe_tokenizer
+from cotdistill.teacher.tokenizer_info import describe_tokenizer, encode_texts
 
 if TYPE_CHECKING:
     from cotdistill.teacher.settings import TeacherSettings
@@ -165,9 +165,7 @@ class VllmEngine:
         return len(self._requests)
 
     def encode(self, texts: Sequence[str], *, special_tokens: bool = True) -> list[list[int]]:
-        if not texts:
-            return []
-        return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=special_tokens)["input_ids"]]
+        return encode_texts(self.tokenizer, texts, special_tokens=special_tokens)
 
     # ---- generate --------------------------------------------------------------------------
 
