@@ -26,11 +26,21 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: setup
 setup: $(STAMP) system-deps ## Create .venv and install every distribution (editable, pinned); idempotent
 
+# uv installs the lock ~10x faster than pip (11 s vs 150 s warm on 2 cores), which is what keeps
+# a fresh-machine `make demo` inside 10 minutes. pip bootstraps it and is the fallback; uv ignores
+# pip's config, so pip's find-links (where the local CPU torch build lives) is passed on.
+UV_VERSION := 0.13.9
+FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+INSTALL = if $(PY) -m uv --version >/dev/null 2>&1; then \
+	  UV_LINK_MODE=copy $(PY) -m uv pip install -q --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) $(1); \
+	else $(PIP) install -q $(1) 2>&1 | grep -v "^WARNING: Location" || true; fi
+
 $(STAMP): requirements/lock.txt shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 	@start=$$(date +%s); \
 	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
-	$(PIP) install -q --no-deps -r requirements/lock.txt 2>&1 | grep -v "^WARNING: Location" || true; \
-	$(PIP) install -q --no-deps --no-build-isolation $(addprefix -e ,$(DISTS)) 2>&1 | grep -v "^WARNING: Location" || true; \
+	$(PIP) install -q uv==$(UV_VERSION) >/dev/null 2>&1 || echo "setup: uv could not be installed; installing with pip (slower)"; \
+	$(call INSTALL,--no-deps -r requirements/lock.txt); \
+	$(call INSTALL,--no-deps --no-build-isolation $(addprefix -e ,$(DISTS))); \
 	$(PY) -c "import cotdistill.common, grpc_tools, torch, ray, vllm" 2>/dev/null \
 	  || { echo "setup: the environment does not import; see the pip output above"; exit 1; }; \
 	touch $@; echo "setup: .venv ready in $$(( $$(date +%s) - start )) s"

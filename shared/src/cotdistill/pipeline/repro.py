@@ -467,14 +467,11 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
     lines += [
         "",
         "The finding: a mixture keeps the direct-answer ability (answer-only prompt) that CoT-only training "
-        "lacks, without losing CoT accuracy. "
-        + _compare(mix_ans, cot_ans, "mixture", "CoT only", "answer-only prompt, ID")
-        + " Cost on the CoT prompt: "
-        + _compare(mix_cot, cot_cot, "mixture", "CoT only", "CoT prompt, ID", claim=False),
+        "lacks, without losing CoT accuracy. " + _mixture_verdict(mix_ans, cot_ans, mix_cot, cot_cot),
         "",
     ]
     summary["a"] = verdict
-    summary["f"] = _compare(mix_ans, cot_ans, "mixture", "CoT only", "answer-only prompt, ID")
+    summary["f"] = _mixture_verdict(mix_ans, cot_ans, mix_cot, cot_cot)
     summary["c"] = "; ".join(teacher_vs_student) + "."
     titles = {
         "a": "Fine-tune-CoT vs answer-only",
@@ -539,6 +536,33 @@ def _compare(
         return f"{head} (beyond the noise of ±{noise:.1f})."
     word = "**reproduces**" if diff > 0 else "**does not reproduce (reversed)**"
     return f"{head} (noise ±{noise:.1f}): {word}."
+
+
+def _mixture_verdict(
+    mix_ans: tuple[float, float, int],
+    cot_ans: tuple[float, float, int],
+    mix_cot: tuple[float, float, int],
+    cot_cot: tuple[float, float, int],
+) -> str:
+    """Both halves of the Flan finding: direct answers gained *and* CoT accuracy kept.
+
+    Reporting only the first half would call a mixture that halves CoT accuracy a reproduction.
+    """
+    gain = _compare(mix_ans, cot_ans, "mixture", "CoT only", "answer-only prompt, ID", claim=False)
+    cost = _compare(mix_cot, cot_cot, "mixture", "CoT only", "CoT prompt, ID", claim=False)
+    if min(mix_ans[2], cot_ans[2], mix_cot[2], cot_cot[2]) == 0:
+        return "Not measured: a run is missing."
+    gained = "within noise" not in gain and mix_ans[0] > cot_ans[0]
+    kept = "within noise" in cost or mix_cot[0] >= cot_cot[0]
+    if gained and kept:
+        word = "**reproduces** (direct answers gained, CoT accuracy kept)"
+    elif gained:
+        word = "**reproduces in part** (direct answers gained, but CoT accuracy lost)"
+    elif kept:
+        word = "**not reproduced** (no direct-answer gain beyond noise)"
+    else:
+        word = "**not reproduced** (no direct-answer gain, CoT accuracy lost)"
+    return f"{gain[:-1]}; {cost[:-1]}: {word}."
 
 
 def _steps(values: Sequence[int | None]) -> str:

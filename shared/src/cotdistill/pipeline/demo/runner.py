@@ -298,12 +298,12 @@ def run_demo(options: DemoOptions) -> DemoResult:
         reload = httpx.post(f"{server_url}/admin/reload", json={"model": str(chosen)}, timeout=120)
         reload.raise_for_status()
         console.print(f"server reloaded: {reload.json()}")
-        question, dataset = _demo_question(config)
+        question, dataset, reference = _demo_question(config)
         answer = _ask(server_url, question, dataset)
         console.print(
             Panel(
                 f"[bold]Q:[/] {question}\n[bold]rationale:[/] {answer['rationale']}\n"
-                f"[bold]answer:[/] {answer['answer']}",
+                f"[bold]answer:[/] {answer['answer']}  {_verdict(answer['answer'], reference)}",
                 title="POST /v1/reason",
             )
         )
@@ -328,12 +328,20 @@ def run_demo(options: DemoOptions) -> DemoResult:
     return DemoResult(run_dir, report, chosen, answer, summary, time.monotonic() - started)
 
 
-def _demo_question(config: RunConfig) -> tuple[str, str]:
+def _demo_question(config: RunConfig) -> tuple[str, str, str]:
+    """(question, dataset, reference answer): the first test question, so every run asks the same."""
     from cotdistill.common import tasks
 
     dataset = config.evaluation.datasets[0].name if config.evaluation.datasets else config.sampling.dataset
     example = tasks.load_dataset(dataset, "test", limit=1)[0]
-    return example.question, dataset
+    return example.question, dataset, example.answer
+
+
+def _verdict(answer: object, reference: str) -> str:
+    # The demo's tasks have exact answers (letters, heads/tails, integers): a plain comparison is the metric.
+    if str(answer).strip().lower() == reference.strip().lower():
+        return f"[green]correct[/] (reference: {reference})"
+    return f"[red]wrong[/] (reference: {reference}; one question, see the accuracy table)"
 
 
 def _print_summary(summary: list[dict[str, Any]], report: Path, chosen: Path, seconds: float) -> None:
