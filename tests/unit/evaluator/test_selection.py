@@ -47,6 +47,21 @@ def test_ties_go_to_the_earlier_checkpoint() -> None:
     assert rows[choose(rows, "in_distribution")].label == "a"
 
 
+def test_a_flat_signal_is_broken_by_the_other_group() -> None:
+    # OOD is 0 everywhere (a tiny student on longer chains): the best ID checkpoint, not the first.
+    rows = [
+        Row("step-100", 100, in_distribution=0.10, out_of_distribution=0.0),
+        Row("step-200", 200, in_distribution=0.90, out_of_distribution=0.0),
+        Row("step-300", 300, in_distribution=0.85, out_of_distribution=0.0),
+    ]
+    assert rows[choose(rows, "out_of_distribution")].label == "step-200"
+    rows = [
+        Row("a", 100, in_distribution=0.9, out_of_distribution=0.1),
+        Row("b", 200, in_distribution=0.9, out_of_distribution=0.3),
+    ]
+    assert rows[choose(rows, "in_distribution")].label == "b"
+
+
 def test_missing_figures_are_named() -> None:
     with pytest.raises(ValueError, match="no validation_loss"):
         choose([Row("x", 1, in_distribution=0.1)], "validation_loss")

@@ -40,17 +40,20 @@ def _student(runs: Path, task: str, arm: str, seed: int, curve: list[dict[tuple[
 def _fake_runs(runs: Path, mix_cot: float) -> None:
     """Every arm of one seed with chosen accuracies: CoT beats answer-only, D helps, KD is faster."""
 
-    def cot(id_acc: float, ans: float | None = None) -> dict[tuple[str, str], float]:
-        cell = {(ID, "ft_cot"): id_acc, (OOD, "ft_cot"): 0.0}
+    def cot(id_acc: float, ans: float | None = None, fmt: str = "ft_cot") -> dict[tuple[str, str], float]:
+        cell = {(ID, fmt): id_acc, (OOD, fmt): 0.0}
         if ans is not None:
-            cell |= {(ID, "answer_only"): ans, (OOD, "answer_only"): 0.0}
+            answer_fmt = "fu_zs_answer" if fmt == "fu_zs_cot" else "answer_only"
+            cell |= {(ID, answer_fmt): ans, (OOD, answer_fmt): 0.0}
         return cell
 
     _student(runs, repro.MAIN_TASK, "cot_d1", 0, [cot(0.3), cot(0.5)])
     _student(runs, repro.MAIN_TASK, "cot_d4", 0, [cot(0.5, 0.0), cot(0.9, 0.0)])
     _student(runs, repro.MAIN_TASK, "cot_d8", 0, [cot(0.6), cot(0.95)])
     _student(runs, repro.MAIN_TASK, "kd_d4", 0, [cot(0.85), cot(0.95)])
-    _student(runs, repro.MAIN_TASK, "mix_d4", 0, [cot(0.3, 0.2), cot(mix_cot, 0.6)])
+    _student(runs, repro.MAIN_TASK, "fu_cot_d4", 0, [cot(0.5, 0.0, "fu_zs_cot"), cot(0.9, 0.0, "fu_zs_cot")])
+    _student(runs, repro.MAIN_TASK, "fu_mix_d4", 0, [cot(0.3, 0.2, "fu_zs_cot"), cot(mix_cot, 0.6, "fu_zs_cot")])
+    _student(runs, repro.MAIN_TASK, "mix_d4", 0, [cot(0.3, 0.2), cot(0.4, 0.6)])
     _student(
         runs,
         repro.MAIN_TASK,
@@ -61,7 +64,12 @@ def _fake_runs(runs: Path, mix_cot: float) -> None:
     for task, (i_name, o_name) in repro.TASKS.items():
         _write_eval(runs / f"teacher-{task}", 0, {(i_name, "zero_shot_cot"): 0.97, (o_name, "zero_shot_cot"): 0.1})
         if task != repro.MAIN_TASK:
-            _student(runs, task, "cot_d4", 0, [{(i_name, "ft_cot"): 0.7, (o_name, "ft_cot"): 0.2}])
+            # OOD peaks early (Fu et al.'s picture): ID selection takes step 200, OOD selection step 100.
+            early, late = (
+                {(i_name, "ft_cot"): 0.6, (o_name, "ft_cot"): 0.4},
+                {(i_name, "ft_cot"): 0.7, (o_name, "ft_cot"): 0.1},
+            )
+            _student(runs, task, "cot_d4", 0, [early, late])
 
 
 SCALE = repro.Scale(questions=100, steps=200, checkpoint_every=100, eval_limit=200, select_limit=100, seeds=1)
@@ -89,14 +97,27 @@ def test_findings_follow_the_numbers(tmp_path: Path) -> None:
     assert "D = 4 vs D = 1 (ID): +40.0 points" in b and "D = 8 vs D = 1 (ID): +45.0 points" in b
     assert "teacher 97.0, student 90.0 ID" in _summary_line(text, "c")
     assert "after 100 steps vs 200: **reproduces**" in _summary_line(text, "d")
-    assert "OOD selection chose step 100 instead of 200" in _summary_line(text, "e")
-    assert "**reproduces** (direct answers gained, CoT accuracy kept)" in _summary_line(text, "f")
+    e = _summary_line(text, "e")
+    assert "coin_flip cot_d4 seed 0: step 100 instead of 200, +30.0 OOD / -10.0 ID points" in e
+    assert "**reproduces** on coin_flip cot_d4 seed 0, arithmetic cot_d4 seed 0" in e
+    assert "0% at every checkpoint of last_letters cot_d4, last_letters kd_d4" in e
+    f = _summary_line(text, "f")
+    assert f.index("**reproduces** (direct answers gained, CoT accuracy kept)") < f.index("With one prompt")
+    assert "**reproduces in part** (direct answers gained, but CoT accuracy lost)" in f  # the ft_cot mixture
 
 
 def test_mixture_that_loses_cot_accuracy_reproduces_only_in_part(tmp_path: Path) -> None:
-    f = _summary_line(_report(tmp_path, mix_cot=0.4), "f")
+    f = _summary_line(_report(tmp_path, mix_cot=0.4), "f").split("With one prompt")[0]
     assert "+60.0 points" in f and "-50.0 points" in f
     assert "**reproduces in part** (direct answers gained, but CoT accuracy lost)" in f
+
+
+def test_steps_to_target_interpolates_between_checkpoints() -> None:
+    run = {"steps": {50: {"k": 0.4}, 100: {"k": 0.6}, 150: {"k": 0.9}}}
+    assert repro.steps_to(run, "k", 0.8) == 150
+    assert repro.steps_interpolated(run, "k", 0.8) == pytest.approx(100 + 50 * (0.2 / 0.3))
+    assert repro.steps_interpolated(run, "k", 0.95) is None
+    assert repro.steps_interpolated({"steps": {50: {"k": 0.9}}}, "k", 0.45) == pytest.approx(25)
 
 
 def test_a_difference_inside_the_test_noise_is_not_a_finding() -> None:

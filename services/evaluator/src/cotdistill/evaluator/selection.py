@@ -49,15 +49,27 @@ def signal_value(row: Row, signal: Signal, id_weight: float = 0.5) -> float:
     return id_weight * float(row.in_distribution) + (1 - id_weight) * float(row.out_of_distribution)  # type: ignore[arg-type]
 
 
+def _other_group(row: Row, signal: Signal) -> float:
+    """The tie-breaker: the accuracy of the group the signal does not look at (0 when absent)."""
+    other = {"in_distribution": row.out_of_distribution, "out_of_distribution": row.in_distribution}.get(signal)
+    return float(other) if other is not None else 0.0
+
+
 def choose(rows: Sequence[Row], signal: Signal, id_weight: float = 0.5) -> int:
     """Fill each row's ``signal_value`` and return the index of the chosen row.
 
-    Highest accuracy wins (lowest loss for ``validation_loss``); ties go to the earlier
-    (smaller-step) checkpoint, which is cheaper to have trained and less specialized.
+    Highest accuracy wins (lowest loss for ``validation_loss``). Ties on the signal go to the
+    higher accuracy on the other group (ID for the OOD signal and back), then to the earlier
+    (smaller-step) checkpoint, which is cheaper to have trained and less specialized. Without the
+    middle key an OOD signal that is flat (say 0% at every checkpoint, as a tiny model scores on
+    longer chains) would pick the first, barely trained checkpoint.
     """
     if not rows:
         raise ValueError("no candidates to choose from")
     for row in rows:
         row.signal_value = signal_value(row, signal, id_weight)
     sign = 1.0 if signal == "validation_loss" else -1.0
-    return min(range(len(rows)), key=lambda i: (sign * rows[i].signal_value, rows[i].step, i))
+    return min(
+        range(len(rows)),
+        key=lambda i: (sign * rows[i].signal_value, -_other_group(rows[i], signal), rows[i].step, i),
+    )
