@@ -39,6 +39,7 @@ from rich.console import Console
 from cotdistill.pipeline.demo.runner import (
     DEFAULT_RECIPE,
     DEMO_TEACHER,
+    DemoFailed,
     cli,
     default_cache_dir,
     flow,
@@ -870,7 +871,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.report_only:
         console.print(write_report(work / "runs", out, scale, 60 * args.wall_minutes, args.smoke))
         return
-    run_repro(scale, out.resolve(), work, default_cache_dir(), args.smoke)
+    try:
+        run_repro(scale, out.resolve(), work, default_cache_dir(), args.smoke)
+    except DemoFailed as err:
+        # The failing command's own error is printed above it; finished runs stay under the work dir.
+        console.print(f"[red]repro failed:[/] {err}")
+        console.print(f"finished runs are kept in {work / 'runs'} (`--report-only` renders what exists)")
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

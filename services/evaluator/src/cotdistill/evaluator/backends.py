@@ -132,6 +132,7 @@ class TransformersGenerator:
         self._params = 0
         # transformers models are not safe to call from two threads at once.
         self._lock = threading.Lock()
+        self._watchable_stops: dict[tuple[str, ...], list[str]] = {}
 
     async def open(self) -> None:
         if not self.path.is_dir():
@@ -195,8 +196,9 @@ class TransformersGenerator:
                 kwargs["top_k"] = 0
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
-            if params.stop:
-                kwargs["stop_strings"] = list(params.stop)
+            stops = self._stops_generate_can_watch(tuple(params.stop))
+            if stops:
+                kwargs["stop_strings"] = stops
                 kwargs["tokenizer"] = tok
             out = model.generate(**batch, **kwargs)
         if not model.config.is_encoder_decoder:
@@ -204,6 +206,26 @@ class TransformersGenerator:
         texts = tok.batch_decode(out, skip_special_tokens=True)
         texts = [cut_at_stop(t, params.stop) for t in texts]
         return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+    def _stops_generate_can_watch(self, stops: tuple[str, ...]) -> list[str]:
+        """The stop strings ``generate`` can watch for with this tokenizer; every stop is cut after decoding.
+
+        transformers refuses a stop string with a character no token spells (a Metaspace BPE
+        without "\\n" and the "\\n\\nQ:" stop of Fu et al.'s formats); stopping early is only a
+        saving, so such a stop is left to ``cut_at_stop`` instead of failing the evaluation.
+        """
+        if stops not in self._watchable_stops:
+            from transformers import StopStringCriteria
+
+            watchable = []
+            for stop in stops:
+                try:
+                    StopStringCriteria(self._tokenizer, [stop])
+                except ValueError:
+                    continue
+                watchable.append(stop)
+            self._watchable_stops[stops] = watchable
+        return self._watchable_stops[stops]
 
     async def close(self) -> None:
         self._model = None
