@@ -126,3 +126,13 @@ def test_a_difference_inside_the_test_noise_is_not_a_finding() -> None:
     assert "**not reproduced**" in repro._compare((0.87, 0.0, 1), same, "x", "y")
     assert "reversed" in repro._compare((0.5, 0.0, 1), same, "x", "y")
     assert "missing" in repro._compare((0.5, 0.0, 0), same, "x", "y")
+
+
+def test_resume_skips_only_finished_steps(tmp_path: Path) -> None:
+    marker = tmp_path / "arm" / "selections.json"
+    fresh = repro.Context(overrides=[], runs=tmp_path, scale=SCALE, resume=True)
+    assert not fresh.done(marker, "arm")
+    marker.parent.mkdir()
+    marker.write_text("{}")
+    assert fresh.done(marker, "arm")
+    assert not repro.Context(overrides=[], runs=tmp_path, scale=SCALE).done(marker, "arm")
