@@ -578,6 +578,9 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
         "CoT-only training lacks, without losing CoT accuracy. In Fu et al.'s zero-shot formats (CoT prompt "
         "`Q: {q}\\nLet's think step by step`, answer-only prompt `Q: {q} A:`): " + f_main,
         "",
+        "Both arms train for the same number of steps; `answer_only_fraction = 0.5` turns half of the examples "
+        "into answer-only ones, so the mixture sees half as many rationales as the CoT-only student.",
+        "",
         "Tried first, in Fine-tune-CoT's formats, whose CoT and answer-only prompts are the same (`{q} ###`), "
         "so the prompt cannot say which answer is wanted and the student answers directly for a share of "
         "CoT prompts (one seed): " + f_tried,
