@@ -26,13 +26,15 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: setup
 setup: $(STAMP) system-deps ## Create .venv and install every distribution (editable, pinned); idempotent
 
-# uv installs the lock ~10x faster than pip (11 s vs 150 s warm on 2 cores), which is what keeps
-# a fresh-machine `make demo` inside 10 minutes. pip bootstraps it and is the fallback; uv ignores
-# pip's config, so pip's find-links (where the local CPU torch build lives) is passed on.
+# uv installs the lock several times faster than pip, which is what keeps a fresh-machine
+# `make demo` inside 10 minutes. pip bootstraps it and is the fallback; uv ignores pip's config,
+# so pip's find-links (where the local CPU torch build lives) is passed on. --compile-bytecode as
+# pip does: with PYTHONDONTWRITEBYTECODE set below, a venv without .pyc files recompiles torch,
+# Ray and vLLM in every process (services took 2-5x longer to start).
 UV_VERSION := 0.13.9
 FIND_LINKS := $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 INSTALL = if $(PY) -m uv --version >/dev/null 2>&1; then \
-	  UV_LINK_MODE=copy $(PY) -m uv pip install -q --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) $(1); \
+	  UV_LINK_MODE=copy $(PY) -m uv pip install -q --compile-bytecode --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) $(1); \
 	else $(PIP) install -q $(1) 2>&1 | grep -v "^WARNING: Location" || true; fi
 
 $(STAMP): requirements/lock.txt shared/pyproject.toml $(wildcard services/*/pyproject.toml)

@@ -374,7 +374,8 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
         "evaluated and selected by the evaluator service.",
         "",
         f"Scale: {scale.questions} questions per sampling run, {scale.steps} training steps (batch 32), "
-        f"checkpoints every {scale.checkpoint_every} steps, {scale.eval_limit} test questions per dataset, "
+        f"checkpoints every {scale.checkpoint_every} steps ({scale.fine_checkpoint_every} for the two arms of (d)), "
+        f"{scale.eval_limit} test questions per dataset, "
         f"{scale.seeds} seed(s) per arm (mean ± standard deviation over seeds). Accuracy in %, greedy decoding, at "
         "the last checkpoint unless said otherwise. Main task: last letters of 2 names (ID) and of 4 names (OOD).",
         "",
@@ -397,6 +398,11 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
         f"| answer only | {pct(a_ans)} | {pct(stat(MAIN_TASK, 'answer_only_d4', ans_ood))} |",
         "",
         verdict,
+        "",
+        "Why this can fail to show here: Fine-tune-CoT's gain is largest where the answer needs intermediate "
+        "results a small student cannot produce in one go; the last letters of two names are two copies, "
+        "which a student also learns as a direct answer. Arithmetic, where the rationale should matter most, "
+        "is learned by neither from-scratch student (see (c)).",
         "",
     ]
     # (b)
@@ -493,6 +499,7 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
     ]
     costs, verdicts, informative = [], [], []
     flat_runs: set[str] = set()
+    tie_notes: list[str] = []
     for task, arm in ((MAIN_TASK, "cot_d4"), (MAIN_TASK, "kd_d4"), ("coin_flip", "cot_d4"), ("arithmetic", "cot_d4")):
         i_key, o_key = (f"{name}|ft_cot" for name in TASKS[task])
         for seed in seeds:
@@ -510,6 +517,9 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
                 informative.append((f"{task} {arm} seed {seed}", by_id, by_ood, gain, lost))
             else:
                 flat_runs.add(f"{task} {arm}")
+            ties = _tied(run, "in_distribution")
+            if ties > 1:
+                tie_notes.append(f"{task} {arm} seed {seed}: {ties} checkpoints")
             if by_id == by_ood:
                 verdicts.append(f"{task} {arm}: both signals chose step {by_id}")
             else:
@@ -529,6 +539,17 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
         "",
         summary.setdefault("e", _selection_verdict(informative, sorted(flat_runs), scale.eval_limit)),
         "",
+        *(
+            [
+                "The ID signal tied at its best value (dev accuracy) in "
+                + "; ".join(tie_notes)
+                + ". The evaluator breaks a tie by the other group's accuracy, so there ID selection already "
+                "took the best OOD checkpoint among the tied ones, which narrows the contrast with OOD selection.",
+                "",
+            ]
+            if tie_notes
+            else []
+        ),
         "Specialization cost out of distribution (best OOD test accuracy along training minus the OOD test accuracy "
         f"at the last checkpoint, points): {', '.join(costs) or '-'}. Fu et al. find that ID-selected checkpoints "
         "lose OOD ability that an OOD signal keeps; it can only show where the OOD accuracy is above zero "
@@ -716,14 +737,19 @@ def _steps_verdict(
         return f"Distribution matching was slower ({k:.0f} vs {s:.0f} steps): **does not reproduce**."
     ki, si = mean(interpolated[0]), mean(interpolated[1])
     won, lost, _ = ahead_counts
-    head = f"Both reached it at the same checkpoint (step {k:.0f}, grid of {every} steps)"
-    if ki is not None and si is not None and ki < si and won > lost:
+    head = f"Both reached it after {k:.0f} steps on average (grid of {every} steps)"
+    if ki is None or si is None:
+        return f"{head}: **no speed-up**."
+    crossing = f"interpolated, distribution matching crossed it after {ki:.0f} steps vs {si:.0f}"
+    if ki < si and won > lost:
         return (
-            f"{head}; interpolated, distribution matching crossed it after {ki:.0f} steps vs {si:.0f} "
-            f"({100 * (si - ki) / si:.0f}% fewer) and was ahead at {won} of {sum(ahead_counts)} checkpoints: "
-            "**reproduces weakly** (a small speed-up, below the grid's resolution)."
+            f"{head}; {crossing} ({100 * (si - ki) / si:.0f}% fewer) and was ahead at {won} of "
+            f"{sum(ahead_counts)} checkpoints: **reproduces weakly** (a small speed-up, below the grid's resolution)."
         )
-    return f"{head}: **no speed-up**."
+    return (
+        f"{head}; {crossing}: **no speed-up** to the target, though SFT + KD was ahead at {won} of "
+        f"{sum(ahead_counts)} checkpoints (behind at {lost})."
+    )
 
 
 def _fu_keys(id_name: str, ood_name: str) -> list[tuple[str, str, str]]:
@@ -768,6 +794,17 @@ def _selection_verdict(informative: Sequence[tuple[str, int, int, float, float]]
             else ""
         )
     )
+
+
+def _tied(run: dict[str, Any], signal: str) -> int:
+    """How many candidates share the chosen checkpoint's value of ``signal`` (1: no tie)."""
+    selection = run["selections"].get(signal, {})
+    table = selection.get("table", [])
+    index = selection.get("chosen_index")
+    if not table or index is None or index >= len(table):
+        return 1
+    best = table[index].get("signal_value")
+    return sum(1 for row in table if row.get("signal_value") == best)
 
 
 def _chosen_step(run: dict[str, Any], signal: str) -> int:
