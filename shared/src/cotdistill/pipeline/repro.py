@@ -563,20 +563,13 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
         "| student | CoT prompt, ID | CoT prompt, OOD | answer-only prompt, ID | answer-only prompt, OOD |",
         "|---|---|---|---|---|",
     ]
-    fu = {k: f"{name}|{fmt}" for k, name, fmt in _fu_keys(id_name, ood_name)}
+    fu = _cells(id_name, ood_name, "fu_zs_cot", "fu_zs_answer")
+    ft = _cells(id_name, ood_name, "ft_cot", "answer_only")
     rows_f = (
         ("fu_cot_d4", "CoT only (`fu_zs_cot`)", fu),
         ("fu_mix_d4", "CoT + 50% answer-only (`fu_zs_cot` + `fu_zs_answer`)", fu),
-        (
-            "cot_d4",
-            "tried first: CoT only (`ft_cot`)",
-            {"cot": cot, "cot_ood": cot_ood, "ans": ans, "ans_ood": ans_ood},
-        ),
-        (
-            "mix_d4",
-            "tried first: CoT + 50% answer-only (`ft_cot` + `answer_only`, same prompt)",
-            {"cot": cot, "cot_ood": cot_ood, "ans": ans, "ans_ood": ans_ood},
-        ),
+        ("cot_d4", "tried first: CoT only (`ft_cot`)", ft),
+        ("mix_d4", "tried first: CoT + 50% answer-only (`ft_cot` + `answer_only`, same prompt)", ft),
     )
     for arm, title, keys in rows_f:
         cells = " | ".join(pct(stat(MAIN_TASK, arm, keys[k])) for k in ("cot", "cot_ood", "ans", "ans_ood"))
@@ -752,14 +745,14 @@ def _steps_verdict(
     )
 
 
-def _fu_keys(id_name: str, ood_name: str) -> list[tuple[str, str, str]]:
-    """(key, dataset, format) of the (f) cells in Fu et al.'s zero-shot formats."""
-    return [
-        ("cot", id_name, "fu_zs_cot"),
-        ("cot_ood", ood_name, "fu_zs_cot"),
-        ("ans", id_name, "fu_zs_answer"),
-        ("ans_ood", ood_name, "fu_zs_answer"),
-    ]
+def _cells(id_name: str, ood_name: str, cot_format: str, answer_format: str) -> dict[str, str]:
+    """The four (f) result keys of one pair of formats: CoT / answer-only prompt, ID / OOD."""
+    return {
+        "cot": f"{id_name}|{cot_format}",
+        "cot_ood": f"{ood_name}|{cot_format}",
+        "ans": f"{id_name}|{answer_format}",
+        "ans_ood": f"{ood_name}|{answer_format}",
+    }
 
 
 def _selection_verdict(informative: Sequence[tuple[str, int, int, float, float]], flat: Sequence[str], n: int) -> str:
