@@ -73,6 +73,19 @@ def start_service(name: str, tmp: Path, extra_env: dict[str, str] | None = None)
     return ServiceProcess(name, port, metrics_port, proc, log_path)
 
 
+def grpc_serving(address: str) -> bool:
+    """Whether the standard gRPC health check at ``address`` answers SERVING (False while it is down)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def wait_until(check: object, timeout_s: float, what: str, service: ServiceProcess | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -10,24 +10,13 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
 from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.pipeline.cli import app
-from tests.integration.conftest import ServiceProcess, wait_until
+from tests.integration.conftest import ServiceProcess, grpc_serving, wait_until
 
 CLI = str(Path(sys.executable).parent / "cotdistill")
-
-
-def serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def test_eval_select_and_report_through_a_real_service(
@@ -53,7 +42,7 @@ evaluation:
   batch_size: 4
 """
     )
-    wait_until(lambda: serving(service.address), 60, "evaluator SERVING", service)
+    wait_until(lambda: grpc_serving(service.address), 60, "evaluator SERVING", service)
 
     done = subprocess.run(
         [CLI, "eval", str(config), "--select", "evaluation.selection_signal=weighted"],

@@ -19,12 +19,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import yaml
 
 from cotdistill.common.samples import read_samples
-from tests.integration.conftest import ServiceProcess, start_service, wait_until
+from tests.integration.conftest import ServiceProcess, grpc_serving, start_service, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 EXAMPLES, D, UNIT = 16, 4, 2
@@ -35,23 +34,12 @@ TEACHER_ENV = {
 }
 
 
-def serving(address: str) -> bool:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 @pytest.fixture(scope="module")
 def replicas(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceProcess]]:
     env = {**TEACHER_ENV, "COTDISTILL_TEACHER_MODEL": str(tiny_models["teacher"])}
     started = [start_service("teacher", tmp_path_factory.mktemp(f"teacher{i}"), env) for i in range(2)]
     for service in started:
-        wait_until(lambda s=service: serving(s.address), 120, f"teacher {service.address} SERVING", service)
+        wait_until(lambda s=service: grpc_serving(s.address), 120, f"teacher {service.address} SERVING", service)
     yield started
     for service in started:
         service.terminate(timeout_s=10)

@@ -12,31 +12,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
-from tests.integration.conftest import ServiceProcess, wait_until
+from tests.integration.conftest import ServiceProcess, grpc_serving, wait_until
 from tests.integration.trainer.conftest import TrainerUnderTest
 
 WATCH_TIMEOUT_S = 150
-
-
-def _serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def test_checkpoints_are_evaluated_by_the_evaluator_service(
     trainer: TrainerUnderTest, task: dict[str, Path], run_service: Callable[..., ServiceProcess]
 ) -> None:
     evaluator = run_service("evaluator", {"COTDISTILL_EVALUATOR_TORCH_THREADS": "1"})
-    wait_until(lambda: _serving(evaluator.address), 60, "evaluator SERVING", evaluator)
+    wait_until(lambda: grpc_serving(evaluator.address), 60, "evaluator SERVING", evaluator)
     # The trainer's port opens before Ray is up; it reports SERVING once Ray is (eager start).
-    wait_until(lambda: _serving(trainer.address), 300, "trainer SERVING", trainer.service)
+    wait_until(lambda: grpc_serving(trainer.address), 300, "trainer SERVING", trainer.service)
     spec = trainer_pb2.RunSpec(
         name="checkpoint-eval",
         student=trainer_pb2.StudentSpec(model=str(task["student"])),
