@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.common import timeit, write_result
-from cotdistill.trainer.alignment import align, align_reference, token_bytes
+from cotdistill.common.alignment import align, align_reference, token_bytes
 
 N_TEXTS = 40
 GSM8K_TRAIN = (

@@ -34,7 +34,7 @@ from torch import nn
 
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.trainer import checkpoints as ckpt
-from cotdistill.trainer.alignment import Aligner, tokenizer_fingerprint
+from cotdistill.common.alignment import Aligner, tokenizer_fingerprint
 from cotdistill.trainer.config import RecipeConfig, detect_kind
 from cotdistill.trainer.data import (
     IGNORE,

@@ -5,25 +5,38 @@ sees the same text cut into *its* tokens. Following Fu et al. (2023), the two to
 are aligned by dynamic time warping whose local cost is the edit distance between token
 strings; then, for each student token:
 
-* aligned one-to-one with a teacher token whose string is identical: the target is that teacher
-  position's top-k, with each candidate mapped into the student vocabulary by its string
-  (candidates the student vocabulary lacks are dropped);
-* otherwise (one-to-many, many-to-one, or different strings): a one-hot target on the student's
-  own token.
+* matched with a teacher token whose string is identical and that covers the same stretch of
+  text: the target is that teacher position's top-k, with each candidate mapped into the student
+  vocabulary by its string (candidates the student vocabulary lacks are dropped);
+* otherwise: a one-hot target on the student's own token.
+
+"Matched" (:func:`match_tokens`) starts from the DTW path's one-to-one pairs of identical
+strings (the anchors), then recovers the identical tokens the DTW path lost to ties: DTW lets a
+token pair with several neighbours at equal cost (``"."`` also takes the following ``" "``), which
+breaks one-to-one although both tokenizers cut that spot the same way. Between anchors, where
+both texts are byte-for-byte the same, a student token matches the teacher token with the same
+byte span. On real text that lifts Qwen2.5 -> SmolLM2 from 87% to 90% of student tokens
+(the rest are cut differently by the two tokenizers: no teacher position predicts them).
 
 Tokens are compared as **bytes** (byte-level ``Ġ`` and Metaspace ``▁`` both become a space; byte
-fallback ``<0x..>`` becomes the byte), so a character split across byte-level tokens still
-aligns. With identical tokenizers (same content hash) and identical token ids the alignment is
-the identity and the DP is skipped.
+fallback ``<0xNN>`` becomes the byte), so a character split across byte-level tokens still
+aligns. In the vocabulary map an ordinary piece always wins over the byte-fallback piece with the
+same bytes: SentencePiece students with byte fallback (Llama-2, Mistral, Gemma) emit ``"5"``, not
+``<0x35>``, and only bytes no ordinary piece spells (a lone UTF-8 lead byte) map to ``<0xNN>``.
+With identical tokenizers (same content hash) and identical token ids the alignment is the
+identity and the DP is skipped.
 
 :func:`align_reference` is the straightforward pure-Python DP; :func:`align` is the compiled
 (numba) one; tests prove them identical, including tie-breaking (diagonal, then up, then left).
+Everything here is plain numpy + numba (no torch), so the trainer, the ``cotdistill align``
+command and the benchmarks share one implementation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -66,6 +79,14 @@ def _decoder_kinds(tokenizer: Any) -> set[str]:
     return names
 
 
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def is_byte_fallback(piece: str | None) -> bool:
+    """A SentencePiece byte-fallback piece ``<0xNN>`` (one raw byte, not a character)."""
+    return piece is not None and _BYTE_PIECE.fullmatch(piece) is not None
+
+
 def piece_bytes(tokenizer: Any, pieces: Sequence[str | None]) -> list[bytes]:
     """Surface bytes of token pieces (from ``convert_ids_to_tokens``) for comparison.
 
@@ -81,7 +102,7 @@ def piece_bytes(tokenizer: Any, pieces: Sequence[str | None]) -> list[bytes]:
             out.append(b"")
         elif byte_level and all(ch in table for ch in piece):
             out.append(bytes(table[ch] for ch in piece))
-        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        elif is_byte_fallback(piece):
             out.append(bytes([int(piece[3:5], 16)]))
         else:
             out.append(piece.replace("▁", " ").encode("utf-8"))
@@ -95,6 +116,22 @@ def token_bytes(tokenizer: Any, ids: Sequence[int] | np.ndarray) -> list[bytes]:
     pieces = tokenizer.convert_ids_to_tokens([i if 0 <= i < n else 0 for i in ids_list])
     out = piece_bytes(tokenizer, pieces)
     return [b if 0 <= i < n else b"" for b, i in zip(out, ids_list, strict=True)]
+
+
+def text_tokens(tokenizer: Any, text: str) -> tuple[np.ndarray, list[bytes]]:
+    """Token ids (int64) of ``text`` (no special tokens) and each token's surface bytes.
+
+    A Metaspace tokenizer that prepends ``▁`` to the first word (SentencePiece's dummy prefix:
+    Llama-2, Mistral, T5) spells ``"Tom"`` as ``"▁Tom"``; that space is not in the text, so it is
+    taken off the first token here and the bytes concatenate back to ``text.encode()`` whenever
+    the tokenizer itself is lossless on the text.
+    """
+    ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+    spelled = token_bytes(tokenizer, ids)
+    raw = text.encode("utf-8")
+    if spelled and spelled[0].startswith(b" ") and b"".join(spelled) == b" " + raw:
+        spelled[0] = spelled[0][1:]
+    return ids, spelled
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -120,6 +157,11 @@ def vocabulary_map(
     Returns int64 (V_teacher,), V_teacher = max(len(teacher), teacher_vocab_size) so padded
     embedding rows (ids the tokenizer never produces) map to -1. Student ids at or above
     ``student_vocab_size`` (the student's embedding rows) are never produced.
+
+    Where several student pieces spell the same bytes, the ordinary piece wins over the
+    byte-fallback one (Gemma has both ``"5"`` and ``<0x35>`` and only ever emits ``"5"``; mapping
+    the teacher's ``"5"`` onto ``<0x35>`` trained the student towards a token it never reads,
+    KD loss 8.9 against 2.3 for SFT), then the lowest id (the base token over added duplicates).
     """
     size = max(len(teacher), teacher_vocab_size or 0)
     if tokenizer_fingerprint(teacher) == tokenizer_fingerprint(student):
@@ -127,9 +169,13 @@ def vocabulary_map(
         mapping[min(len(teacher), student_vocab_size) :] = -1
         return mapping
     student_ids = list(range(min(len(student), student_vocab_size)))
+    pieces = student.convert_ids_to_tokens(student_ids)
     by_bytes: dict[bytes, int] = {}
-    for sid, b in zip(student_ids, token_bytes(student, student_ids), strict=True):
-        by_bytes.setdefault(b, sid)  # first (lowest) id wins: the base token over added duplicates
+    fallback: dict[bytes, int] = {}
+    for sid, piece, b in zip(student_ids, pieces, piece_bytes(student, pieces), strict=True):
+        (fallback if is_byte_fallback(piece) else by_bytes).setdefault(b, sid)
+    for b, sid in fallback.items():
+        by_bytes.setdefault(b, sid)  # only bytes no ordinary piece spells (a lone UTF-8 byte)
     mapping = np.full(size, -1, dtype=np.int64)
     teacher_ids = list(range(len(teacher)))
     for tid, b in zip(teacher_ids, token_bytes(teacher, teacher_ids), strict=True):
@@ -291,6 +337,168 @@ def one_to_one(path: np.ndarray, n_teacher: int, n_student: int) -> np.ndarray:
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _anchors(
+    path: np.ndarray, ta: np.ndarray, to: np.ndarray, sa: np.ndarray, so: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """(S,) teacher index of each student token aligned one-to-one with an identical string, else -1."""
+    n = to.shape[0] - 1
+    m = so.shape[0] - 1
+    t_count = np.zeros(n, dtype=np.int64)
+    s_count = np.zeros(m, dtype=np.int64)
+    for p in range(path.shape[0]):
+        t_count[path[p, 0]] += 1
+        s_count[path[p, 1]] += 1
+    out = np.full(m, -1, dtype=np.int64)
+    for p in range(path.shape[0]):
+        i = path[p, 0]
+        j = path[p, 1]
+        if t_count[i] != 1 or s_count[j] != 1:
+            continue
+        length = so[j + 1] - so[j]
+        if to[i + 1] - to[i] != length:
+            continue
+        same = True
+        for b in range(length):
+            if ta[to[i] + b] != sa[so[j] + b]:
+                same = False
+                break
+        if same:
+            out[j] = i
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _token_at(to: np.ndarray, start: int, end: int) -> int:  # pragma: no cover - compiled
+    """Index of the teacher token spanning exactly bytes [start, end), else -1 (empty tokens skipped)."""
+    n = to.shape[0] - 1
+    i = np.searchsorted(to, start)
+    while i < n and to[i] == start and to[i + 1] == start:
+        i += 1
+    if i < n and to[i] == start and to[i + 1] == end:
+        return i
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _recover(
+    match: np.ndarray, ta: np.ndarray, to: np.ndarray, sa: np.ndarray, so: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Fill in ``match`` (in place) where both texts are byte-identical since an anchor.
+
+    Forward from each anchor (and from the start of both texts), then backward from each anchor
+    (and from both ends): while the student's bytes equal the teacher's at the same distance from
+    the anchor, a student token whose byte span is exactly a teacher token's takes that token.
+    Matches stay strictly increasing (a teacher token is taken at most once, in order).
+    """
+    n = to.shape[0] - 1
+    m = so.shape[0] - 1
+    # next_i[j]: teacher index of the next matched student token after j (n if none).
+    next_i = np.full(m + 1, n, dtype=np.int64)
+    for j in range(m - 1, -1, -1):
+        next_i[j] = match[j + 1] if j + 1 < m and match[j + 1] >= 0 else next_i[j + 1]
+    t_pos = 0
+    lo = 0
+    live = True
+    for j in range(m):
+        if match[j] >= 0:
+            t_pos = to[match[j] + 1]
+            lo = match[j] + 1
+            live = True
+            continue
+        length = so[j + 1] - so[j]
+        if not live or length == 0:
+            continue
+        if t_pos + length > to[n]:
+            live = False
+            continue
+        for b in range(length):
+            if ta[t_pos + b] != sa[so[j] + b]:
+                live = False
+                break
+        if not live:
+            continue
+        i = _token_at(to, t_pos, t_pos + length)
+        t_pos += length
+        if i >= lo and i < next_i[j]:
+            match[j] = i
+            lo = i + 1
+    # prev_i[j]: teacher index of the previous matched student token before j (-1 if none).
+    prev_i = np.full(m, -1, dtype=np.int64)
+    for j in range(1, m):
+        prev_i[j] = match[j - 1] if match[j - 1] >= 0 else prev_i[j - 1]
+    t_pos = to[n]
+    hi = n - 1
+    live = True
+    for j in range(m - 1, -1, -1):
+        if match[j] >= 0:
+            t_pos = to[match[j]]
+            hi = match[j] - 1
+            live = True
+            continue
+        length = so[j + 1] - so[j]
+        if not live or length == 0:
+            continue
+        if t_pos - length < 0:
+            live = False
+            continue
+        for b in range(length):
+            if ta[t_pos - length + b] != sa[so[j] + b]:
+                live = False
+                break
+        if not live:
+            continue
+        i = _token_at(to, t_pos - length, t_pos)
+        t_pos -= length
+        if i <= hi and i > prev_i[j]:
+            match[j] = i
+            hi = i - 1
+
+
+@dataclass(frozen=True)
+class TokenAlignment:
+    """How a student token sequence lines up with a teacher token sequence.
+
+    ``path``: (P, 2) int64 DTW pairs (teacher index, student index). ``one_to_one``: (S,) the
+    teacher index each student token is aligned one-to-one with in the path (any strings), else
+    -1. ``match``: (S,) the teacher index whose top-k the student token takes (identical string,
+    same stretch of text), else -1.
+    """
+
+    path: np.ndarray
+    one_to_one: np.ndarray
+    match: np.ndarray
+
+    @property
+    def coverage(self) -> float:
+        """Fraction of student tokens that take a teacher distribution."""
+        return float((self.match >= 0).mean()) if len(self.match) else 0.0
+
+    @property
+    def one_to_one_fraction(self) -> float:
+        """Fraction of student tokens aligned one-to-one (whatever their strings) in the DTW path."""
+        return float((self.one_to_one >= 0).mean()) if len(self.one_to_one) else 0.0
+
+
+def align_tokens(teacher: Sequence[bytes], student: Sequence[bytes]) -> TokenAlignment:
+    """DTW path, one-to-one pairs and KD matches of two token-string sequences."""
+    m = len(student)
+    if not teacher or not student:
+        empty = np.full(m, -1, dtype=np.int64)
+        return TokenAlignment(np.zeros((0, 2), dtype=np.int64), empty, empty.copy())
+    ta, to = _pack(teacher)
+    sa, so = _pack(student)
+    path = np.asarray(_dtw(ta, to, sa, so))
+    match = _anchors(path, ta, to, sa, so)
+    _recover(match, ta, to, sa, so)
+    return TokenAlignment(path, one_to_one(path, len(teacher), m), match)
+
+
+def match_tokens(teacher: Sequence[bytes], student: Sequence[bytes]) -> np.ndarray:
+    """(S,) int64: for each student token the teacher index whose top-k it takes, else -1."""
+    return align_tokens(teacher, student).match
+
+
 # ---- KD targets ---------------------------------------------------------------------------
 
 
@@ -354,11 +562,7 @@ class Aligner:
         else:
             t_bytes = self._bytes(self.teacher, self._teacher_bytes, teacher.ids)
             s_bytes = self._bytes(self.student, self._student_bytes, student_ids)
-            match = one_to_one(align_array(t_bytes, s_bytes), len(t_bytes), s)
-            same_string = np.array(
-                [m >= 0 and t_bytes[m] == s_bytes[j] for j, m in enumerate(match.tolist())], dtype=bool
-            )
-            match = np.where(same_string, match, -1)
+            match = match_tokens(t_bytes, s_bytes)
         rows = np.nonzero(match >= 0)[0]
         if len(rows):
             mids, mlps = self.map_candidates(teacher.top_ids[match[rows]], teacher.top_logprobs[match[rows]])
