@@ -34,9 +34,11 @@ command and the benchmarks share one implementation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -138,7 +140,12 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     """Content hash of what decides tokenization (model vocab/merges, added tokens, normalizer,
     pre-tokenizer): equal means identical tokenization. The same definition as the teacher
     service's ``TokenizerInfo.content_hash``, so the ``tokenizer_hash`` in sample shards compares.
+    Cached per tokenizer object: Gemma's 33 MB tokenizer JSON takes seconds to canonicalize.
     """
+    try:
+        return _FINGERPRINTS[tokenizer]
+    except (KeyError, TypeError):
+        pass
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         spec = json.loads(backend.to_str())
@@ -146,7 +153,18 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         payload = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
     else:  # a slow tokenizer: its vocabulary is all there is to see
         payload = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    digest = hashlib.sha256(payload.encode()).hexdigest()
+    with contextlib.suppress(TypeError):  # not weak-referenceable: just not cached
+        _FINGERPRINTS[tokenizer] = digest
+    return digest
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two tokenizers tokenize identically (sizes first: hashing a large one takes seconds)."""
+    return a is b or (len(a) == len(b) and tokenizer_fingerprint(a) == tokenizer_fingerprint(b))
 
 
 def vocabulary_map(
@@ -164,24 +182,39 @@ def vocabulary_map(
     KD loss 8.9 against 2.3 for SFT), then the lowest id (the base token over added duplicates).
     """
     size = max(len(teacher), teacher_vocab_size or 0)
-    if tokenizer_fingerprint(teacher) == tokenizer_fingerprint(student):
+    if same_tokenizer(teacher, student):
         mapping = np.arange(size, dtype=np.int64)
         mapping[min(len(teacher), student_vocab_size) :] = -1
         return mapping
-    student_ids = list(range(min(len(student), student_vocab_size)))
-    pieces = student.convert_ids_to_tokens(student_ids)
+    pieces, spelled = vocabulary_bytes(student)
     by_bytes: dict[bytes, int] = {}
     fallback: dict[bytes, int] = {}
-    for sid, piece, b in zip(student_ids, pieces, piece_bytes(student, pieces), strict=True):
-        (fallback if is_byte_fallback(piece) else by_bytes).setdefault(b, sid)
+    for sid in range(min(len(student), student_vocab_size)):
+        (fallback if is_byte_fallback(pieces[sid]) else by_bytes).setdefault(spelled[sid], sid)
     for b, sid in fallback.items():
         by_bytes.setdefault(b, sid)  # only bytes no ordinary piece spells (a lone UTF-8 byte)
     mapping = np.full(size, -1, dtype=np.int64)
-    teacher_ids = list(range(len(teacher)))
-    for tid, b in zip(teacher_ids, token_bytes(teacher, teacher_ids), strict=True):
+    for tid, b in enumerate(vocabulary_bytes(teacher)[1]):
         if b:
             mapping[tid] = by_bytes.get(b, -1)
     return mapping
+
+
+def vocabulary_bytes(tokenizer: Any) -> tuple[list[str], list[bytes]]:
+    """Pieces and surface bytes of every id of a tokenizer (cached per tokenizer object)."""
+    try:
+        return _VOCAB_BYTES[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    ids = list(range(len(tokenizer)))
+    pieces = [p if p is not None else "" for p in tokenizer.convert_ids_to_tokens(ids)]
+    found = (pieces, piece_bytes(tokenizer, pieces))
+    with contextlib.suppress(TypeError):
+        _VOCAB_BYTES[tokenizer] = found
+    return found
+
+
+_VOCAB_BYTES: weakref.WeakKeyDictionary[Any, tuple[list[str], list[bytes]]] = weakref.WeakKeyDictionary()
 
 
 # ---- the alignment DP ---------------------------------------------------------------------
@@ -461,12 +494,14 @@ class TokenAlignment:
 
     ``path``: (P, 2) int64 DTW pairs (teacher index, student index). ``one_to_one``: (S,) the
     teacher index each student token is aligned one-to-one with in the path (any strings), else
-    -1. ``match``: (S,) the teacher index whose top-k the student token takes (identical string,
-    same stretch of text), else -1.
+    -1. ``anchors``: (S,) the same for identical strings only (Fu et al.'s rule). ``match``: (S,)
+    the teacher index whose top-k the student token takes (the anchors plus the tokens recovered
+    by span), else -1.
     """
 
     path: np.ndarray
     one_to_one: np.ndarray
+    anchors: np.ndarray
     match: np.ndarray
 
     @property
@@ -485,13 +520,14 @@ def align_tokens(teacher: Sequence[bytes], student: Sequence[bytes]) -> TokenAli
     m = len(student)
     if not teacher or not student:
         empty = np.full(m, -1, dtype=np.int64)
-        return TokenAlignment(np.zeros((0, 2), dtype=np.int64), empty, empty.copy())
+        return TokenAlignment(np.zeros((0, 2), dtype=np.int64), empty, empty.copy(), empty.copy())
     ta, to = _pack(teacher)
     sa, so = _pack(student)
     path = np.asarray(_dtw(ta, to, sa, so))
-    match = _anchors(path, ta, to, sa, so)
+    anchors = _anchors(path, ta, to, sa, so)
+    match = anchors.copy()
     _recover(match, ta, to, sa, so)
-    return TokenAlignment(path, one_to_one(path, len(teacher), m), match)
+    return TokenAlignment(path, one_to_one(path, len(teacher), m), anchors, match)
 
 
 def match_tokens(teacher: Sequence[bytes], student: Sequence[bytes]) -> np.ndarray:
@@ -523,7 +559,7 @@ class Aligner:
     ) -> None:
         self.teacher = teacher_tokenizer
         self.student = student_tokenizer
-        self.same = tokenizer_fingerprint(teacher_tokenizer) == tokenizer_fingerprint(student_tokenizer)
+        self.same = same_tokenizer(teacher_tokenizer, student_tokenizer)
         self.vocab = vocabulary_map(teacher_tokenizer, student_tokenizer, student_vocab_size, teacher_vocab_size)
         self.student_vocab_size = student_vocab_size
         self._student_bytes: dict[int, bytes] = {}
@@ -570,3 +606,70 @@ class Aligner:
             rows, mids, mlps = rows[usable], mids[usable], mlps[usable]
             ids[rows], lps[rows] = mids, mlps
         return ids, lps, len(rows)
+
+
+# ---- inspection (`cotdistill align`) --------------------------------------------------------
+
+
+def _shown(b: bytes) -> str:
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+def alignment_report(teacher: Any, student: Any, text: str, student_text: str | None = None) -> dict[str, Any]:
+    """What KD would do with ``text``: each tokenizer's tokens, the aligned pairs, and coverage.
+
+    The teacher's tokens spell ``text``; the student's spell ``student_text`` (default the same
+    text; the trainer's case is a rendered completion around the teacher's rationale). Every pair
+    of the DTW path is listed, plus any match the span recovery added off the path; ``kd`` marks
+    the student tokens that take the teacher's top-k at that teacher position, and
+    ``student_id_of_teacher_token`` is where the vocabulary map sends the teacher's own token
+    (for a KD pair it must be the student's own id: otherwise the targets point elsewhere, as
+    Gemma's ``<0xNN>`` did).
+    """
+    t_ids, t_bytes = text_tokens(teacher, text)
+    s_ids, s_bytes = text_tokens(student, text if student_text is None else student_text)
+    vocab = vocabulary_map(teacher, student, len(student))
+    found = align_tokens(t_bytes, s_bytes)
+    s_pieces, t_pieces = vocabulary_bytes(student)[0], vocabulary_bytes(teacher)[0]
+    kd = {(int(i), j) for j, i in enumerate(found.match.tolist()) if i >= 0}
+    pairs = sorted({(int(i), int(j)) for i, j in found.path} | kd, key=lambda p: (p[1], p[0]))
+    rows = []
+    for i, j in pairs:
+        mapped = int(vocab[t_ids[i]])
+        rows.append(
+            {
+                "teacher": i,
+                "student": j,
+                "teacher_id": int(t_ids[i]),
+                "student_id": int(s_ids[j]),
+                "teacher_token": _shown(t_bytes[i]),
+                "student_token": _shown(s_bytes[j]),
+                "teacher_piece": t_pieces[t_ids[i]],
+                "student_piece": s_pieces[s_ids[j]],
+                "kd": (i, j) in kd,
+                "student_id_of_teacher_token": mapped if mapped >= 0 else None,
+            }
+        )
+    matched = int((found.match >= 0).sum())
+    agree = sum(int(vocab[t_ids[i]] == s_ids[j]) for i, j in kd)
+    n_s = len(s_ids)
+    mapped_ids = vocab[vocab >= 0]
+    return {
+        "teacher": {"tokens": len(t_ids), "vocab_size": len(teacher)},
+        "student": {"tokens": n_s, "vocab_size": len(student)},
+        "same_tokenizer": same_tokenizer(teacher, student),
+        "coverage": {
+            "student_tokens": n_s,
+            "with_teacher_distribution": matched,
+            "fraction": matched / n_s if n_s else 0.0,
+            "one_to_one_fraction": found.one_to_one_fraction,
+            "dtw_one_to_one_identical": int((found.anchors >= 0).sum()),
+            "recovered_by_span": matched - int((found.anchors >= 0).sum()),
+            "teacher_token_maps_to_student_token": agree / matched if matched else None,
+        },
+        "vocabulary": {
+            "teacher_ids_mapped_fraction": float((vocab >= 0).mean()) if len(vocab) else 0.0,
+            "mapped_to_byte_fallback": int(sum(is_byte_fallback(s_pieces[k]) for k in mapped_ids.tolist())),
+        },
+        "pairs": rows,
+    }
