@@ -10,13 +10,21 @@ strings; then, for each student token:
   vocabulary by its string (candidates the student vocabulary lacks are dropped);
 * otherwise: a one-hot target on the student's own token.
 
-"Matched" (:func:`match_tokens`) starts from the DTW path's one-to-one pairs of identical
-strings (the anchors), then recovers the identical tokens the DTW path lost to ties: DTW lets a
-token pair with several neighbours at equal cost (``"."`` also takes the following ``" "``), which
-breaks one-to-one although both tokenizers cut that spot the same way. Between anchors, where
-both texts are byte-for-byte the same, a student token matches the teacher token with the same
-byte span. On real text that lifts Qwen2.5 -> SmolLM2 from 87% to 90% of student tokens
-(the rest are cut differently by the two tokenizers: no teacher position predicts them).
+"Matched" (:func:`match_tokens`) starts from Fu et al.'s rule, the DTW path's one-to-one pairs of
+identical strings (the anchors), and fixes its two failures on real tokenizers:
+
+* DTW lets a token pair with several neighbours at equal cost (``"."`` also takes the following
+  ``" "``), which breaks one-to-one where both tokenizers cut the text the same way: such tokens
+  were lost (Qwen2.5 -> SmolLM2 kept 77.5% of student tokens on real rationales);
+* DTW is blind to position among repeated strings (``" 0 0"``, ``"0.8333"``): an anchor can pair
+  a teacher ``"3"`` with a student ``"3"`` further on, a KD target from the wrong place.
+
+So each anchor only seeds a *block*: the longest stretch of text both sides spell byte for byte
+at that anchor's offset shift; as in difflib's matching blocks, the longest non-conflicting
+blocks win, and inside them a student token takes the teacher token that covers exactly the same
+bytes. Over one text this is exact (every student token cut like a teacher token matches, no
+other does: a property test); on real rationales it matches 100% of such tokens (81.6% of
+Qwen2.5 -> SmolLM2 student tokens; the rest are the format's own tokens or cut differently).
 
 Tokens are compared as **bytes** (byte-level ``Ġ`` and Metaspace ``▁`` both become a space; byte
 fallback ``<0xNN>`` becomes the byte), so a character split across byte-level tokens still
@@ -414,78 +422,97 @@ def _token_at(to: np.ndarray, start: int, end: int) -> int:  # pragma: no cover 
 
 
 @numba.njit(cache=True, nogil=True)
-def _recover(
-    match: np.ndarray, ta: np.ndarray, to: np.ndarray, sa: np.ndarray, so: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    """Fill in ``match`` (in place) where both texts are byte-identical since an anchor.
+def _span_matches(
+    anchors: np.ndarray, ta: np.ndarray, to: np.ndarray, sa: np.ndarray, so: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """(S,) teacher index of each student token with the same bytes over the same stretch of text.
 
-    Forward from each anchor (and from the start of both texts), then backward from each anchor
-    (and from both ends): while the student's bytes equal the teacher's at the same distance from
-    the anchor, a student token whose byte span is exactly a teacher token's takes that token.
-    Matches stay strictly increasing (a teacher token is taken at most once, in order).
+    1. Seeds: each anchor (a one-to-one identical DTW pair) says "student byte x is teacher byte
+       x + d"; so do the start of both texts (d = 0) and their ends (d = len(T) - len(S)) when
+       their first / last bytes agree.
+    2. Each seed grows into a block: the longest run of bytes identical under its shift d.
+    3. Longest blocks first, a block is kept unless it overlaps a kept one in either text or
+       crosses it (order must agree), as difflib's matching blocks. A stray anchor (DTW pairs
+       repeated strings blind to position) only seeds a short block that loses to the right one.
+    4. Inside kept blocks, a student token takes the teacher token spanning exactly its bytes + d.
     """
     n = to.shape[0] - 1
     m = so.shape[0] - 1
-    # next_i[j]: teacher index of the next matched student token after j (n if none).
-    next_i = np.full(m + 1, n, dtype=np.int64)
-    for j in range(m - 1, -1, -1):
-        next_i[j] = match[j + 1] if j + 1 < m and match[j + 1] >= 0 else next_i[j + 1]
-    t_pos = 0
-    lo = 0
-    live = True
-    for j in range(m):
-        if match[j] >= 0:
-            t_pos = to[match[j] + 1]
-            lo = match[j] + 1
-            live = True
+    lt = to[n]
+    ls = so[m]
+    seeds = np.nonzero(anchors >= 0)[0]
+    k = seeds.shape[0]
+    seed_s = np.empty(k + 2, dtype=np.int64)
+    seed_d = np.empty(k + 2, dtype=np.int64)
+    count = 0
+    for a in range(k):
+        j = seeds[a]
+        if so[j + 1] > so[j]:
+            seed_s[count] = so[j]
+            seed_d[count] = to[anchors[j]] - so[j]
+            count += 1
+    if lt > 0 and ls > 0 and ta[0] == sa[0]:
+        seed_s[count] = 0
+        seed_d[count] = 0
+        count += 1
+    if lt > 0 and ls > 0 and ta[lt - 1] == sa[ls - 1]:
+        seed_s[count] = ls - 1
+        seed_d[count] = lt - ls
+        count += 1
+    # Grow each seed; seeds already inside the last block of the same shift add nothing.
+    order = np.argsort((seed_d[:count] + ls) * (ls + 1) + seed_s[:count])
+    block_a = np.empty(count, dtype=np.int64)
+    block_b = np.empty(count, dtype=np.int64)
+    block_d = np.empty(count, dtype=np.int64)
+    nb = 0
+    last_d = lt + ls + 1
+    last_end = -1
+    for o in range(count):
+        x = seed_s[order[o]]
+        d = seed_d[order[o]]
+        if d == last_d and x < last_end:
             continue
-        length = so[j + 1] - so[j]
-        if not live or length == 0:
-            continue
-        if t_pos + length > to[n]:
-            live = False
-            continue
-        for b in range(length):
-            if ta[t_pos + b] != sa[so[j] + b]:
-                live = False
+        lo = x
+        while lo > 0 and lo - 1 + d >= 0 and ta[lo - 1 + d] == sa[lo - 1]:
+            lo -= 1
+        hi = x
+        while hi < ls and hi + d < lt and hi + d >= 0 and ta[hi + d] == sa[hi]:
+            hi += 1
+        if hi > lo:
+            block_a[nb] = lo
+            block_b[nb] = hi
+            block_d[nb] = d
+            nb += 1
+        last_d = d
+        last_end = hi
+    # Keep the longest blocks that neither overlap nor cross the ones kept before them.
+    by_length = np.argsort(-(block_b[:nb] - block_a[:nb]), kind="mergesort")
+    kept = np.zeros(nb, dtype=np.bool_)
+    for o in range(nb):
+        b = by_length[o]
+        ok = True
+        for c in range(nb):
+            if not kept[c]:
+                continue
+            if block_a[b] < block_b[c] and block_a[c] < block_b[b]:
+                ok = False
+            elif block_a[b] + block_d[b] < block_b[c] + block_d[c] and block_a[c] + block_d[c] < block_b[b] + block_d[b]:
+                ok = False
+            elif (block_a[b] < block_a[c]) != (block_a[b] + block_d[b] < block_a[c] + block_d[c]):
+                ok = False
+            if not ok:
                 break
-        if not live:
+        kept[b] = ok
+    match = np.full(m, -1, dtype=np.int64)
+    for b in range(nb):
+        if not kept[b]:
             continue
-        i = _token_at(to, t_pos, t_pos + length)
-        t_pos += length
-        if i >= lo and i < next_i[j]:
-            match[j] = i
-            lo = i + 1
-    # prev_i[j]: teacher index of the previous matched student token before j (-1 if none).
-    prev_i = np.full(m, -1, dtype=np.int64)
-    for j in range(1, m):
-        prev_i[j] = match[j - 1] if match[j - 1] >= 0 else prev_i[j - 1]
-    t_pos = to[n]
-    hi = n - 1
-    live = True
-    for j in range(m - 1, -1, -1):
-        if match[j] >= 0:
-            t_pos = to[match[j]]
-            hi = match[j] - 1
-            live = True
-            continue
-        length = so[j + 1] - so[j]
-        if not live or length == 0:
-            continue
-        if t_pos - length < 0:
-            live = False
-            continue
-        for b in range(length):
-            if ta[t_pos - length + b] != sa[so[j] + b]:
-                live = False
-                break
-        if not live:
-            continue
-        i = _token_at(to, t_pos - length, t_pos)
-        t_pos -= length
-        if i <= hi and i > prev_i[j]:
-            match[j] = i
-            hi = i - 1
+        j = np.searchsorted(so, block_a[b])
+        while j < m and so[j + 1] <= block_b[b]:
+            if so[j + 1] > so[j] and so[j] >= block_a[b]:
+                match[j] = _token_at(to, so[j] + block_d[b], so[j + 1] + block_d[b])
+            j += 1
+    return match
 
 
 @dataclass(frozen=True)
@@ -525,8 +552,7 @@ def align_tokens(teacher: Sequence[bytes], student: Sequence[bytes]) -> TokenAli
     sa, so = _pack(student)
     path = np.asarray(_dtw(ta, to, sa, so))
     anchors = _anchors(path, ta, to, sa, so)
-    match = anchors.copy()
-    _recover(match, ta, to, sa, so)
+    match = _span_matches(anchors, ta, to, sa, so)
     return TokenAlignment(path, one_to_one(path, len(teacher), m), anchors, match)
 
 
