@@ -413,12 +413,23 @@ def _anchors(
 def _token_at(to: np.ndarray, start: int, end: int) -> int:  # pragma: no cover - compiled
     """Index of the teacher token spanning exactly bytes [start, end), else -1 (empty tokens skipped)."""
     n = to.shape[0] - 1
-    i = np.searchsorted(to, start)
+    i = int(np.searchsorted(to, start))
     while i < n and to[i] == start and to[i + 1] == start:
         i += 1
     if i < n and to[i] == start and to[i + 1] == end:
         return i
     return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _conflict(a0: int, a1: int, ad: int, b0: int, b1: int, bd: int) -> bool:  # pragma: no cover - compiled
+    """Whether blocks [a0, a1) and [b0, b1) of student bytes (at shifts ad, bd into the teacher's)
+    overlap in the student's text, overlap in the teacher's, or come in another order."""
+    if a0 < b1 and b0 < a1:
+        return True
+    if a0 + ad < b1 + bd and b0 + bd < a1 + ad:
+        return True
+    return (a0 < b0) != (a0 + ad < b0 + bd)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -492,15 +503,8 @@ def _span_matches(
         b = by_length[o]
         ok = True
         for c in range(nb):
-            if not kept[c]:
-                continue
-            if block_a[b] < block_b[c] and block_a[c] < block_b[b]:
+            if kept[c] and _conflict(block_a[b], block_b[b], block_d[b], block_a[c], block_b[c], block_d[c]):
                 ok = False
-            elif block_a[b] + block_d[b] < block_b[c] + block_d[c] and block_a[c] + block_d[c] < block_b[b] + block_d[b]:
-                ok = False
-            elif (block_a[b] < block_a[c]) != (block_a[b] + block_d[b] < block_a[c] + block_d[c]):
-                ok = False
-            if not ok:
                 break
         kept[b] = ok
     match = np.full(m, -1, dtype=np.int64)

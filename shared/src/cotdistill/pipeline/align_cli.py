@@ -44,7 +44,9 @@ def align(
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", help="Models cache (default: $COTDISTILL_MODELS_CACHE or ~/.cache/cotdistill/models)."),
+        typer.Option(
+            "--cache-dir", help="Models cache (default: $COTDISTILL_MODELS_CACHE or ~/.cache/cotdistill/models)."
+        ),
     ] = None,
 ) -> None:
     """Align TEXT as the teacher and the student tokenize it; print pairs and coverage as JSON."""

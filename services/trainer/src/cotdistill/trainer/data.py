@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
+from cotdistill.common.errors import InvalidArgument
 
 IGNORE = -100
 # KD targets are stored compactly (they live for the whole run, one (T, k) pair per sequence):
