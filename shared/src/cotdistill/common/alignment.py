@@ -308,26 +308,36 @@ def _edit_distance(
 
 
 @numba.njit(cache=True, nogil=True)
-def _dtw(ta: np.ndarray, to: np.ndarray, sa: np.ndarray, so: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    n = to.shape[0] - 1
-    m = so.shape[0] - 1
+def _costs(ua: np.ndarray, uo: np.ndarray, va: np.ndarray, vo: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """(U, V) float64 edit distances between every distinct teacher and student string."""
     longest = 1
-    for j in range(m):
-        if so[j + 1] - so[j] + 1 > longest:
-            longest = so[j + 1] - so[j] + 1
+    for j in range(vo.shape[0] - 1):
+        if vo[j + 1] - vo[j] + 1 > longest:
+            longest = vo[j + 1] - vo[j] + 1
     row = np.empty(longest, dtype=np.int64)
-    inf = np.inf
-    d = np.full((n + 1, m + 1), inf)
+    cost = np.empty((uo.shape[0] - 1, vo.shape[0] - 1), dtype=np.float64)
+    for u in range(uo.shape[0] - 1):
+        for v in range(vo.shape[0] - 1):
+            cost[u, v] = _edit_distance(ua, uo[u], uo[u + 1], va, vo[v], vo[v + 1], row)
+    return cost
+
+
+@numba.njit(cache=True, nogil=True)
+def _dtw(t_kind: np.ndarray, s_kind: np.ndarray, cost: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """DTW path over token kinds (index of each token's string in ``cost``'s rows / columns)."""
+    n = t_kind.shape[0]
+    m = s_kind.shape[0]
+    d = np.full((n + 1, m + 1), np.inf)
     d[0, 0] = 0.0
     for i in range(1, n + 1):
+        row_cost = cost[t_kind[i - 1]]
         for j in range(1, m + 1):
-            cost = _edit_distance(ta, to[i - 1], to[i], sa, so[j - 1], so[j], row)
             best = d[i - 1, j - 1]
             if d[i - 1, j] < best:
                 best = d[i - 1, j]
             if d[i, j - 1] < best:
                 best = d[i, j - 1]
-            d[i, j] = cost + best
+            d[i, j] = row_cost[s_kind[j - 1]] + best
     path = np.empty((n + m, 2), dtype=np.int64)
     k = 0
     i, j = n, m
@@ -349,6 +359,21 @@ def _dtw(ta: np.ndarray, to: np.ndarray, sa: np.ndarray, so: np.ndarray) -> np.n
     return path[:k][::-1].copy()
 
 
+def _kinds(strings: Sequence[bytes]) -> tuple[np.ndarray, list[bytes]]:
+    """Index of each string among the distinct ones (first-seen order), and the distinct strings."""
+    index: dict[bytes, int] = {}
+    kinds = np.fromiter((index.setdefault(x, len(index)) for x in strings), dtype=np.int64, count=len(strings))
+    return kinds, list(index)
+
+
+def _dtw_path(teacher: Sequence[bytes], student: Sequence[bytes]) -> np.ndarray:
+    """The DTW path (P, 2); edit distances are computed once per pair of *distinct* strings
+    (tokens repeat: on GSM8K rationales ~23% of the token pairs are distinct, ~3x faster)."""
+    t_kind, t_strings = _kinds(teacher)
+    s_kind, s_strings = _kinds(student)
+    return np.asarray(_dtw(t_kind, s_kind, _costs(*_pack(t_strings), *_pack(s_strings))))
+
+
 def align(teacher: Sequence[bytes], student: Sequence[bytes]) -> list[tuple[int, int]]:
     """Same result as :func:`align_reference`, compiled: (teacher index, student index) pairs."""
     return [(int(i), int(j)) for i, j in align_array(teacher, student)]
@@ -358,9 +383,7 @@ def align_array(teacher: Sequence[bytes], student: Sequence[bytes]) -> np.ndarra
     """The DTW path as an int64 array (P, 2) of (teacher index, student index)."""
     if not teacher or not student:
         return np.zeros((0, 2), dtype=np.int64)
-    ta, to = _pack(teacher)
-    sa, so = _pack(student)
-    return np.asarray(_dtw(ta, to, sa, so))
+    return _dtw_path(teacher, student)
 
 
 def one_to_one(path: np.ndarray, n_teacher: int, n_student: int) -> np.ndarray:
@@ -554,7 +577,7 @@ def align_tokens(teacher: Sequence[bytes], student: Sequence[bytes]) -> TokenAli
         return TokenAlignment(np.zeros((0, 2), dtype=np.int64), empty, empty.copy(), empty.copy())
     ta, to = _pack(teacher)
     sa, so = _pack(student)
-    path = np.asarray(_dtw(ta, to, sa, so))
+    path = _dtw_path(teacher, student)
     anchors = _anchors(path, ta, to, sa, so)
     match = _span_matches(anchors, ta, to, sa, so)
     return TokenAlignment(path, one_to_one(path, len(teacher), m), anchors, match)
