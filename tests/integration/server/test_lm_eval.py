@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.server.conftest import API_KEY, MODEL, RunningServer, server_settings, start_server
+from tests.integration.server.conftest import (
+    API_KEY,
+    MODEL,
+    RunningServer,
+    chat_templated_student,
+    server_settings,
+    start_server,
+)
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is installed by `make setup` (requirements/lock.txt)")
 
@@ -87,27 +94,10 @@ metadata:
     return tasks
 
 
-def _chat_templated_student(student: Path, root: Path) -> Path:
-    """The tiny student with a chat template that renders its training format (as trained checkpoints carry)."""
-    import shutil
-
-    out = root / "student-chat"
-    shutil.copytree(student, out)
-    config_path = out / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config["chat_template"] = (
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n"
-        "{% elif m['role'] == 'user' %}{{ m['content'] }} ###"
-        "{% else %} {{ m['content'] }} END\n{% endif %}{% endfor %}"
-    )
-    config_path.write_text(json.dumps(config))
-    return out
-
-
 @pytest.fixture(scope="module")
 def harness(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Path, Path]]:
     root = tmp_path_factory.mktemp("lm-eval")
-    model = _chat_templated_student(tiny_models["student"], root)
+    model = chat_templated_student(tiny_models["student"], root)
     server = start_server(server_settings(model, max_concurrent=8))
     yield server, _write_tasks(root), model
     server.stop()
