@@ -95,7 +95,9 @@ metadata:
 
 
 @pytest.fixture(scope="module")
-def harness(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Path, Path]]:
+def harness(
+    tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, Path, Path]]:
     root = tmp_path_factory.mktemp("lm-eval")
     model = chat_templated_student(tiny_models["student"], root)
     server = start_server(server_settings(model, max_concurrent=8))
@@ -103,7 +105,9 @@ def harness(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     server.stop()
 
 
-def _evaluate(server: RunningServer, tasks: Path, mode: str, task: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _evaluate(
+    server: RunningServer, tasks: Path, mode: str, task: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 

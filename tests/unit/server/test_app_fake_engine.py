@@ -22,7 +22,7 @@ class FakeTokenizer:
     """Characters are tokens (code points mod 256); no special tokens."""
 
     chat_template = "fake"
-    all_special_ids: list[int] = []
+    all_special_ids: tuple[int, ...] = ()
 
     def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
         return " ".join(m["content"] for m in messages)
