@@ -80,11 +80,12 @@ protos-check: $(STAMP) ## Fail when the committed generated code differs from pr
 	$(PY) -m cotdistill.common.protogen protos $(PROTO_OUT) --check
 
 .PHONY: lint
-lint: $(STAMP) ## ruff + mypy over the cotdistill namespace, buf lint over protos/
+lint: $(STAMP) ## ruff + mypy over the cotdistill namespace, buf lint over protos/, hadolint over deploy/*.Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd protos && ../$(VENV)/bin/buf lint
+	$(VENV)/bin/hadolint --config deploy/hadolint.yaml deploy/*.Dockerfile
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff's formatter and safe fixes
