@@ -57,7 +57,7 @@ def teacher_call(args: argparse.Namespace) -> str:
         info = teacher_pb2_grpc.TeacherServiceStub(channel).Info(teacher_pb2.InfoRequest(), timeout=TIMEOUT_S)
     if not info.model_id or info.tokenizer.vocab_size <= 0:
         raise CheckFailed(f"Info names no model or tokenizer: {info}")
-    return f"Info: model {info.model_id} ({info.backend}), vocabulary {info.tokenizer.vocab_size}, top-k <= {info.max_top_k}"
+    return f"Info: model {info.model_id} ({info.backend}), vocab {info.tokenizer.vocab_size}, top-k <= {info.max_top_k}"
 
 
 def trainer_call(args: argparse.Namespace) -> str:

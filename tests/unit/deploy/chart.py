@@ -25,6 +25,10 @@ ALERTS_HEADER = (
 )
 
 
+# libyaml parses a render (the dashboard ConfigMap is 1,000 lines) ~30x faster than pure Python.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def profile_values(profile: str) -> dict[str, Any]:
     """Values of a CI profile (``default`` is the chart's own values.yaml)."""
     if profile == "default":
@@ -51,7 +55,7 @@ def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
     for path, text in sorted(rendered.items()):
         if path.endswith("NOTES.txt"):
             continue
-        for doc in yaml.safe_load_all(text):
+        for doc in yaml.load_all(text, Loader=_LOADER):
             if doc:
                 doc.setdefault("metadata", {}).setdefault("annotations", None)
                 if doc["metadata"]["annotations"] is None:
@@ -92,7 +96,9 @@ def pod_templates(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[s
         return [(where, spec, labels) for where, spec in pod_specs(obj)]
     if kind in ("RayCluster", "RayJob"):
         cluster = obj["spec"] if kind == "RayCluster" else obj["spec"]["rayClusterSpec"]
-        templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster.get("workerGroupSpecs", [])]
+        templates = [cluster["headGroupSpec"]["template"]] + [
+            g["template"] for g in cluster.get("workerGroupSpecs", [])
+        ]
         if kind == "RayJob" and "submitterPodTemplate" in obj["spec"]:
             templates.append(obj["spec"]["submitterPodTemplate"])
         return [

@@ -19,9 +19,9 @@ import yaml
 
 from tests.unit.deploy.chart import (
     ALERTS_FILE,
-    KUBERAY_POD_LABELS,
     ALERTS_HEADER,
     CHART,
+    KUBERAY_POD_LABELS,
     NAMESPACE,
     PROFILES,
     RELEASE,
@@ -387,7 +387,11 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("an adapter without a source", {"server": {"backend": "vllm", "loraAdapters": [{"name": "a"}]}}, "source"),
     ("a pipeline without a recipe", {"pipeline": {"enabled": True}}, "recipe"),
-    ("a RayJob name that is no DNS label", {"trainer": {"rayJobs": [{"name": "Big_Run", "recipe": "name: x"}]}}, "name"),
+    (
+        "a RayJob name that is no DNS label",
+        {"trainer": {"rayJobs": [{"name": "Big_Run", "recipe": "name: x"}]}},
+        "name",
+    ),
     ("a RayJob without a recipe", {"trainer": {"rayJobs": [{"name": "r1"}]}}, "recipe"),
     ("an env entry without a name", {"server": {"extraEnv": [{"value": "1"}]}}, "name"),
     ("a mount without a path", {"evaluator": {"extraVolumeMounts": [{"name": "x"}]}}, "mountPath"),
