@@ -3,11 +3,13 @@
 KubeRay submits this as the Ray job's driver on the RayJob's head pod (the chart's
 trainer.rayJobs renders the RayJob, with this file and the recipe in a ConfigMap). It starts the
 trainer service on loopback, joined to this cluster (COTDISTILL_TRAINER_RAY_ADDRESS=auto, so
-Ray Train's workers run on the cluster's worker pods), trains the recipe's `training` section
-with `cotdistill train` (StartRun + WatchRun), stops the service, and exits with the run's
-outcome: 0 when it succeeded. Checkpoints and the run record go under --artifacts-dir, the shared
-artifacts volume, where the trainer Deployment keeps its runs too; the run's samples are read
-from the recipe's output_dir there, so evaluation and serving find everything where they look.
+Ray Train's workers run on the cluster's worker pods), runs the recipe's `train` stage through
+it (`cotdistill run RECIPE stages=[train]`: StartRun + WatchRun), stops the service, and exits
+with the run's outcome: 0 when it succeeded. Checkpoints and the run record go under
+--artifacts-dir, the shared artifacts volume, where the trainer Deployment keeps its runs too; the
+stage reads the run's samples from the recipe's output_dir there and records the run in
+<output_dir>/<name>/training/run.json, where the evaluate stage of a later pipeline Job finds
+the checkpoints.
 
     python rayjob_train.py RECIPE.yaml --artifacts-dir DIR [key.path=value ...]
 
@@ -52,7 +54,8 @@ def main(argv: list[str]) -> int:
         waited = asyncio.run(local_services.wait_ready(trainer, timeout_s=TRAINER_READY_S))
         print(f"rayjob: trainer service ready at {trainer.address} after {waited:.1f}s", flush=True)
         exe = Path(sys.executable).parent / "cotdistill"
-        command = [str(exe), "train", str(args.recipe), *args.overrides, "--address", trainer.address]
+        pinned = ["stages=[train]", f"training.trainer_address={trainer.address}"]
+        command = [str(exe), "run", str(args.recipe), *args.overrides, *pinned]
         code = subprocess.run(command, check=False).returncode
     except (RuntimeError, TimeoutError) as err:
         print(f"rayjob: the trainer service did not start: {err}", file=sys.stderr)

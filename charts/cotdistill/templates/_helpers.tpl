@@ -195,7 +195,8 @@ clamp_max(sum(cotdistill_sampling_units_pending{namespace="{{ .Release.Namespace
 {{- default (printf "%s-api-keys" (include "cotdistill.componentName" (dict "root" . "component" "server"))) .Values.server.apiKeys.existingSecret -}}
 {{- end -}}
 
-{{/* Where pipeline runs keep their artifacts (a recipe's output_dir): the shared artifacts volume. */}}
+{{/* Where pipeline runs keep their artifacts (a recipe's output_dir) on the shared artifacts volume,
+     beside the trainer's own runs/<run id> folders. */}}
 {{- define "cotdistill.runsDir" -}}
-{{- printf "%s/runs" .Values.artifacts.mountPath -}}
+{{- printf "%s/pipeline" .Values.artifacts.mountPath -}}
 {{- end -}}

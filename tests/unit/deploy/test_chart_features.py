@@ -366,7 +366,7 @@ def test_a_rayjob_trains_the_recipe_with_checkpoints_on_the_artifacts_volume() -
     assert argv[:3] == ["python", "/etc/cotdistill/rayjob/rayjob_train.py", "/etc/cotdistill/rayjob/recipe.yaml"]
     assert argv[3:5] == ["--artifacts-dir", "/var/lib/cotdistill/artifacts"]
     overrides = argv[5:]
-    assert overrides == ["output_dir=/var/lib/cotdistill/artifacts/runs", "training.learning_rate=5e-5"]
+    assert overrides == ["output_dir=/var/lib/cotdistill/artifacts/pipeline", "training.learning_rate=5e-5"]
     # The recipe in the ConfigMap, with the entrypoint's overrides, is a valid recipe.
     recipe = Path(__file__).parent / "_rayjob_recipe.yaml"
     try:
@@ -374,7 +374,7 @@ def test_a_rayjob_trains_the_recipe_with_checkpoints_on_the_artifacts_volume() -
         config = load_config(RunConfig, recipe, overrides)
     finally:
         recipe.unlink(missing_ok=True)
-    assert config.stages == ["train"] and config.output_dir == "/var/lib/cotdistill/artifacts/runs"
+    assert config.stages == ["train"] and config.output_dir == "/var/lib/cotdistill/artifacts/pipeline"
     # Head and workers share the artifacts volume (rank 0 writes checkpoints, a restart reads them)
     # and the head has the recipe.
     for where, pod, _ in pod_templates(job):
@@ -442,7 +442,7 @@ def test_the_pipeline_job_runs_the_recipe_against_the_release(tmp_path: Path) ->
         config.serving.url == f"http://{FULL}-server.{NAMESPACE}.svc.cluster.local:{port_of(f'{FULL}-server', 'http')}"
     )
     assert config.sampling.concurrency == 32  # the user's override wins
-    assert config.output_dir == "/var/lib/cotdistill/artifacts/runs"
+    assert config.output_dir == "/var/lib/cotdistill/artifacts/pipeline"
     key = env_of(container)["COTDISTILL_API_KEY"]["secretKeyRef"]
     assert key == {"name": f"{FULL}-server-api-keys", "key": "client-api-key"}
     secret = next(s for s in of_kind(rendered, "Secret") if s["metadata"]["name"] == key["name"])
