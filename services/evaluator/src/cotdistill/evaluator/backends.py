@@ -21,6 +21,7 @@ import grpc
 import httpx
 
 from cotdistill.common.errors import InvalidArgument, Unavailable
+from cotdistill.common.models import is_registry_name, resolve_model
 from cotdistill.v1 import common_pb2
 
 _STEP_DIR = re.compile(r"(?:^|[-_])step[-_]?(\d+)$")
@@ -135,6 +136,8 @@ class TransformersGenerator:
         self._watchable_stops: dict[tuple[str, ...], list[str]] = {}
 
     async def open(self) -> None:
+        if is_registry_name(str(self.path)):  # e.g. the untrained student, by its registry name
+            self.path = await asyncio.to_thread(resolve_model, str(self.path))
         if not self.path.is_dir():
             raise Unavailable(f"model.checkpoint_path: {self.path} is not a directory this service can read")
         await asyncio.to_thread(self._load)

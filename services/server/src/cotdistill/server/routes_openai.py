@@ -180,20 +180,24 @@ def _chat_prompt(engine: Engine, body: ChatCompletionRequest, ctx: AppContext) -
     Without one (a Fine-tune-CoT student) the last user message becomes the question in the
     student's training format, and the format's stop strings apply.
     """
+    from cotdistill.common.tasks import student_prompt, student_stop
+
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    served = ctx.holder.current
+    trained = served.training_format if served else ""
     template = getattr(engine.tokenizer, "chat_template", None)
     if template:
         try:
             text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # a template that rejects this conversation (roles, order)
             raise bad_request("messages", f"the model's chat template rejects them: {exc}") from exc
-        return str(text), ()
-    from cotdistill.common.tasks import student_prompt, student_stop
+        # A checkpoint we trained renders the training format: its completions end where training's did.
+        return str(text), tuple(student_stop(trained)) if trained else ()
 
     if body.messages[-1].role != "user":
         raise bad_request("messages", "the last message must be from the user (this model has no chat template)")
     question = body.messages[-1].text()
-    fmt = ctx.settings.reason_format
+    fmt = ctx.settings.reason_format or trained or "ft_cot"
     return student_prompt(fmt, question), tuple(student_stop(fmt))
 
 

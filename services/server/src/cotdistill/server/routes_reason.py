@@ -27,7 +27,9 @@ router = APIRouter(prefix="/v1", dependencies=[Authenticated], tags=["cotdistill
 async def reason(body: ReasonRequest, request: Request) -> ReasonResponse:
     """Answer a question with a rationale, in the format the student was trained on."""
     ctx = context(request)
-    fmt = body.format or ctx.settings.reason_format
+    served = ctx.holder.current
+    # The request's format, else the operator's, else the one the checkpoint was trained in.
+    fmt = body.format or ctx.settings.reason_format or (served.training_format if served else "") or "ft_cot"
     try:
         prompt = student_prompt(fmt, body.question, dataset=body.dataset or "")
         stop = tuple(student_stop(fmt))

@@ -45,7 +45,9 @@ class ServerSettings(ServiceSettings):
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     reason_format: str = Field(
-        "ft_cot", description="Student training format /v1/reason uses when the request names none."
+        "",
+        description="Student format /v1/reason uses when the request names none; empty means the format the "
+        "checkpoint was trained in (its cotdistill_student.json), else ft_cot.",
     )
 
     # -- limits and overload --
