@@ -44,6 +44,11 @@ LOCAL = {
     "cotdistill-shared": REPO / "shared",
     **{f"cotdistill-{s}": REPO / "services" / s for s in SERVICES},
 }
+# What every image holds besides its service's own requirements: the chart's `models` init
+# containers run `cotdistill models pull` in the service's image, which converts the registry's
+# GGUF files with `gguf` (the CLI is cotdistill-shared's, the package is not among its
+# requirements).
+IMAGE_EXTRAS = ("gguf",)
 # Services whose CUDA image starts from the official vLLM image (the teacher samples with it, the
 # server serves with it on GPUs).
 VLLM_BASED = ("teacher", "server")
@@ -105,6 +110,9 @@ def closure(service: str, with_vllm: bool) -> Closure:
     result = Closure()
     seen: set[tuple[str, frozenset[str]]] = set()
     todo: list[tuple[str, set[str]]] = [(f"cotdistill-{service}", {"vllm"} if with_vllm else set())]
+    for extra in IMAGE_EXTRAS:
+        result.pins[extra] = lock[extra]
+        todo.append((extra, set()))
     while todo:
         name, extras = todo.pop()
         key = (name, frozenset(extras))

