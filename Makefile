@@ -136,6 +136,11 @@ demo: setup ## Whole pipeline on CPU: tiny teacher -> sample -> filter -> train 
 	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
 	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo $(DEMO_ARGS)'
 
+.PHONY: demo-real
+demo-real: setup ## Real models: Qwen2.5-Coder-0.5B (vLLM) -> SmolLM2-135M on MultiArith, report in docs/demo-real/
+	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
+	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo.real $(DEMO_ARGS)'
+
 .PHONY: repro
 repro: setup ## The papers' findings in miniature -> docs/repro/report.md (<= 45 min on 2 cores)
 	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray

@@ -70,6 +70,10 @@ class ServerSettings(ServiceSettings):
     allow_unauthenticated: bool = Field(
         False, description="Serve without API keys (local use only); warned at start-up."
     )
+    tokenizer_auth: bool = Field(
+        False,
+        description="Require an API key on /tokenize, /detokenize, /tokenizer_info (open by default, as vLLM's).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Browser origins allowed by CORS; empty (default) turns CORS off."
     )

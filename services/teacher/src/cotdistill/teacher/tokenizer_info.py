@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from cotdistill.common.chat import chat_template, render_chat
 from cotdistill.teacher.engine import TokenizerDescription
+
+__all__ = ["describe_tokenizer", "encode_texts", "render_chat", "tokenizer_content_hash"]
 
 
 def tokenizer_content_hash(tokenizer: Any) -> str:
@@ -39,31 +42,6 @@ def describe_tokenizer(tokenizer: Any, name: str, model_vocab_size: int) -> Toke
         content_hash=tokenizer_content_hash(tokenizer),
         chat_template=chat_template(tokenizer),
     )
-
-
-def chat_template(tokenizer: Any) -> str:
-    """The tokenizer's default chat template, or an empty string."""
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):  # named templates
-        template = template.get("default")
-    return template if isinstance(template, str) else ""
-
-
-def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], assistant_prefix: str) -> str | None:
-    """``messages`` through the tokenizer's chat template (None without one); see Engine.render_chat."""
-    if tokenizer is None or not chat_template(tokenizer):
-        return None
-    turns = [dict(m) for m in messages]
-    if not assistant_prefix:
-        return str(tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True))
-    turns.append({"role": "assistant", "content": assistant_prefix})
-    text = str(tokenizer.apply_chat_template(turns, tokenize=False, continue_final_message=True))
-    # continue_final_message cuts after the stripped prefix; keep its trailing whitespace (Fu et
-    # al.'s trigger ends in a newline that the rationale follows).
-    stripped = assistant_prefix.rstrip()
-    if text.endswith(stripped) and not text.endswith(assistant_prefix):
-        text += assistant_prefix[len(stripped) :]
-    return text
 
 
 def encode_texts(tokenizer: Any, texts: Sequence[str], *, special_tokens: bool = True) -> list[list[int]]:
