@@ -36,6 +36,7 @@ from cotdistill.pipeline.sampling.manifest import (
     reconcile,
     save_manifest,
 )
+from cotdistill.pipeline.sampling.metrics import SamplingMetrics
 from cotdistill.pipeline.sampling.retry import IncompleteUnit, RetryPolicy
 from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, WorkUnit
 from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
@@ -174,6 +175,7 @@ class SamplingJob:
         match: Matcher | None = None,
         progress: ProgressSink | None = None,
         info_timeout_s: float = 60.0,
+        metrics: SamplingMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency: must be >= 1, got {concurrency}")
@@ -188,6 +190,7 @@ class SamplingJob:
         self.match = match
         self.progress = progress
         self.info_timeout_s = info_timeout_s
+        self.metrics = metrics
         self.events = EventLog(store)
         self._manifest: Manifest | None = None
         self._manifest_lock = asyncio.Lock()
@@ -196,6 +199,17 @@ class SamplingJob:
         self._use_chat = False
 
     async def run(self) -> JobResult:
+        if self.metrics is None:
+            return await self._run()
+        # The backlog is published before waiting for a teacher: with the teacher scaled to zero,
+        # this gauge is what brings the first replica up (an upper bound until the manifest is read).
+        self.metrics.planned(len(self.units), len(self.units))
+        try:
+            return await self._run()
+        finally:
+            self.metrics.finished()
+
+    async def _run(self) -> JobResult:
         started = time.monotonic()
         teacher = await fetch_teacher_info(self.pool, timeout_s=self.info_timeout_s)
         self._check_params(teacher)
@@ -212,6 +226,8 @@ class SamplingJob:
         await asyncio.to_thread(save_manifest, self.store, manifest)
         self._manifest = manifest
         pending = [u for u in self.units if u.unit_id not in manifest.completed]
+        if self.metrics is not None:
+            self.metrics.planned(len(self.units), len(pending))
         self.events.write(
             "job_started",
             units_total=len(self.units),
@@ -416,6 +432,8 @@ class SamplingJob:
         async with self._manifest_lock:
             self._manifest.completed[unit.unit_id] = record
             await asyncio.to_thread(save_manifest, self.store, self._manifest)
+        if self.metrics is not None:
+            self.metrics.unit_stored()
         self.events.write(
             "unit_completed", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
         )

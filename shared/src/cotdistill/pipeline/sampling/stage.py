@@ -22,6 +22,7 @@ from cotdistill.common.run_config import FilterSection, RunConfig, SamplingSecti
 from cotdistill.common.samples import SampleRecord, read_records, shard_bytes, write_shard
 from cotdistill.pipeline.sampling.job import JobResult, SamplingJob
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
+from cotdistill.pipeline.sampling.metrics import serve_from_env
 from cotdistill.pipeline.sampling.pool import open_pool
 from cotdistill.pipeline.sampling.progress import RichProgress
 from cotdistill.pipeline.sampling.retry import RetryPolicy
@@ -119,24 +120,26 @@ async def run_sampling(config: RunConfig, store: ArtifactStore, console: Console
     extract, match = answer_functions(section)
     pool = open_pool(config.teacher.addresses)
     try:
-        job = SamplingJob(
-            spec,
-            units,
-            store,
-            pool,
-            concurrency=section.concurrency,
-            timeout_s=config.teacher.timeout_s,
-            retry=RetryPolicy(
-                max_attempts=section.max_attempts,
-                base_delay_s=section.retry_delay_s,
-                max_delay_s=max(section.retry_delay_s, 10.0),
-            ),
-            extract=extract,
-            match=match,
-            progress=RichProgress(console) if console is not None else None,
-            info_timeout_s=config.teacher.connect_timeout_s,
-        )
-        return await job.run()
+        with serve_from_env(config.name) as metrics:
+            job = SamplingJob(
+                spec,
+                units,
+                store,
+                pool,
+                concurrency=section.concurrency,
+                timeout_s=config.teacher.timeout_s,
+                retry=RetryPolicy(
+                    max_attempts=section.max_attempts,
+                    base_delay_s=section.retry_delay_s,
+                    max_delay_s=max(section.retry_delay_s, 10.0),
+                ),
+                extract=extract,
+                match=match,
+                progress=RichProgress(console) if console is not None else None,
+                info_timeout_s=config.teacher.connect_timeout_s,
+                metrics=metrics,
+            )
+            return await job.run()
     finally:
         await pool.close()
 
