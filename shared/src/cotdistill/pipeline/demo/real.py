@@ -191,10 +191,21 @@ def run_real_demo(options: RealDemoOptions) -> RealDemoResult:
                 *base,
                 "stages=[evaluate]",
                 f"evaluation.checkpoints={flow([STUDENT])}",
-                "evaluation.evaluate_teacher=true",
                 f"evaluation.formats={flow([BASELINE_FORMAT, *config.evaluation.formats])}",
             ],
-            "baseline evaluation",
+            "evaluation of the untrained student",
+        )
+        cli(
+            [
+                "run",
+                recipe,
+                *base,
+                "stages=[evaluate]",
+                "evaluation.evaluate_teacher=true",
+                f"evaluation.checkpoints={flow([])}",
+                f"evaluation.formats={flow([BASELINE_FORMAT])}",
+            ],
+            "evaluation of the teacher",
         )
         clock.lap("evaluate untrained student + teacher")
         step("4/7 sample D rationales per question (Qwen via vLLM, top-20 logprobs), filter, train the student")
