@@ -241,7 +241,8 @@ def run_real_demo(options: RealDemoOptions) -> RealDemoResult:
         step("7/7 report")
         from cotdistill.pipeline.demo.real_report import write_report
 
-        report = write_report(options.report_dir, run_dir, config, rows, chosen, reply, clock.phases, seconds)
+        teacher = f"{options.teacher} ({options.teacher_backend} backend)"
+        report = write_report(options.report_dir, run_dir, config, rows, chosen, reply, clock.phases, seconds, teacher)
         console.print(f"report: [bold]{report}[/]")
     _print_rows(rows, chosen, seconds)
     return RealDemoResult(run_dir, report, chosen, reply["content"], rows, clock.phases, seconds)
@@ -290,7 +291,7 @@ def summarize(run_dir: Path) -> list[dict[str, Any]]:
                 e["format"], {"label": label, "role": role, "step": int(data.get("step", 0)), "format": e["format"]}
             )
             row.setdefault("accuracy", {})[e["dataset"]] = float(e["accuracy"])
-            row.setdefault("n", {})[e["dataset"]] = int(e.get("num_examples", e.get("n", 0)) or 0)
+            row.setdefault("n", {})[e["dataset"]] = int(e.get("total") or 0)
         rows.extend(by_format.values())
     untrained = [r for r in rows if r["role"] != "teacher" and STUDENT in r["label"]]
     for r in untrained:
