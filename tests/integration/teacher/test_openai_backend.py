@@ -64,12 +64,16 @@ async def run(
     return sorted([c async for c in engine.generate(request)], key=lambda c: (c.prompt_index, c.sample_index))
 
 
+@pytest.mark.parametrize("probe", [True, False], ids=["token-ids", "token-strings"])
 async def test_openai_backend_matches_the_same_weights_in_process(
     model_server: ServiceProcess,
     hf_engine: TransformersEngine,
     tiny_models: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
+    probe: bool,
 ) -> None:
+    """With the probe the server's ``token_id:N`` ids are exact; without it, token strings
+    (``bytes:\\x..`` for partial characters) are mapped back through the tokenizer's own bytes."""
     from cotdistill.teacher.settings import TeacherSettings
 
     monkeypatch.setenv("TEACHER_API_KEY", API_KEY)
@@ -80,37 +84,42 @@ async def test_openai_backend_matches_the_same_weights_in_process(
         openai_base_url=f"http://{model_server.address}/v1",
         openai_api_key_env="TEACHER_API_KEY",
         openai_max_retries=1,
+        openai_probe_token_ids=probe,
     )
     engine = OpenAIEngine.from_settings(settings)
     await engine.start()
     try:
+        assert engine.token_ids_param is probe
         info = engine.info()
         assert info.backend == "openai" and info.context_length == 512
         assert info.tokenizer is not None and info.tokenizer.content_hash == hf_engine.info().tokenizer.content_hash  # type: ignore[union-attr]
         options = SamplingOptions(n=1, temperature=0.0, max_tokens=12, top_k_logprobs=5)
         remote, local = await run(engine, PROMPTS, options), await run(hf_engine, PROMPTS, options)
+        decode = hf_engine.tokenizer.decode
+        mapped = total = 0
         for a, b in zip(remote, local, strict=True):
-            # Token strings map back to ids exactly where a string is unique to one id; a partial
-            # UTF-8 byte ('\ufffd', which several ids decode to) maps to the lowest such id.
-            decode = hf_engine.tokenizer.decode
-            assert [decode([i]) for i in a.scores.token_ids] == [decode([i]) for i in b.scores.token_ids]
-            assert engine.mapper is not None
-            for x, y in zip(a.scores.token_ids, b.scores.token_ids, strict=True):
-                assert x == y or engine.mapper.to_id(decode([y])) is None
-            assert a.finish_reason == b.finish_reason
+            assert a.text == b.text and a.finish_reason == b.finish_reason
             assert a.scores.k == 5 and len(a.scores.top_ids) == 5 * len(a.scores.token_ids)
             torch.testing.assert_close(
                 torch.tensor(a.scores.token_logprobs), torch.tensor(b.scores.token_logprobs), atol=1e-4, rtol=0
             )
-            # Candidates whose text is ambiguous (partial UTF-8 bytes) cannot be mapped back and are
-            # dropped (padding at the row's end); every candidate that survives is exact.
+            if probe:
+                assert a.scores.token_ids == b.scores.token_ids
+            else:
+                # A string several ids share (invalid UTF-8 from a random model) maps to the lowest.
+                assert [decode([i]) for i in a.scores.token_ids] == [decode([i]) for i in b.scores.token_ids]
+            mapped += sum(x == y for x, y in zip(a.scores.token_ids, b.scores.token_ids, strict=True))
+            total += len(b.scores.token_ids)
             la, ia = torch.tensor(a.scores.top_logprobs).view(-1, 5), torch.tensor(a.scores.top_ids).view(-1, 5)
             lb, ib = torch.tensor(b.scores.top_logprobs).view(-1, 5), torch.tensor(b.scores.top_ids).view(-1, 5)
             for row in range(ia.shape[0]):
                 exact = dict(zip(ib[row].tolist(), lb[row].tolist(), strict=True))
                 kept = [(i, lp) for i, lp in zip(ia[row].tolist(), la[row].tolist(), strict=True) if i >= 0]
+                # every candidate that survives the mapping is exact; ids keep every candidate
                 assert all(abs(exact[i] - lp) < 1e-4 for i, lp in kept if i in exact)
+                assert not probe or sorted(i for i, _ in kept) == sorted(exact)
             assert (ia >= 0).float().mean() > 0.6
+        assert mapped / total > 0.6  # a random model writes much invalid UTF-8 (U+FFFD is ambiguous)
         sampled = await run(engine, PROMPTS[:2], SamplingOptions(n=3, temperature=1.0, max_tokens=6, seed=2))
         assert sorted((c.prompt_index, c.sample_index) for c in sampled) == [(p, s) for p in (0, 1) for s in range(3)]
     finally:

@@ -70,6 +70,9 @@ class CompletionRequest(_Sampling):
     echo: bool = Field(False, description="Return the prompt in front of the completion (with its logprobs).")
     best_of: int | None = Field(None, ge=1, description="Only equal to n (or absent).")
     suffix: Annotated[str, Field(max_length=0)] | None = Field(None, description="Not supported: only empty.")
+    return_tokens_as_token_ids: bool = Field(
+        False, description="vLLM's extension: logprob tokens written as 'token_id:N' (exact ids for clients)."
+    )
 
 
 class TextPart(BaseModel):

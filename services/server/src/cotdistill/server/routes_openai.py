@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from cotdistill.common.token_strings import TokenStrings, token_strings
 from cotdistill.server.auth import Authenticated
 from cotdistill.server.engine.base import Engine, SamplingParams, StepOutput, TokenLogprob
-from cotdistill.server.engine.token_strings import TokenStrings, token_strings
 from cotdistill.server.errors import bad_request
 from cotdistill.server.execution import (
     Admitted,
@@ -131,16 +131,20 @@ class _Logprobs:
 
 
 class _LogprobWriter:
-    """Token strings and offsets that match the returned text (see engine/token_strings.py)."""
+    """Token strings and offsets that match the returned text (see cotdistill.common.token_strings)."""
 
-    def __init__(self, strings: TokenStrings, context_ids: list[int], offset: int) -> None:
+    def __init__(self, strings: TokenStrings, context_ids: list[int], offset: int, as_ids: bool = False) -> None:
         self._strings = strings
         self._tracker = strings.tracker(context_ids)
         self.offset = offset
+        self._as_ids = as_ids  # vLLM's return_tokens_as_token_ids: tokens written "token_id:N"
+
+    def _name(self, token_id: int, text: str) -> str:
+        return f"token_id:{token_id}" if self._as_ids else text
 
     def add(self, out: _Logprobs, token_id: int, entry: TokenLogprob | None, k: int) -> None:
         piece = self._tracker.add(token_id)
-        out.tokens.append(piece.token)
+        out.tokens.append(self._name(token_id, piece.token))
         out.text_offset.append(self.offset)
         self.offset += len(piece.text)
         if entry is None:  # the first prompt token: nothing before it to condition on
@@ -148,24 +152,37 @@ class _LogprobWriter:
             out.top_logprobs.append(None)
             return
         out.token_logprobs.append(entry.logprob)
-        top = {self._strings.standalone(t): lp for t, lp in zip(entry.top_ids[:k], entry.top_logprobs[:k], strict=True)}
-        top[piece.token] = entry.logprob  # the chosen token is always listed (up to k + 1 entries)
+        top = {
+            self._name(t, self._strings.standalone(t)): lp
+            for t, lp in zip(entry.top_ids[:k], entry.top_logprobs[:k], strict=True)
+        }
+        top[self._name(token_id, piece.token)] = (
+            entry.logprob
+        )  # the chosen token is always listed (up to k + 1 entries)
         out.top_logprobs.append(top)
 
 
-def _echo_logprobs(strings: TokenStrings, prompt_ids: list[int], scored: list[TokenLogprob], k: int) -> _Logprobs:
+def _echo_logprobs(
+    strings: TokenStrings, prompt_ids: list[int], scored: list[TokenLogprob], k: int, as_ids: bool
+) -> _Logprobs:
     out = _Logprobs()
-    writer = _LogprobWriter(strings, [], 0)
+    writer = _LogprobWriter(strings, [], 0, as_ids)
     for i, token in enumerate(prompt_ids):
         writer.add(out, token, scored[i - 1] if i > 0 else None, k)
     return out
 
 
 def _generated_logprobs(
-    strings: TokenStrings, prompt_ids: list[int], entries: list[TokenLogprob], k: int, start: int, text_len: int
+    strings: TokenStrings,
+    prompt_ids: list[int],
+    entries: list[TokenLogprob],
+    k: int,
+    start: int,
+    text_len: int,
+    as_ids: bool,
 ) -> _Logprobs:
     out = _Logprobs()
-    writer = _LogprobWriter(strings, prompt_ids, start)
+    writer = _LogprobWriter(strings, prompt_ids, start, as_ids)
     for entry in entries:
         writer.add(out, entry.token_id, entry, k)
     # A stop string is not part of the text: when the tokens spell more than the text (it was cut
@@ -240,6 +257,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         "system_fingerprint": fingerprint(engine),
     }
     k = body.logprobs or 0
+    as_ids = body.return_tokens_as_token_ids
 
     def echo_text(p: int) -> str:
         item = texts[p]
@@ -248,7 +266,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     def echo_part(p: int, scored: list[list[TokenLogprob]]) -> tuple[str, _Logprobs | None]:
         if not body.echo:
             return "", None
-        lp = _echo_logprobs(strings, prompts[p], scored[p], k) if score else None
+        lp = _echo_logprobs(strings, prompts[p], scored[p], k, as_ids) if score else None
         return echo_text(p), lp
 
     if body.stream:
@@ -261,7 +279,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         prelude = []
         for job in admitted.jobs:
             text, lp = echo_part(job.prompt_index, scored)
-            writers[job.index] = _LogprobWriter(strings, job.prompt_ids, len(text))
+            writers[job.index] = _LogprobWriter(strings, job.prompt_ids, len(text), as_ids)
             if body.echo:
                 choice = {
                     "index": job.index,
@@ -309,7 +327,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         text, lp = echo_part(job.prompt_index, scored)
         logprobs = None
         if body.logprobs is not None:
-            generated = _generated_logprobs(strings, job.prompt_ids, c.logprobs, k, len(text), len(c.text))
+            generated = _generated_logprobs(strings, job.prompt_ids, c.logprobs, k, len(text), len(c.text), as_ids)
             logprobs = (_merge(lp, generated) if lp is not None else generated).as_dict()
         out_choices.append(
             {"index": c.index, "text": text + c.text, "logprobs": logprobs, "finish_reason": c.finish_reason}

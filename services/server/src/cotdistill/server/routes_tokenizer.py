@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
+from cotdistill.common.token_strings import token_strings
 from cotdistill.server.auth import bearer, require_api_key
 from cotdistill.server.engine.base import Engine
-from cotdistill.server.engine.token_strings import token_strings
 from cotdistill.server.errors import bad_request
 from cotdistill.server.execution import context
 from cotdistill.server.generation import check_model

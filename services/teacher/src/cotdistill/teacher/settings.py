@@ -69,6 +69,11 @@ class TeacherSettings(ServiceSettings):
         description="Ask a vLLM server for token ids ('token_id:N', its return_tokens_as_token_ids extension) "
         "instead of mapping token strings with the tokenizer.",
     )
+    openai_probe_token_ids: bool = Field(
+        True,
+        description="At start, ask the server once whether it returns token ids (vLLM's and cotdistill's "
+        "servers do) and use them when it does; off for APIs billed per call.",
+    )
     openai_max_retries: int = Field(5, ge=0, le=100, description="Retries of a call on 429/5xx/connection errors.")
     openai_backoff_s: float = Field(0.5, ge=0, le=60, description="First retry delay; doubles each retry.")
     openai_timeout_s: float = Field(600.0, gt=0, description="Timeout of one HTTP call.")

@@ -9,13 +9,16 @@ The API returns tokens as strings. They are mapped to the teacher's token ids ei
 tokenizer given in ``COTDISTILL_TEACHER_TOKENIZER`` (each id's decoded string; a string that several
 ids decode to, such as a partial UTF-8 byte, is ambiguous: such a candidate is dropped and such a
 sampled token takes the lowest matching id),
-or, with ``COTDISTILL_TEACHER_OPENAI_TOKEN_IDS=true`` against a vLLM server, exactly via vLLM's
-``return_tokens_as_token_ids`` extension (``"token_id:N"``).
+or exactly via vLLM's ``return_tokens_as_token_ids`` extension (``"token_id:N"``): set
+``COTDISTILL_TEACHER_OPENAI_TOKEN_IDS=true``, or leave the start-up probe on
+(``COTDISTILL_TEACHER_OPENAI_PROBE_TOKEN_IDS``, default true), which uses ids whenever the server
+returns them (vLLM's and cotdistill's servers do).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import os
 import random
@@ -27,6 +30,7 @@ import httpx
 
 from cotdistill.common.errors import ConfigError, InvalidArgument, Unavailable
 from cotdistill.common.models import resolve_model
+from cotdistill.common.token_strings import token_strings
 from cotdistill.teacher.engine import (
     Backend,
     Completion,
@@ -49,6 +53,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _TOKEN_ID_PREFIX = "token_id:"
+_BYTES_PREFIX = "bytes:"
 
 
 class RateLimiter:
@@ -71,13 +76,23 @@ class RateLimiter:
 
 
 class TokenMapper:
-    """Token strings from the API -> ids of the teacher's tokenizer."""
+    """Token strings from the API -> ids of the teacher's tokenizer.
+
+    OpenAI-style servers (OpenAI, vLLM, ours) write a token as the text it adds, a token holding
+    part of a UTF-8 character as ``bytes:\\xe2\\x80``, and the token completing that character as
+    the whole character. Ids therefore come from each token's own bytes (the vocabulary piece),
+    read in sequence so a completing token gives back the bytes its predecessors already sent;
+    strings that no byte sequence explains fall back to decoded-string matching.
+    """
 
     def __init__(self, tokenizer: Any | None, token_ids_param: bool) -> None:
         self.token_ids_param = token_ids_param
         self._by_text: dict[str, int] = {}
         self._lowest: dict[str, int] = {}  # also ambiguous strings: the lowest id decoding to them
+        self._by_bytes: dict[bytes, int] = {}  # a token's own bytes -> the lowest id with them
+        self._raw: dict[int, bytes] = {}
         if tokenizer is not None and not token_ids_param:
+            strings = token_strings(tokenizer)
             ambiguous: set[str] = set()
             for token_id in range(len(tokenizer)):
                 text = tokenizer.decode([token_id])
@@ -85,22 +100,134 @@ class TokenMapper:
                     ambiguous.add(text)
                 else:
                     self._lowest[text] = token_id
+                if not strings.is_special(token_id):
+                    self._raw[token_id] = strings.raw_bytes(token_id)
+                    self._by_bytes.setdefault(self._raw[token_id], token_id)
             self._by_text = {t: i for t, i in self._lowest.items() if t not in ambiguous}
             log.info("token mapper: %d unique token strings, %d ambiguous", len(self._by_text), len(ambiguous))
+        self._single_bytes = sorted(i for raw, i in self._by_bytes.items() if len(raw) == 1)
 
     def to_id(self, token: str) -> int | None:
+        """The id of one token string out of context (a top-logprob candidate); None if ambiguous."""
         if token.startswith(_TOKEN_ID_PREFIX):
             try:
                 return int(token[len(_TOKEN_ID_PREFIX) :])
             except ValueError:
                 return None
-        return self._by_text.get(token)
+        if token.startswith(_BYTES_PREFIX):
+            raw = _label_bytes(token)
+            return None if raw is None else self._by_bytes.get(raw)
+        found = self._by_text.get(token)
+        return found if found is not None else self._by_bytes.get(token.encode("utf-8"))
 
     def sampled_id(self, token: str) -> int | None:
         """Like :meth:`to_id`, but an ambiguous string (partial UTF-8 bytes decode alike) maps to the
         lowest id that decodes to it, so every generated position keeps a token id."""
         found = self.to_id(token)
         return found if found is not None else self._lowest.get(token)
+
+    def sampled_ids(self, tokens: Sequence[str]) -> list[int | None]:
+        """Ids of a generated sequence's token strings, read in order (see the class docstring).
+
+        An incremental UTF-8 decoder replays the chosen ids' bytes, so a candidate is kept only if
+        it gives back exactly the string the server wrote (U+FFFD where bytes were invalid).
+        """
+        exact = self._segment(tokens)
+        if exact is not None:
+            return list(exact)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        out: list[int | None] = []
+        for token in tokens:
+            if token.startswith(_TOKEN_ID_PREFIX):
+                out.append(self.to_id(token))
+                continue
+            if token.startswith(_BYTES_PREFIX) and (raw := _label_bytes(token)) is not None:
+                found = self._by_bytes.get(raw)
+                decoder.decode(raw)
+                out.append(found if found is not None else self._lowest.get("\ufffd"))
+                continue
+            pending = decoder.getstate()[0]
+            data = token.encode("utf-8")
+            candidates: list[int | None] = []
+            if pending and data.startswith(pending):
+                candidates.append(self._by_bytes.get(data[len(pending) :]))
+            if token.lstrip("\ufffd"):
+                candidates.append(self._by_bytes.get(token.lstrip("\ufffd").encode("utf-8")))
+            candidates += [self._by_bytes.get(data), self.sampled_id(token)]
+            found = next((c for c in candidates if c is not None and self._replays(decoder, c, token)), None)
+            if found is None and "\ufffd" in token:  # invalid bytes: the lowest single byte that replays
+                found = next((c for c in self._single_bytes if self._replays(decoder, c, token)), None)
+            if found is None:
+                found = next((c for c in candidates if c is not None), None)
+            if found is not None:
+                decoder.decode(self._raw.get(found, b""))
+            out.append(found)
+        return out
+
+    def _segment(self, tokens: Sequence[str]) -> list[int] | None:
+        """Ids for a sequence whose text is valid UTF-8: split the text's bytes into vocabulary
+        pieces, one per token string. A token's piece starts where the previous one ended and may
+        carry the first bytes of a character a later token completes (`` \\xf0\\x9f`` written as
+        ``" "``); a ``bytes:`` label fixes its piece exactly. Depth-first, at most 4 extra bytes."""
+        labels = [_label_bytes(t) if t.startswith(_BYTES_PREFIX) else None for t in tokens]
+        if any(t.startswith(_BYTES_PREFIX) and raw is None for t, raw in zip(tokens, labels, strict=True)):
+            return None
+        text = "".join(t for t, raw in zip(tokens, labels, strict=True) if raw is None)
+        if "\ufffd" in text or any(t.startswith(_TOKEN_ID_PREFIX) for t in tokens):
+            return None
+        data = text.encode("utf-8")
+        # where each token's text ends in the byte stream (labels add no text)
+        ends, at = [], 0
+        for t, raw in zip(tokens, labels, strict=True):
+            at += 0 if raw is not None else len(t.encode("utf-8"))
+            ends.append(at)
+
+        def options(i: int, cursor: int) -> list[tuple[int, int]]:
+            """(id, next cursor) for token i's piece starting at ``cursor``."""
+            raw = labels[i]
+            if raw is not None:
+                pieces = [raw] if data.startswith(raw, cursor) else []
+            else:  # up to this token's text end, plus partial bytes of the next character
+                lo = ends[i] - cursor
+                pieces = [data[cursor : cursor + n] for n in range(max(lo, 1), lo + 4) if cursor + n <= len(data)]
+            return [(self._by_bytes[p], cursor + len(p)) for p in pieces if p in self._by_bytes]
+
+        # depth-first over an explicit stack (sequences are longer than Python's recursion limit)
+        stack = [options(0, 0)] if tokens else []
+        chosen: list[tuple[int, int]] = []
+        while stack:
+            if not stack[-1]:
+                stack.pop()
+                if chosen:
+                    chosen.pop()
+                continue
+            token_id, cursor = stack[-1].pop(0)
+            chosen.append((token_id, cursor))
+            if len(chosen) == len(tokens):
+                if cursor == len(data):
+                    return [t for t, _ in chosen]
+                chosen.pop()
+                continue
+            stack.append(options(len(chosen), cursor))
+        return [] if not tokens else None
+
+    def _replays(self, decoder: codecs.IncrementalDecoder, token_id: int, token: str) -> bool:
+        if token_id not in self._raw:
+            return False
+        state = decoder.getstate()
+        try:
+            return decoder.decode(self._raw[token_id]) == token
+        finally:
+            decoder.setstate(state)
+
+
+def _label_bytes(label: str) -> bytes | None:
+    """``bytes:\\xe2\\x80`` -> the bytes (None if malformed)."""
+    body = label[len(_BYTES_PREFIX) :]
+    try:
+        return bytes(int(part, 16) for part in body.split("\\x")[1:]) if body.startswith("\\x") else None
+    except ValueError:
+        return None
 
 
 class OpenAIEngine:
@@ -116,6 +243,7 @@ class OpenAIEngine:
         tokenizer_path: str = "",
         api_key: str | None = None,
         token_ids_param: bool = False,
+        probe_token_ids: bool = False,
         max_top_k: int = 20,
         max_retries: int = 5,
         backoff_s: float = 0.5,
@@ -136,6 +264,7 @@ class OpenAIEngine:
         self.tokenizer_path = tokenizer_path
         self.api_key = api_key
         self.token_ids_param = token_ids_param
+        self.probe_token_ids = probe_token_ids
         self.max_top_k = max_top_k
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -168,6 +297,7 @@ class OpenAIEngine:
             tokenizer_path=settings.tokenizer,
             api_key=key,
             token_ids_param=settings.openai_token_ids,
+            probe_token_ids=settings.openai_probe_token_ids,
             max_top_k=settings.max_top_k,
             max_retries=settings.openai_max_retries,
             backoff_s=settings.openai_backoff_s,
@@ -200,6 +330,8 @@ class OpenAIEngine:
             where = await asyncio.to_thread(resolve_model, self.tokenizer_path, need_weights=False)
             self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(where))
             description = describe_tokenizer(self.tokenizer, self.tokenizer_path, len(self.tokenizer))
+        if not self.token_ids_param and self.probe_token_ids:
+            self.token_ids_param = await self._server_returns_token_ids()
         self.mapper = await asyncio.to_thread(TokenMapper, self.tokenizer, self.token_ids_param)
         self._info = EngineInfo(
             model_id=self.model,
@@ -211,6 +343,26 @@ class OpenAIEngine:
             supports_score=self.tokenizer is not None,
             extra={"base_url": self.base_url},
         )
+
+    async def _server_returns_token_ids(self) -> bool:
+        """Whether the server honours ``return_tokens_as_token_ids`` (exact ids, no string mapping)."""
+        body = {
+            "model": self.model,
+            "prompt": "1",
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": 1,
+            "return_tokens_as_token_ids": True,
+        }
+        try:
+            reply = await self._call("POST", "/completions", body)
+            tokens = (reply["choices"][0].get("logprobs") or {}).get("tokens") or []
+        except Exception as exc:  # an API without the extension may refuse the field: map strings
+            log.info("token ids probe: %s; mapping token strings", exc)
+            return False
+        found = bool(tokens) and all(str(t).startswith(_TOKEN_ID_PREFIX) for t in tokens)
+        log.info("token ids probe: the server %s token ids", "returns" if found else "does not return")
+        return found
 
     async def close(self) -> None:
         for tasks in list(self._tasks.values()):
@@ -361,7 +513,7 @@ class OpenAIEngine:
 
     def _ids(self, tokens: Sequence[str], field: str) -> list[int]:
         assert self.mapper is not None
-        ids = [self.mapper.sampled_id(t) for t in tokens]
+        ids = self.mapper.sampled_ids(tokens)
         if any(i is None for i in ids):
             raise Unavailable(f"{field}: the server returned token strings this tokenizer cannot map to ids")
         return [int(i) for i in ids if i is not None]
