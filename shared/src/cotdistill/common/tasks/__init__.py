@@ -15,6 +15,8 @@ from cotdistill.common.tasks.errors import (
     UnknownSplitError,
 )
 from cotdistill.common.tasks.extraction import (
+    EXTRACTION_MODES,
+    ExtractionMode,
     answer_trigger,
     answers_match,
     direct_answer_trigger,
@@ -47,12 +49,14 @@ from cotdistill.common.tasks.teacher_prompts import render_answer_prompt, render
 
 __all__ = [
     "ANSWER_TYPES",
+    "EXTRACTION_MODES",
     "SYNTHETIC_TASKS",
     "AnswerType",
     "ColumnMapping",
     "DataDirNotFound",
     "DatasetInfo",
     "Example",
+    "ExtractionMode",
     "FilterStats",
     "FormatInfo",
     "MalformedDataError",
