@@ -1,20 +1,28 @@
 """Sampling job faults against real teacher replicas (`cotdistill serve teacher`, transformers).
 
 * the driver is SIGKILLed mid-job and started again: it resumes, and no finished unit is
-  sampled twice (at most the one unit in flight is redone);
+  sampled twice (exactly the one unit in flight is redone);
 * one of two replicas is SIGKILLed mid-job: its unit is retried on the other replica and the job
   completes.
 
 Both check exactly-once by counting (example, sample index) pairs in the stored shards.
+
+Every fault lands while the victim holds a unit, without depending on timing: the replicas are
+frozen (SIGSTOP) first, then the test waits for the driver to log ``unit_started`` for a unit
+sent to a frozen replica. That unit cannot finish (the replica runs nothing until SIGCONT), so the
+kill always finds it in flight. (Killing "after N units completed" could land between units and
+then there was no unit to lose: the test failed about once in four suite runs.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,12 +86,78 @@ def start_driver(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes
 
 
 def events(samples: Path) -> list[dict[str, object]]:
+    """The job's event log; a line the driver is still writing (no newline yet) is left out."""
     path = samples / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def completed(samples: Path) -> int:
     return sum(1 for e in events(samples) if e["event"] == "unit_completed")
+
+
+@contextlib.contextmanager
+def frozen(*services: ServiceProcess) -> Iterator[None]:
+    """SIGSTOP ``services`` for the block (SIGCONT after, unless killed meanwhile)."""
+    for service in services:
+        service.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for service in services:
+            if service.proc.poll() is None:
+                service.proc.send_signal(signal.SIGCONT)
+
+
+def in_flight(log_events: list[dict[str, object]]) -> set[str]:
+    """Units started and neither completed nor failed since (their latest attempt)."""
+    running: set[str] = set()
+    for e in log_events:
+        if e["event"] == "unit_started":
+            running.add(str(e["unit_id"]))
+        elif e["event"] in ("unit_completed", "unit_failed"):
+            running.discard(str(e["unit_id"]))
+    return running
+
+
+def held_unit(
+    samples: Path, replicas: set[str], driver: subprocess.Popen[bytes], *, settle_s: float | None = None
+) -> str:
+    """A unit in flight on one of ``replicas``, which the caller has just frozen (SIGSTOP).
+
+    A unit the driver starts on a frozen replica after the freeze is held for sure: the replica
+    runs nothing until it is resumed or killed. While another replica keeps serving, round-robin
+    sends such a unit within two picks. When every replica is frozen (``settle_s`` set) the
+    driver may instead wait on the unit it had in flight at the freeze: that one is taken as held
+    once it stayed unfinished for ``settle_s`` (a driver with every result in hand needs
+    milliseconds to store it, then sends its next unit, which is held for sure).
+    """
+    mark = len(events(samples))
+    found: list[str] = []
+    since: dict[str, float] = {}
+
+    def held() -> bool:
+        log_events = events(samples)
+        running = {u for u in in_flight(log_events) if _replica_of(log_events, u) in replicas}
+        fresh = [
+            str(e["unit_id"])
+            for e in log_events[mark:]
+            if e["event"] == "unit_started" and str(e["unit_id"]) in running
+        ]
+        now = time.monotonic()
+        settled = [u for u in running if settle_s is not None and now - since.setdefault(u, now) >= settle_s]
+        found[:] = fresh or settled
+        return bool(found) or driver.poll() is not None
+
+    wait_until(held, 60, f"a unit held by a frozen replica ({', '.join(sorted(replicas))})")
+    assert found, "the driver exited before a frozen replica held a unit"
+    return found[0]
+
+
+def _replica_of(log_events: list[dict[str, object]], unit_id: str) -> str:
+    """The replica of the latest attempt of ``unit_id``."""
+    starts = [e for e in log_events if e["event"] == "unit_started" and e["unit_id"] == unit_id]
+    return str(starts[-1]["replica"])
 
 
 def assert_exactly_once(samples: Path) -> None:
@@ -104,13 +178,19 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
     try:
         wait_until(lambda: completed(samples) >= 3 or first.poll() is not None, 90, "3 units completed")
         assert first.poll() is None, f"the job finished before it could be killed:\n{log.read_text()}"
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        with frozen(*replicas):
+            # concurrency 1: the one unit in flight is held, or the next one the driver sends.
+            held_unit(samples, {r.address for r in replicas}, first, settle_s=2.0)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
     finally:
         if first.poll() is None:
             first.kill()
     done_before = completed(samples)
     assert 3 <= done_before < EXAMPLES // UNIT
+    # What the first run had in flight when it died, read from its own log (concurrency 1).
+    lost = in_flight(events(samples))
+    assert len(lost) == 1, lost
     second = start_driver(config, log)
     assert second.wait(120) == 0, log.read_text()
 
@@ -126,7 +206,7 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
             completions[str(e["unit_id"])] += 1
     assert len(completions) == EXAMPLES // UNIT and set(completions.values()) == {1}, "a finished unit was redone"
     redone = [u for u, r in starts.items() if len(r) > 1]
-    assert len(redone) <= 1, f"more than the unit in flight was redone: {redone}"
+    assert set(redone) == lost, f"exactly the unit in flight at the kill is redone: {redone}, not {lost}"
     stats = json.loads((samples.parent / "train" / "filter_stats.json").read_text())
     assert stats["total"] == EXAMPLES * D and stats["kept"] + stats["dropped_total"] == stats["total"]
 
@@ -137,9 +217,13 @@ def test_replica_killed_mid_job_its_units_move_to_the_other(replicas: list[Servi
     samples, log = tmp_path / "runs" / "faults" / "samples", tmp_path / "driver.log"
     driver = start_driver(config, log, "--no-filter")
     try:
-        wait_until(lambda: completed(samples) >= 2 or driver.poll() is not None, 90, "2 units completed")
+        # One unit done proves both channels work; 7 of 8 units are left for the fault.
+        wait_until(lambda: completed(samples) >= 1 or driver.poll() is not None, 90, "a unit completed")
         assert driver.poll() is None, f"the job finished before the replica could be killed:\n{log.read_text()}"
-        victim.proc.send_signal(signal.SIGKILL)
+        with frozen(victim):
+            held = held_unit(samples, {victim.address}, driver)
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
         assert driver.wait(120) == 0, log.read_text()
     finally:
         if driver.poll() is None:
@@ -148,6 +232,7 @@ def test_replica_killed_mid_job_its_units_move_to_the_other(replicas: list[Servi
     log_events = events(samples)
     failed = [e for e in log_events if e["event"] == "unit_failed"]
     assert failed and {e["replica"] for e in failed} == {victim.address}, failed
+    assert held in {e["unit_id"] for e in failed}, "the unit the victim held failed over"
     finished_on = Counter(str(e["replica"]) for e in log_events if e["event"] == "unit_completed")
     assert finished_on[survivor.address] > finished_on[victim.address]
     for failure in failed:  # each failed unit was finished by the survivor
