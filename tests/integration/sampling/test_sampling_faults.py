@@ -7,11 +7,11 @@
 
 Both check exactly-once by counting (example, sample index) pairs in the stored shards.
 
-Every fault lands while the victim holds a unit, without depending on timing: the replicas are
-frozen (SIGSTOP) first, then the test waits for the driver to log ``unit_started`` for a unit
-sent to a frozen replica. That unit cannot finish (the replica runs nothing until SIGCONT), so the
-kill always finds it in flight. (Killing "after N units completed" could land between units and
-then there was no unit to lose: the test failed about once in four suite runs.)
+Every fault lands while a unit is in flight, without depending on timing: a replica is frozen
+(SIGSTOP) first, then the test waits for the driver to log ``unit_started`` for a unit sent to
+the frozen replica. That unit cannot finish (the replica runs nothing until SIGCONT), so the kill
+always finds it in flight. (Killing "after N units completed" could land between units, and then
+there was no unit to lose: the test failed about once in four suite runs.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,68 +95,58 @@ def completed(samples: Path) -> int:
     return sum(1 for e in events(samples) if e["event"] == "unit_completed")
 
 
-@contextlib.contextmanager
-def frozen(*services: ServiceProcess) -> Iterator[None]:
-    """SIGSTOP ``services`` for the block (SIGCONT after, unless killed meanwhile)."""
-    for service in services:
-        service.proc.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for service in services:
-            if service.proc.poll() is None:
-                service.proc.send_signal(signal.SIGCONT)
-
-
-def in_flight(log_events: list[dict[str, object]]) -> set[str]:
-    """Units started and neither completed nor failed since (their latest attempt)."""
-    running: set[str] = set()
+def in_flight(log_events: list[dict[str, object]], replica: str | None = None) -> set[str]:
+    """Units started and neither completed nor failed since (on ``replica`` when given)."""
+    running: dict[str, str] = {}
     for e in log_events:
         if e["event"] == "unit_started":
-            running.add(str(e["unit_id"]))
+            running[str(e["unit_id"])] = str(e["replica"])
         elif e["event"] in ("unit_completed", "unit_failed"):
-            running.discard(str(e["unit_id"]))
-    return running
+            running.pop(str(e["unit_id"]), None)
+    return {u for u, r in running.items() if replica is None or r == replica}
 
 
-def held_unit(
-    samples: Path, replicas: set[str], driver: subprocess.Popen[bytes], *, settle_s: float | None = None
-) -> str:
-    """A unit in flight on one of ``replicas``, which the caller has just frozen (SIGSTOP).
+@contextlib.contextmanager
+def holding_a_unit(
+    victim: ServiceProcess, samples: Path, driver: subprocess.Popen[bytes], concurrency: int
+) -> Iterator[str]:
+    """Freeze ``victim`` (SIGSTOP) and yield the id of a unit it holds; SIGCONT after, if alive.
 
-    A unit the driver starts on a frozen replica after the freeze is held for sure: the replica
-    runs nothing until it is resumed or killed. While another replica keeps serving, round-robin
-    sends such a unit within two picks. When every replica is frozen (``settle_s`` set) the
-    driver may instead wait on the unit it had in flight at the freeze: that one is taken as held
-    once it stayed unfinished for ``settle_s`` (a driver with every result in hand needs
-    milliseconds to store it, then sends its next unit, which is held for sure).
+    The held unit is one the driver sent *after* the freeze: a stopped process runs nothing, so
+    that unit stays in flight until the victim is resumed or killed, whatever the timing. (A unit
+    sent before the freeze may already have all its results in the driver's hands.) The freeze
+    waits for a moment when the victim holds fewer units than the driver runs at once; then at
+    least one of the driver's slots keeps going, and round-robin sends it to the victim within
+    two units.
     """
-    mark = len(events(samples))
-    found: list[str] = []
-    since: dict[str, float] = {}
+    mark = [0]
 
-    def held() -> bool:
+    def few_held() -> bool:
         log_events = events(samples)
-        running = {u for u in in_flight(log_events) if _replica_of(log_events, u) in replicas}
-        fresh = [
-            str(e["unit_id"])
-            for e in log_events[mark:]
-            if e["event"] == "unit_started" and str(e["unit_id"]) in running
-        ]
-        now = time.monotonic()
-        settled = [u for u in running if settle_s is not None and now - since.setdefault(u, now) >= settle_s]
-        found[:] = fresh or settled
-        return bool(found) or driver.poll() is not None
+        mark[0] = len(log_events)  # units started from here on count as sent after the freeze
+        return len(in_flight(log_events, victim.address)) < concurrency or driver.poll() is not None
 
-    wait_until(held, 60, f"a unit held by a frozen replica ({', '.join(sorted(replicas))})")
-    assert found, "the driver exited before a frozen replica held a unit"
-    return found[0]
+    wait_until(few_held, 60, f"{victim.address} holding fewer than {concurrency} units")
+    victim.proc.send_signal(signal.SIGSTOP)
+    try:
+        held: list[str] = []
 
+        def sent_after_freeze() -> bool:
+            log_events = events(samples)
+            running = in_flight(log_events, victim.address)
+            held[:] = [
+                str(e["unit_id"])
+                for e in log_events[mark[0] :]
+                if e["event"] == "unit_started" and str(e["unit_id"]) in running
+            ]
+            return bool(held) or driver.poll() is not None
 
-def _replica_of(log_events: list[dict[str, object]], unit_id: str) -> str:
-    """The replica of the latest attempt of ``unit_id``."""
-    starts = [e for e in log_events if e["event"] == "unit_started" and e["unit_id"] == unit_id]
-    return str(starts[-1]["replica"])
+        wait_until(sent_after_freeze, 60, f"a unit sent to the frozen replica {victim.address}")
+        assert held, f"the driver exited (code {driver.returncode}) before it sent a unit to the frozen replica"
+        yield held[0]
+    finally:
+        if victim.proc.poll() is None:
+            victim.proc.send_signal(signal.SIGCONT)
 
 
 def assert_exactly_once(samples: Path) -> None:
@@ -178,9 +167,8 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
     try:
         wait_until(lambda: completed(samples) >= 3 or first.poll() is not None, 90, "3 units completed")
         assert first.poll() is None, f"the job finished before it could be killed:\n{log.read_text()}"
-        with frozen(*replicas):
-            # concurrency 1: the one unit in flight is held, or the next one the driver sends.
-            held_unit(samples, {r.address for r in replicas}, first, settle_s=2.0)
+        # The other replica keeps serving; the kill lands while the frozen one holds a unit.
+        with holding_a_unit(replicas[0], samples, first, concurrency=1) as held:
             first.send_signal(signal.SIGKILL)
             first.wait(10)
     finally:
@@ -188,9 +176,7 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
             first.kill()
     done_before = completed(samples)
     assert 3 <= done_before < EXAMPLES // UNIT
-    # What the first run had in flight when it died, read from its own log (concurrency 1).
-    lost = in_flight(events(samples))
-    assert len(lost) == 1, lost
+    assert in_flight(events(samples)) == {held}  # concurrency 1: the one unit in flight at the kill
     second = start_driver(config, log)
     assert second.wait(120) == 0, log.read_text()
 
@@ -206,7 +192,7 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
             completions[str(e["unit_id"])] += 1
     assert len(completions) == EXAMPLES // UNIT and set(completions.values()) == {1}, "a finished unit was redone"
     redone = [u for u, r in starts.items() if len(r) > 1]
-    assert set(redone) == lost, f"exactly the unit in flight at the kill is redone: {redone}, not {lost}"
+    assert redone == [held], f"exactly the unit in flight at the kill is redone: {redone}, not {held}"
     stats = json.loads((samples.parent / "train" / "filter_stats.json").read_text())
     assert stats["total"] == EXAMPLES * D and stats["kept"] + stats["dropped_total"] == stats["total"]
 
@@ -220,8 +206,7 @@ def test_replica_killed_mid_job_its_units_move_to_the_other(replicas: list[Servi
         # One unit done proves both channels work; 7 of 8 units are left for the fault.
         wait_until(lambda: completed(samples) >= 1 or driver.poll() is not None, 90, "a unit completed")
         assert driver.poll() is None, f"the job finished before the replica could be killed:\n{log.read_text()}"
-        with frozen(victim):
-            held = held_unit(samples, {victim.address}, driver)
+        with holding_a_unit(victim, samples, driver, concurrency=2) as held:
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait(10)
         assert driver.wait(120) == 0, log.read_text()
