@@ -63,7 +63,7 @@ def test_extract_adds_answers_and_rejects_bad_lines_without_partial_output() -> 
 
     unknown = data("show", "gsm9k")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
-    assert "unknown dataset 'gsm9k'; known datasets: gsm8k, svamp" in unknown.stderr
+    assert "unknown dataset 'gsm9k' (did you mean 'gsm8k'?); known datasets: gsm8k, svamp" in unknown.stderr
 
 
 def test_missing_data_dir_and_malformed_file_are_one_line_errors(tmp_path: Path) -> None:

@@ -119,7 +119,8 @@ def test_placeholder_setting_stops_start_up_with_the_variable_named(
         (
             "trainer",
             {"COTDISTILL_TRAINER_CANCEL_GRACE": "5"},
-            "trainer: COTDISTILL_TRAINER_CANCEL_GRACE: unknown setting; did you mean COTDISTILL_TRAINER_CANCEL_GRACE_S?",
+            "trainer: COTDISTILL_TRAINER_CANCEL_GRACE: unknown setting; "
+            "did you mean COTDISTILL_TRAINER_CANCEL_GRACE_S?",
         ),
     ],
 )

@@ -77,7 +77,8 @@ def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("variable", "message"),
     [
-        ("COTDISTILL_TEACHER_MODLE", "COTDISTILL_TEACHER_MODLE: unknown setting; did you mean COTDISTILL_TEACHER_MODEL?"),
+        ("COTDISTILL_TEACHER_MODLE", "COTDISTILL_TEACHER_MODLE: unknown setting; did you mean "
+         "COTDISTILL_TEACHER_MODEL?"),
         ("cotdistill_teacher_max_topk", "unknown setting; did you mean COTDISTILL_TEACHER_MAX_TOP_K?"),
         ("COTDISTILL_TEACHR_MODEL", "COTDISTILL_TEACHR_MODEL: not a setting of any service; did you mean "
          "COTDISTILL_TEACHER_MODEL?"),

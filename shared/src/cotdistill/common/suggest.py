@@ -16,6 +16,6 @@ def closest(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str | 
 
 
 def did_you_mean(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str:
-    """``"; did you mean 'x'?"`` for the closest choice, or ``""``: append it to an error message."""
+    """``" (did you mean 'x'?)"`` for the closest choice, or ``""``: put it after the bad name."""
     found = closest(word, choices, cutoff=cutoff)
-    return f"; did you mean {found!r}?" if found is not None else ""
+    return f" (did you mean {found!r}?)" if found is not None else ""
