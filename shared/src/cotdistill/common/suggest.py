@@ -1,4 +1,4 @@
-""""Did you mean ...?" for names a person typed: settings variables, datasets, models, keys."""
+""" "Did you mean ...?" for names a person typed: settings variables, datasets, models, keys."""
 
 from __future__ import annotations
 
