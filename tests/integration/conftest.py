@@ -86,14 +86,16 @@ def grpc_serving(address: str) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def wait_until(check: object, timeout_s: float, what: str, service: ServiceProcess | None = None) -> None:
+def wait_until(
+    check: object, timeout_s: float, what: str, service: ServiceProcess | None = None, *, poll_s: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if service is not None and service.proc.poll() is not None:
             raise AssertionError(f"{service.name} exited with {service.proc.returncode}:\n{service.log()}")
         if check():  # type: ignore[operator]
             return
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}" + (f"\n{service.log()}" if service else ""))
 
 
