@@ -17,6 +17,20 @@ import pytest
 from tests.conftest import free_port
 
 VENV_BIN = Path(sys.executable).parent
+# Services that open files named in requests (cotdistill.common.path_policy).
+PATH_CONFINED = ("trainer", "evaluator", "server")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def requests_may_name_test_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Let the services under test open what the tests build: models, data and runs under the
+    session's temporary folder (as an operator sets COTDISTILL_<SERVICE>_PATH_ROOTS). Services
+    started as processes inherit it; tests of the confinement pass their own roots."""
+    base = str(tmp_path_factory.getbasetemp())
+    with pytest.MonkeyPatch.context() as patch:
+        for service in PATH_CONFINED:
+            patch.setenv(f"COTDISTILL_{service.upper()}_PATH_ROOTS", base)
+        yield
 
 
 def tool(name: str) -> str:

@@ -13,12 +13,14 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any, Literal, NoReturn, Self, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cotdistill.common.errors import ConfigError
+from cotdistill.common.path_policy import PathRoots, default_models_cache
 from cotdistill.common.suggest import closest
 
 # Values people leave in templates; starting a service with one of them is always a mistake.
@@ -68,6 +70,56 @@ class ServiceSettings(BaseSettings):
         for name, value in self:
             out[name] = "***" if _is_secret(name) and value else value
         return out
+
+
+def split_list(value: object) -> object:
+    """Comma- or newline-separated lists from env vars (``a,b``), or lists as they are."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
+    return value
+
+
+class CallerPathSettings(ServiceSettings):
+    """Settings of a service that opens files requests name (evaluator, trainer, model server).
+
+    Requests may name paths under the artifact directory, the models cache and the datasets
+    folder, plus ``path_roots``; they may write (an evaluation's ``output_dir``) only under the
+    artifact directory and ``path_roots``. See :mod:`cotdistill.common.path_policy`.
+    """
+
+    models_dir: str = Field(
+        default_factory=lambda: str(default_models_cache()),
+        description="Models cache root (registry models); requests may name models under it. "
+        "Default: $COTDISTILL_MODELS_CACHE or ~/.cache/cotdistill/models.",
+    )
+    data_dir: str = Field(
+        "", description="Datasets folder requests may read; empty: $COTDISTILL_DATA_DIR or ../shared/data."
+    )
+    path_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="More directories (or object-store URI prefixes) requests may name paths under, "
+        "comma-separated; they may also write there.",
+    )
+
+    @field_validator("path_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        return split_list(value)
+
+    def datasets_dir(self) -> Path:
+        """The datasets folder, whether or not it exists (requests get NOT_FOUND if it does not)."""
+        from cotdistill.common.tasks.paths import ENV_VAR, default_data_dir
+
+        return Path(self.data_dir or os.environ.get(ENV_VAR) or default_data_dir())
+
+    def read_roots(self) -> PathRoots:
+        """Where requests may name files to read."""
+        roots = [self.artifacts_dir, self.models_dir, str(self.datasets_dir()), *self.path_roots]
+        return PathRoots.of(roots, self.env_name("path_roots"))
+
+    def write_roots(self) -> PathRoots:
+        """Where requests may have the service write."""
+        return PathRoots.of([self.artifacts_dir, *self.path_roots], self.env_name("path_roots"))
 
 
 S = TypeVar("S", bound=ServiceSettings)

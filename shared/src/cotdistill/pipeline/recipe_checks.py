@@ -19,7 +19,7 @@ A path inside the run's own directory is not checked: earlier stages of the run 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cotdistill.common.config import KeyPath
@@ -65,16 +65,16 @@ def check_recipe(config: RunConfig, *, paths: bool = True) -> list[Problem]:
     checker.name(("training", "format"), t.format, [f.name for f in list_formats("student")], "format")
     if t.student:
         checker.model(("training", "student"), t.student)
-    for field in ("tokenizer", "teacher_tokenizer"):
-        if getattr(t, field):
-            checker.path(("training", field), getattr(t, field), directory=True)
-    for field in ("train_paths", "validation_paths"):
-        for i, value in enumerate(getattr(t, field)):
-            checker.path(("training", field, i), value)
-    for field in ("datasets", "selection_datasets"):
-        refs: Sequence[DatasetRef] = getattr(e, field)
+    for name in ("tokenizer", "teacher_tokenizer"):
+        if getattr(t, name):
+            checker.path(("training", name), getattr(t, name), directory=True)
+    for name in ("train_paths", "validation_paths"):
+        for i, value in enumerate(getattr(t, name)):
+            checker.path(("training", name, i), value)
+    for name in ("datasets", "selection_datasets"):
+        refs: Sequence[DatasetRef] = getattr(e, name)
         for i, ref in enumerate(refs):
-            checker.dataset(("evaluation", field, i), ref.name, ref.split, files=True)
+            checker.dataset(("evaluation", name, i), ref.name, ref.split, files=True)
     for i, value in enumerate(e.checkpoints):
         checker.path(("evaluation", "checkpoints", i), value, directory=True)
     if e.generic_set:
@@ -86,13 +86,9 @@ def check_recipe(config: RunConfig, *, paths: bool = True) -> list[Problem]:
 class _Checker:
     paths: bool
     run_dir: Path | None
-    problems: list[Problem] | None = None
-
-    def __post_init__(self) -> None:
-        self.problems = []
+    problems: list[Problem] = field(default_factory=list)
 
     def fail(self, key: KeyPath, message: str) -> None:
-        assert self.problems is not None
         self.problems.append(Problem(key, message))
 
     def name(self, key: KeyPath, value: str, known: list[str], what: str) -> None:

@@ -39,7 +39,7 @@ from cotdistill.common.tasks import (
     student_prompt,
     student_stop,
 )
-from cotdistill.evaluator.suite import EvalExample, LoadedDataset, Scored
+from cotdistill.evaluator.suite import EvalExample, LoadedDataset, Scored, is_dataset_file
 
 KOJIMA_ANSWER_ONLY = "kojima_answer_only"
 # Where one-stage teacher generations end: the next exemplar-style question.
@@ -75,9 +75,9 @@ class RegistrySuite:
 
     def load(self, name: str, split: str, limit: int | None, *, field: str) -> LoadedDataset:
         path = Path(name)
-        if name.endswith((".json", ".jsonl")) or path.is_file():
+        if is_dataset_file(name):
             if not path.is_file():
-                raise InvalidArgument(field, f"dataset file {name} does not exist (on the evaluator's file system)")
+                raise NotFound(f"{field}: dataset file {name} does not exist (on the evaluator's file system)")
             examples = _load_file(path, field)
             fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
             display = path.stem

@@ -157,9 +157,14 @@ def _build_models(options: DemoOptions, run_root: Path) -> tuple[Path, Path]:
     return teacher, student
 
 
-def start_services(teacher: Path, student: Path, work: Path) -> list[local_services.LocalService]:
+def start_services(
+    teacher: Path, student: Path, work: Path, roots: Sequence[Path] = ()
+) -> list[local_services.LocalService]:
+    """Start the four services; requests may name files under ``work`` and ``roots`` (run
+    directories), as an operator allows with COTDISTILL_<SERVICE>_PATH_ROOTS."""
     step("2/7 services: teacher, trainer, evaluator and server on loopback")
     logs = work / "logs"
+    allowed = ",".join(str(p) for p in (work, *roots))
     envs = {
         "teacher": {
             "COTDISTILL_TEACHER_MODEL": str(teacher),
@@ -168,14 +173,17 @@ def start_services(teacher: Path, student: Path, work: Path) -> list[local_servi
         },
         "trainer": {
             "COTDISTILL_TRAINER_ARTIFACTS_DIR": str(work / "trainer"),
+            "COTDISTILL_TRAINER_PATH_ROOTS": allowed,
             "COTDISTILL_TRAINER_RAY_NUM_CPUS": "2",
         },
         "evaluator": {
             "COTDISTILL_EVALUATOR_ARTIFACTS_DIR": str(work / "evaluator"),
+            "COTDISTILL_EVALUATOR_PATH_ROOTS": allowed,
             "COTDISTILL_EVALUATOR_TORCH_THREADS": "2",
         },
         "server": {
             "COTDISTILL_SERVER_MODEL": str(student),
+            "COTDISTILL_SERVER_PATH_ROOTS": allowed,
             "COTDISTILL_SERVER_ALLOW_UNAUTHENTICATED": "true",
             "COTDISTILL_SERVER_REASON_FORMAT": "ft_cot",
         },
@@ -264,7 +272,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     shutil.rmtree(work / "trainer", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     teacher, student = _build_models(options, work)
-    services = start_services(teacher, student, work)
+    services = start_services(teacher, student, work, roots=[run_root])
     by_name = {s.name: s for s in services}
     recipe = str(options.recipe)
     base = _base_overrides(options, by_name, student)
