@@ -184,7 +184,8 @@ def test_reload_paths_are_confined_to_the_reload_roots(tmp_path: Path) -> None:
             assert error["message"].startswith(f"model: {path} is outside the directories")
             assert "COTDISTILL_SERVER_PATH_ROOTS" in error["message"]
         missing = client.post("/admin/reload", headers=AUTH, json={"model": str(tmp_path / "ckpts" / "ckpt-z")})
-        assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "checkpoint_not_found"
+        assert missing.json()["error"]["param"] == "model"
         assert set(engines) <= {"ckpt-a"}  # nothing outside the roots was handed to the loader
 
 

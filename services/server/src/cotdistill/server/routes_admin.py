@@ -16,7 +16,6 @@ import time
 
 from fastapi import APIRouter, Request
 
-from cotdistill.common.errors import NotFound
 from cotdistill.server.auth import Authenticated
 from cotdistill.server.engine.base import EngineLoadError
 from cotdistill.server.errors import APIError
@@ -38,7 +37,8 @@ def _requested_checkpoint(settings: ServerSettings, requested: str) -> str:
     """``requested`` resolved inside the reload roots (403 outside them, 404 when nothing is there)."""
     path = settings.reload_roots().confine(requested, "model")
     if not os.path.exists(path):
-        raise NotFound(f"model: no such checkpoint directory on the server: {requested}")
+        message = f"model: no such checkpoint directory on the server: {requested}"
+        raise APIError(404, message, "not_found_error", param="model", code="checkpoint_not_found")
     return path
 
 
