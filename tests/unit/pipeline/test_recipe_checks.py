@@ -46,7 +46,9 @@ def test_a_recipe_whose_names_resolve_passes(tmp_path: Path) -> None:
          "'qwen2.5-coder-0.5b-instruct'?)"),
         ("training.student=/no/such/model", "training.student: no model directory (config.json) at /no/such/model"),
         ("training.train_paths=[/no/such/shard.parquet]", "training.train_paths[0]: no such file or directory"),
-        ("evaluation.checkpoints=[/no/such/step-1]", "evaluation.checkpoints[0]: no such file or directory"),
+        ("evaluation.checkpoints=[/no/such/step-1]", "evaluation.checkpoints[0]: no model directory (config.json)"),
+        ("evaluation.checkpoints=[smollm2-135m]", "checkpoints[0]: unknown model 'smollm2-135m' (did you mean"),
+        ("training.student=/no/model.gguf", "training.student: no such GGUF file on this machine: /no/model.gguf"),
         ("evaluation.generic_set=/no/bbh.json", "evaluation.generic_set: no such file or directory"),
     ],
 )  # fmt: skip

@@ -12,8 +12,10 @@ are trusted as they are: a directory a root holds may itself contain links (a Hu
 does), which the operator put there. Relative paths resolve against the service's working
 directory, as before.
 
-Each service's roots come from its settings (:class:`CallerPathSettings`): the artifact
-directory, the models cache, the datasets folder, plus ``COTDISTILL_<SERVICE>_PATH_ROOTS``.
+Each service's roots come from its settings (``cotdistill.common.settings.CallerPathSettings``):
+the artifact directory, the models cache, the datasets folder, plus
+``COTDISTILL_<SERVICE>_PATH_ROOTS``. A registry model name is not a path: it resolves into the
+models cache (``cotdistill.common.models.resolve_model``), so callers pass it through unconfined.
 """
 
 from __future__ import annotations
@@ -25,18 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cotdistill.common.errors import InvalidArgument, PermissionDenied
-
-MODELS_CACHE_ENV = "COTDISTILL_MODELS_CACHE"
-
-
-def default_models_cache() -> Path:
-    """``$COTDISTILL_MODELS_CACHE`` or ``~/.cache/cotdistill/models``.
-
-    The same default as ``cotdistill.common.models.default_models_cache`` (the models registry);
-    once that module is on main, this one delegates to it.
-    """
-    configured = os.environ.get(MODELS_CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "cotdistill" / "models"
 
 
 def _resolve_local(value: str) -> str:

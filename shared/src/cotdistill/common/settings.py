@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.path_policy import PathRoots, default_models_cache
+from cotdistill.common.path_policy import PathRoots
 from cotdistill.common.suggest import closest
 
 # Values people leave in templates; starting a service with one of them is always a mistake.
@@ -72,6 +72,12 @@ class ServiceSettings(BaseSettings):
         return out
 
 
+def _default_models_cache() -> Path:
+    from cotdistill.common.models import default_models_cache
+
+    return default_models_cache()
+
+
 def split_list(value: object) -> object:
     """Comma- or newline-separated lists from env vars (``a,b``), or lists as they are."""
     if isinstance(value, str):
@@ -88,9 +94,9 @@ class CallerPathSettings(ServiceSettings):
     """
 
     models_dir: str = Field(
-        default_factory=lambda: str(default_models_cache()),
+        default_factory=lambda: str(_default_models_cache()),
         description="Models cache root (registry models); requests may name models under it. "
-        "Default: $COTDISTILL_MODELS_CACHE or ~/.cache/cotdistill/models.",
+        "Default: $COTDISTILL_MODELS_CACHE, else $XDG_CACHE_HOME/cotdistill/models (~/.cache/...).",
     )
     data_dir: str = Field(
         "", description="Datasets folder requests may read; empty: $COTDISTILL_DATA_DIR or ../shared/data."

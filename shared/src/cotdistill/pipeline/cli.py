@@ -18,6 +18,7 @@ from cotdistill.common.errors import ConfigError, CotdistillError
 from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline.data_cli import data_app
 from cotdistill.pipeline.eval_cli import install as install_eval
+from cotdistill.pipeline.models_cli import models_app
 from cotdistill.pipeline.recipe_checks import check_recipe
 from cotdistill.pipeline.sample_cli import sample as sample_command
 from cotdistill.pipeline.stages import STAGES
@@ -31,6 +32,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Run recipes (YAML).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 app.command("sample")(sample_command)
 install_eval(app)
 register_train(app)

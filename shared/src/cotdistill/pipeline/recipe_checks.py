@@ -23,21 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cotdistill.common.config import KeyPath
+from cotdistill.common.models import registry
 from cotdistill.common.run_config import DatasetRef, RunConfig
 from cotdistill.common.suggest import did_you_mean
 from cotdistill.common.tasks import get_dataset_info, known_names, list_formats
 from cotdistill.common.tasks.errors import UnknownDatasetError
 
-# Registry names of the real pretrained models. A stand-in until `cotdistill.common.models`
-# (the models registry and cache) lands; then `known_models()` asks it instead.
-_REGISTRY_MODELS = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "gemma-3-270m")
 # Files the evaluator reads as a dataset instead of a registry name.
 _DATASET_FILE_SUFFIXES = (".json", ".jsonl")
 
 
 def known_models() -> tuple[str, ...]:
-    """Model names a recipe may use instead of a directory."""
-    return _REGISTRY_MODELS
+    """Model names a recipe may use instead of a directory (the models registry)."""
+    return tuple(registry())
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ def check_recipe(config: RunConfig, *, paths: bool = True) -> list[Problem]:
         for i, ref in enumerate(refs):
             checker.dataset(("evaluation", name, i), ref.name, ref.split, files=True)
     for i, value in enumerate(e.checkpoints):
-        checker.path(("evaluation", "checkpoints", i), value, directory=True)
+        checker.model(("evaluation", "checkpoints", i), value)
     if e.generic_set:
         checker.path(("evaluation", "generic_set"), e.generic_set)
     return checker.problems
@@ -123,7 +121,12 @@ class _Checker:
             return
         local = Path(value).expanduser()
         if "/" in value or value.startswith((".", "~")) or local.exists():
-            if self.paths and not self._made_by_the_run(local) and not (local / "config.json").is_file():
+            if not self.paths or self._made_by_the_run(local):
+                return
+            if value.lower().endswith(".gguf"):  # a GGUF file converts into the models cache
+                if not local.is_file():
+                    self.fail(key, f"no such GGUF file on this machine: {value}")
+            elif not (local / "config.json").is_file():
                 self.fail(key, f"no model directory (config.json) at {value} on this machine")
             return
         self.fail(

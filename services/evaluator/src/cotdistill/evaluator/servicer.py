@@ -13,6 +13,7 @@ import grpc
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.grpc_errors import stream_errors, unary_errors
+from cotdistill.common.models import is_registry_name
 from cotdistill.evaluator.backends import GenerationParams, Generator, check_checkpoint_dir, generator_for
 from cotdistill.evaluator.evaluation import (
     DatasetTask,
@@ -124,6 +125,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         """``model`` with its checkpoint path confined and checked (before any work starts)."""
         if model.WhichOneof("source") != "checkpoint_path" or not model.checkpoint_path:
             return model
+        if is_registry_name(model.checkpoint_path):
+            return model  # not a path: it resolves into the models cache when the model opens
         path = self.read_roots.confine(model.checkpoint_path, f"{field}.checkpoint_path")
         check_checkpoint_dir(path, f"{field}.checkpoint_path")
         return common_pb2.ModelRef(checkpoint_path=path)

@@ -16,10 +16,12 @@ import time
 
 from fastapi import APIRouter, Request
 
+from cotdistill.common.models import is_registry_name
 from cotdistill.server.auth import Authenticated
 from cotdistill.server.engine.base import EngineLoadError
 from cotdistill.server.errors import APIError
 from cotdistill.server.execution import context
+from cotdistill.server.openapi import ADMIN_RESPONSES
 from cotdistill.server.protocol import ReloadRequest, ReloadResponse
 from cotdistill.server.settings import ServerSettings
 
@@ -34,7 +36,10 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def _requested_checkpoint(settings: ServerSettings, requested: str) -> str:
-    """``requested`` resolved inside the reload roots (403 outside them, 404 when nothing is there)."""
+    """``requested`` resolved inside the reload roots (403 outside them, 404 when nothing is there);
+    a registry name is not a path (it resolves into the models cache) and passes as it is."""
+    if is_registry_name(requested):
+        return requested
     path = settings.reload_roots().confine(requested, "model")
     if not os.path.exists(path):
         message = f"model: no such checkpoint directory on the server: {requested}"
@@ -42,7 +47,7 @@ def _requested_checkpoint(settings: ServerSettings, requested: str) -> str:
     return path
 
 
-@router.post("/reload", response_model=ReloadResponse)
+@router.post("/reload", response_model=ReloadResponse, responses=ADMIN_RESPONSES)
 async def reload(request: Request, body: ReloadRequest | None = None) -> ReloadResponse:
     """Load ``model`` (default: the configured checkpoint); 400 and no change if it fails."""
     ctx = context(request)

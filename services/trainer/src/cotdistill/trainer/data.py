@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from cotdistill.common.errors import InvalidArgument, NotFound
+from cotdistill.common.models import is_registry_name, resolve_model
 from cotdistill.trainer.alignment import ABSENT, Aligner, TeacherTokens
 
 IGNORE = -100
@@ -222,6 +223,9 @@ def teacher_tokenizer_ref(configured: str, metadata: dict[str, Any]) -> TeacherT
         str(teacher.get("model_id") or "") if isinstance(teacher, dict) else "",
     ]
     path = next((c for c in candidates if c and Path(c).is_dir()), None)
+    if path is None and is_registry_name(candidates[1]):
+        # The teacher served a registry model: its tokenizer materializes from the same pinned source.
+        path = str(resolve_model(candidates[1], need_weights=False))
     content_hash = metadata.get("tokenizer_hash") or info.get("content_hash") or None
     vocab_size = info.get("vocab_size") or None
     return TeacherTokenizerRef(path, content_hash, int(vocab_size) if vocab_size else None)
