@@ -6,6 +6,7 @@ Training itself (Ray Train + the recipe) is replaced by a scripted executor behi
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -218,7 +219,13 @@ async def test_restart_keeps_records_and_resumes_active_runs(tmp_path: Path) -> 
             assert [r.run_id for r in listed.runs] == [active.run_id, done.run_id]
             assert listed.runs[1].state == trainer_pb2.RUN_STATE_SUCCEEDED
             assert listed.runs[0].state in (trainer_pb2.RUN_STATE_PENDING, trainer_pb2.RUN_STATE_RUNNING)
-            assert second_executor.calls == [active.run_id]  # taken over, not restarted from nothing
+            # Taken over, not restarted from nothing. The run thread calls the executor a moment
+            # after the service is up: wait for that call instead of racing it.
+            for _ in range(200):
+                if second_executor.calls:
+                    break
+                await asyncio.sleep(0.05)
+            assert second_executor.calls == [active.run_id]
             texts = []
             async for response in stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=active.run_id), timeout=30):
                 texts.append(response.event.message)
