@@ -298,7 +298,7 @@ class RecipeConfig(_Section):
         if ref.content_hash is not None:
             from transformers import AutoTokenizer
 
-            from cotdistill.trainer.alignment import tokenizer_fingerprint
+            from cotdistill.common.alignment import tokenizer_fingerprint
 
             student = AutoTokenizer.from_pretrained(self.student.tokenizer or self.student.model)
             if tokenizer_fingerprint(student) == ref.content_hash:

@@ -8,7 +8,7 @@ Pipeline, once at setup (the tensors are small; building them up front keeps the
    (``ft_cot``: ``{q} ###`` -> `` {r} --> {a} END``); a seeded ``answer_only_fraction`` of them
    become answer-only (Flan mixtures).
 3. :class:`ExampleBuilder` tokenizes, puts the loss on the completion only, and attaches the KD
-   targets (teacher top-k aligned to the student's tokens, :mod:`.alignment`).
+   targets (teacher top-k aligned to the student's tokens, :mod:`cotdistill.common.alignment`).
 4. :func:`build_batches` groups ``batch_size`` examples per micro-batch and either packs them
    into as few rows as fit (``position_ids`` restart per example, which makes Hugging Face
    attention block-diagonal: no cross-example attention, no padding compute) or pads a batch of
@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
 from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.common.models import is_registry_name, resolve_model
-from cotdistill.trainer.alignment import ABSENT, Aligner, TeacherTokens
 
 IGNORE = -100
 # KD targets are stored compactly (they live for the whole run, one (T, k) pair per sequence):
