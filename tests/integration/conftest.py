@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from cotdistill.pipeline.local_services import PATH_CONFINED
 from tests.conftest import free_port
 
 VENV_BIN = Path(sys.executable).parent
-# Services that open files named in requests (cotdistill.common.path_policy).
-PATH_CONFINED = ("trainer", "evaluator", "server")
 
 
 @pytest.fixture(scope="session", autouse=True)

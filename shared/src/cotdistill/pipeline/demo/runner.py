@@ -164,7 +164,6 @@ def start_services(
     directories), as an operator allows with COTDISTILL_<SERVICE>_PATH_ROOTS."""
     step("2/7 services: teacher, trainer, evaluator and server on loopback")
     logs = work / "logs"
-    allowed = ",".join(str(p) for p in (work, *roots))
     envs = {
         "teacher": {
             "COTDISTILL_TEACHER_MODEL": str(teacher),
@@ -173,17 +172,14 @@ def start_services(
         },
         "trainer": {
             "COTDISTILL_TRAINER_ARTIFACTS_DIR": str(work / "trainer"),
-            "COTDISTILL_TRAINER_PATH_ROOTS": allowed,
             "COTDISTILL_TRAINER_RAY_NUM_CPUS": "2",
         },
         "evaluator": {
             "COTDISTILL_EVALUATOR_ARTIFACTS_DIR": str(work / "evaluator"),
-            "COTDISTILL_EVALUATOR_PATH_ROOTS": allowed,
             "COTDISTILL_EVALUATOR_TORCH_THREADS": "2",
         },
         "server": {
             "COTDISTILL_SERVER_MODEL": str(student),
-            "COTDISTILL_SERVER_PATH_ROOTS": allowed,
             "COTDISTILL_SERVER_ALLOW_UNAUTHENTICATED": "true",
             "COTDISTILL_SERVER_REASON_FORMAT": "ft_cot",
         },
@@ -191,7 +187,8 @@ def start_services(
     services: list[local_services.LocalService] = []
     try:
         for name, env in envs.items():
-            services.append(local_services.start(name, logs, env))
+            extra = local_services.path_roots_env(name, [work, *roots])
+            services.append(local_services.start(name, logs, {**env, **extra}))
         with console.status("waiting for the health checks..."):
             ready = asyncio.run(_wait_all(services))
     except BaseException:
