@@ -14,9 +14,22 @@ from pathlib import Path
 
 import pytest
 
+from cotdistill.pipeline.local_services import PATH_CONFINED
 from tests.conftest import free_port
 
 VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def requests_may_name_test_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Let the services under test open what the tests build: models, data and runs under the
+    session's temporary folder (as an operator sets COTDISTILL_<SERVICE>_PATH_ROOTS). Services
+    started as processes inherit it; tests of the confinement pass their own roots."""
+    base = str(tmp_path_factory.getbasetemp())
+    with pytest.MonkeyPatch.context() as patch:
+        for service in PATH_CONFINED:
+            patch.setenv(f"COTDISTILL_{service.upper()}_PATH_ROOTS", base)
+        yield
 
 
 def tool(name: str) -> str:
@@ -86,14 +99,16 @@ def grpc_serving(address: str) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def wait_until(check: object, timeout_s: float, what: str, service: ServiceProcess | None = None) -> None:
+def wait_until(
+    check: object, timeout_s: float, what: str, service: ServiceProcess | None = None, *, poll_s: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if service is not None and service.proc.poll() is not None:
             raise AssertionError(f"{service.name} exited with {service.proc.returncode}:\n{service.log()}")
         if check():  # type: ignore[operator]
             return
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}" + (f"\n{service.log()}" if service else ""))
 
 

@@ -50,6 +50,11 @@ def test_extract_adds_answers_and_rejects_bad_lines_without_partial_output() -> 
     assert ok.returncode == 0, ok.stderr
     assert [json.loads(x)["answer"] for x in ok.stdout.splitlines()] == ["1018", "7", None]
     assert json.loads(ok.stdout.splitlines()[0])["id"] == 1
+    # --mode kojima: Zero-shot-CoT's cleansing finds no answer where the answer part holds none.
+    unclear = {"completion": "9 * 2 = 18.\nTherefore, the answer (arabic numerals) is unclear."}
+    faithful = data("extract", "gsm8k", "--mode", "kojima", stdin=json.dumps(unclear) + "\n")
+    assert faithful.returncode == 0, faithful.stderr
+    assert json.loads(faithful.stdout)["answer"] is None
 
     bad = data("extract", "gsm8k", stdin=json.dumps(lines[0]) + "\n" + '{"text": "x"}\n')
     assert bad.returncode == 2
@@ -58,7 +63,7 @@ def test_extract_adds_answers_and_rejects_bad_lines_without_partial_output() -> 
 
     unknown = data("show", "gsm9k")
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
-    assert "unknown dataset 'gsm9k'; known datasets: gsm8k, svamp" in unknown.stderr
+    assert "unknown dataset 'gsm9k' (did you mean 'gsm8k'?); known datasets: gsm8k, svamp" in unknown.stderr
 
 
 def test_missing_data_dir_and_malformed_file_are_one_line_errors(tmp_path: Path) -> None:

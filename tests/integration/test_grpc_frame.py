@@ -13,9 +13,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from cotdistill.common.grpc_client import open_channel, wait_for_ready
-from cotdistill.common.grpc_errors import unary_errors
+from cotdistill.common.grpc_errors import status_for, unary_errors
 from cotdistill.common.grpc_server import create_server
 from cotdistill.common.settings import ServiceSettings
 from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc
@@ -101,6 +108,19 @@ class CountingTeacher(SlowTeacher):
         raise InvalidArgument("model_id", "not known")
 
 
+class BuggyTeacher(SlowTeacher):
+    """Stand-in servicer whose calls fail with what a bug raises, not a typed request error."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @unary_errors
+    async def Info(
+        self, request: teacher_pb2.InfoRequest, context: grpc.aio.ServicerContext
+    ) -> teacher_pb2.InfoResponse:
+        raise self.error
+
+
 def _register_counting(server: grpc.aio.Server) -> Sequence[str]:
     teacher_pb2_grpc.add_TeacherServiceServicer_to_server(CountingTeacher(), server)
     return ["cotdistill.v1.TeacherService"]
@@ -141,3 +161,82 @@ async def test_two_services_in_one_process_keep_separate_metrics() -> None:
     finally:
         await a.stop(0)
         await b.stop(0)
+
+
+async def _invalid(call: object, body: bytes, streaming: bool) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        reply = call(body, timeout=10)  # type: ignore[operator]
+        if streaming:
+            async for _ in reply:
+                pass
+        else:
+            await reply
+    details = err.value.details() or ""
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "<class" not in details  # no internal exception name
+    return details
+
+
+async def test_undecodable_request_bytes_are_invalid_argument() -> None:
+    service = await create_server("teacher", SETTINGS, _register_counting)
+    await service.set_serving(True)
+    try:
+        async with open_channel(f"127.0.0.1:{service.port}") as channel:
+            sample = channel.unary_stream("/cotdistill.v1.TeacherService/Sample")
+            # SampleRequest.request_id (field 7, a string) holding invalid UTF-8; then a length
+            # that runs past the end; then bytes that are not protobuf at all.
+            for body, reason in (
+                (b"\x3a\x02\xff\xfe", "String field had bad UTF-8"),
+                (b"\x3a\x09/etc/", "Wire format was corrupt"),
+                (b"\xff\xff\xff", "Wire format was corrupt"),
+            ):
+                details = await _invalid(sample, body, streaming=True)
+                assert details == (
+                    "request: the message does not decode (Error parsing message with type "
+                    f"'cotdistill.v1.SampleRequest': {reason})"
+                )
+            info = channel.unary_unary("/cotdistill.v1.TeacherService/Info")
+            assert "'cotdistill.v1.InfoRequest'" in await _invalid(info, b"\xff\xff\xff", streaming=False)
+            stub = teacher_pb2_grpc.TeacherServiceStub(channel)
+            assert len([m async for m in stub.Sample(teacher_pb2.SampleRequest())]) == 3  # the service is unharmed
+        metrics = service.registry.get_sample_value(
+            "cotdistill_grpc_requests_total", {"code": "INVALID_ARGUMENT", "method": "Sample", "service": "teacher"}
+        )
+        assert metrics == 3
+    finally:
+        await service.stop(0)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad value"), KeyError("k"), FileNotFoundError("/x"), RuntimeError()])
+async def test_bare_exceptions_are_internal_not_client_errors(error: Exception) -> None:
+    def register(server: grpc.aio.Server) -> Sequence[str]:
+        teacher_pb2_grpc.add_TeacherServiceServicer_to_server(BuggyTeacher(error), server)
+        return ["cotdistill.v1.TeacherService"]
+
+    service = await create_server("teacher", SETTINGS, register)
+    await service.set_serving(True)
+    try:
+        async with open_channel(f"127.0.0.1:{service.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await teacher_pb2_grpc.TeacherServiceStub(channel).Info(teacher_pb2.InfoRequest(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert err.value.details() == f"internal error ({type(error).__name__}); see the service log"
+    finally:
+        await service.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (InvalidArgument("f", "m"), grpc.StatusCode.INVALID_ARGUMENT),
+        (ConfigError("m", key="k"), grpc.StatusCode.INVALID_ARGUMENT),
+        (PermissionDenied("f", "m"), grpc.StatusCode.PERMISSION_DENIED),
+        (FailedPrecondition("f", "m"), grpc.StatusCode.FAILED_PRECONDITION),
+        (NotFound("m"), grpc.StatusCode.NOT_FOUND),
+        (Unavailable("m"), grpc.StatusCode.UNAVAILABLE),
+        (ValueError("m"), grpc.StatusCode.INTERNAL),
+        (KeyError("m"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_only_typed_errors_are_client_errors(error: Exception, code: grpc.StatusCode) -> None:
+    assert status_for(error) == code

@@ -103,5 +103,30 @@ def test_placeholder_setting_stops_start_up_with_the_variable_named(
     run_service: Callable[..., ServiceProcess],
 ) -> None:
     service = run_service("teacher", {"COTDISTILL_TEACHER_MODEL": "changeme"})
-    assert service.proc.wait(timeout=60) != 0
-    assert "COTDISTILL_TEACHER_MODEL" in service.log()
+    assert service.proc.wait(timeout=60) == 2
+    assert service.log().strip() == "teacher: COTDISTILL_TEACHER_MODEL='changeme' is a placeholder; set a real value"
+
+
+@pytest.mark.parametrize(
+    ("service", "env", "line"),
+    [
+        (
+            "evaluator",
+            {"COTDISTILL_EVALUATOR_MAX_EXAMPLES": "many"},
+            "evaluator: COTDISTILL_EVALUATOR_MAX_EXAMPLES='many': Input should be a valid integer, "
+            "unable to parse string as an integer",
+        ),
+        (
+            "trainer",
+            {"COTDISTILL_TRAINER_CANCEL_GRACE": "5"},
+            "trainer: COTDISTILL_TRAINER_CANCEL_GRACE: unknown setting; "
+            "did you mean COTDISTILL_TRAINER_CANCEL_GRACE_S?",
+        ),
+    ],
+)
+def test_bad_setting_is_one_line_naming_the_variable_and_exit_2(
+    run_service: Callable[..., ServiceProcess], service: str, env: dict[str, str], line: str
+) -> None:
+    started = run_service(service, env)
+    assert started.proc.wait(timeout=60) == 2
+    assert started.log().strip() == line  # one line, no traceback

@@ -170,7 +170,7 @@ async def test_select_picks_by_signal_and_writes_the_table(
     assert saved["chosen"]["label"] == "late" and saved["signal"] == "validation_loss"
 
 
-async def test_bad_requests_name_the_field_and_unreachable_models_are_unavailable(
+async def test_bad_requests_name_the_field_and_only_unreachable_models_are_unavailable(
     evaluator: EvaluatorUnderTest, openai_endpoint: PlantedEndpoint, tmp_path: Path
 ) -> None:
     async def code_of(req: evaluator_pb2.EvaluateRequest) -> tuple[grpc.StatusCode, str]:
@@ -202,7 +202,7 @@ async def test_bad_requests_name_the_field_and_unreachable_models_are_unavailabl
     missing = request(openai_endpoint, "m", tmp_path)
     missing.model.checkpoint_path = str(tmp_path / "no-checkpoint")
     code, details = await code_of(missing)
-    assert code == grpc.StatusCode.UNAVAILABLE and "no-checkpoint" in details
+    assert code == grpc.StatusCode.NOT_FOUND and details.startswith("model.checkpoint_path: no such directory")
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await evaluator.stub.Select(
@@ -215,8 +215,66 @@ async def test_bad_requests_name_the_field_and_unreachable_models_are_unavailabl
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "candidates[0].validation_loss" in (err.value.details() or "")
 
-    metrics = evaluator.service.registry
-    assert metrics.get_sample_value("cotdistill_evaluator_evaluations_total", {"state": "failed"}) == 2
+    metrics = evaluator.service.registry  # the missing checkpoint is refused before an evaluation starts
+    assert metrics.get_sample_value("cotdistill_evaluator_evaluations_total", {"state": "failed"}) == 1
+
+
+async def test_paths_outside_the_roots_are_denied_and_bad_model_directories_are_typed(
+    evaluator: EvaluatorUnderTest, openai_endpoint: PlantedEndpoint, tmp_path: Path
+) -> None:
+    """Issue 16 (3, 4): a request reaches no file outside the evaluator's roots (here the test's
+    temporary folder, its artifacts, models cache and datasets), and a bad model directory is
+    the caller's problem (INVALID_ARGUMENT / FAILED_PRECONDITION), never UNAVAILABLE."""
+
+    async def status(req: evaluator_pb2.EvaluateRequest) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await evaluate(evaluator, req)
+        return err.value.code(), err.value.details() or ""
+
+    def with_checkpoint(path: str | Path) -> evaluator_pb2.EvaluateRequest:
+        req = request(openai_endpoint, "m", tmp_path)
+        req.model.checkpoint_path = str(path)
+        return req
+
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    for outside in ("/etc", "/proc/self", str(tmp_path / ".." / ".." / ".."), "relative/../../../../etc"):
+        code, details = await status(with_checkpoint(outside))
+        assert code == denied and details.startswith("model.checkpoint_path: "), (outside, details)
+        assert "COTDISTILL_EVALUATOR_PATH_ROOTS" in details
+    link = tmp_path / "escape"
+    link.symlink_to("/etc")  # a link inside a root does not lead out of it
+    assert (await status(with_checkpoint(link)))[0] == denied
+
+    passwd = request(openai_endpoint, "m", tmp_path)
+    passwd.datasets[1].name = "/etc/passwd"
+    code, details = await status(passwd)
+    assert code == denied and details.startswith("datasets[1].name: /etc/passwd is outside")
+
+    elsewhere = request(openai_endpoint, "m", tmp_path)
+    elsewhere.output_dir = "/var/tmp/cotdistill-evil"
+    code, details = await status(elsewhere)
+    assert code == denied and details.startswith("output_dir: ")
+
+    code, details = await status(with_checkpoint(tmp_path))  # a folder, but no config.json
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a model directory (no config.json)" in details
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    code, details = await status(with_checkpoint(broken))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and details.startswith("model.checkpoint_path: cannot load")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await evaluator.stub.Select(
+            evaluator_pb2.SelectRequest(
+                candidates=[
+                    evaluator_pb2.Candidate(model=request(openai_endpoint, "m", tmp_path).model, validation_loss=1),
+                    evaluator_pb2.Candidate(model=common_pb2.ModelRef(checkpoint_path="/etc"), validation_loss=2),
+                ],
+                signal=evaluator_pb2.SELECTION_SIGNAL_VALIDATION_LOSS,
+            ),
+            timeout=10,
+        )
+    assert err.value.code() == denied and (err.value.details() or "").startswith("candidates[1].model.checkpoint_path")
 
 
 async def test_a_cancelled_evaluation_is_counted_and_caches_nothing_partial(

@@ -1,15 +1,22 @@
 """Sampling job faults against real teacher replicas (`cotdistill serve teacher`, transformers).
 
 * the driver is SIGKILLed mid-job and started again: it resumes, and no finished unit is
-  sampled twice (at most the one unit in flight is redone);
+  sampled twice (exactly the one unit in flight is redone);
 * one of two replicas is SIGKILLed mid-job: its unit is retried on the other replica and the job
   completes.
 
 Both check exactly-once by counting (example, sample index) pairs in the stored shards.
+
+Every fault lands while a unit is in flight, without depending on timing: a replica is frozen
+(SIGSTOP) first, then the test waits for the driver to log ``unit_started`` for a unit sent to
+the frozen replica. That unit cannot finish (the replica runs nothing until SIGCONT), so the kill
+always finds it in flight. (Killing "after N units completed" could land between units, and then
+there was no unit to lose: the test failed about once in four suite runs.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,12 +85,81 @@ def start_driver(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes
 
 
 def events(samples: Path) -> list[dict[str, object]]:
+    """The job's event log; a line the driver is still writing (no newline yet) is left out."""
     path = samples / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
 def completed(samples: Path) -> int:
     return sum(1 for e in events(samples) if e["event"] == "unit_completed")
+
+
+def in_flight(log_events: list[dict[str, object]], replica: str | None = None) -> set[str]:
+    """Units started and neither completed nor failed since (on ``replica`` when given)."""
+    running: dict[str, str] = {}
+    for e in log_events:
+        if e["event"] == "unit_started":
+            running[str(e["unit_id"])] = str(e["replica"])
+        elif e["event"] in ("unit_completed", "unit_failed"):
+            running.pop(str(e["unit_id"]), None)
+    return {u for u, r in running.items() if replica is None or r == replica}
+
+
+# The job's units take tens of milliseconds on an idle machine: watch its log at that pace.
+POLL_S = 0.01
+
+
+def wait_for_completed(samples: Path, units: int, driver: subprocess.Popen[bytes]) -> None:
+    check = lambda: completed(samples) >= units or driver.poll() is not None  # noqa: E731
+    wait_until(check, 90, f"{units} units completed", poll_s=POLL_S)
+
+
+@contextlib.contextmanager
+def holding_a_unit(
+    replicas: list[ServiceProcess], samples: Path, driver: subprocess.Popen[bytes], concurrency: int
+) -> Iterator[tuple[ServiceProcess, str]]:
+    """Freeze (SIGSTOP) one of ``replicas`` and yield it with the id of a unit it holds; SIGCONT
+    after, if it is still alive.
+
+    The held unit is one the driver sent *after* the freeze: a stopped process runs nothing, so
+    that unit stays in flight until the replica is resumed or killed, whatever the timing. (A unit
+    sent before the freeze may already have all its results in the driver's hands.) The frozen
+    replica is one that holds fewer units than the driver runs at once, so at least one of the
+    driver's slots keeps going, and round-robin sends it to the frozen replica within two units.
+    """
+    mark = [0]
+    chosen: list[ServiceProcess] = []
+
+    def pick() -> bool:
+        log_events = events(samples)
+        mark[0] = len(log_events)  # units started from here on count as sent after the freeze
+        chosen[:] = [r for r in replicas if len(in_flight(log_events, r.address)) < concurrency]
+        return bool(chosen) or driver.poll() is not None
+
+    wait_until(pick, 60, f"a replica holding fewer than {concurrency} units", poll_s=POLL_S)
+    assert chosen, f"the driver exited (code {driver.returncode}) before a replica could be frozen"
+    victim = chosen[0]
+    victim.proc.send_signal(signal.SIGSTOP)
+    try:
+        held: list[str] = []
+
+        def sent_after_freeze() -> bool:
+            log_events = events(samples)
+            running = in_flight(log_events, victim.address)
+            held[:] = [
+                str(e["unit_id"])
+                for e in log_events[mark[0] :]
+                if e["event"] == "unit_started" and str(e["unit_id"]) in running
+            ]
+            return bool(held) or driver.poll() is not None
+
+        wait_until(sent_after_freeze, 60, f"a unit sent to the frozen replica {victim.address}", poll_s=POLL_S)
+        assert held, f"the driver exited (code {driver.returncode}) before it sent a unit to the frozen replica"
+        yield victim, held[0]
+    finally:
+        if victim.proc.poll() is None:
+            victim.proc.send_signal(signal.SIGCONT)
 
 
 def assert_exactly_once(samples: Path) -> None:
@@ -102,15 +178,18 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
     samples, log = tmp_path / "runs" / "faults" / "samples", tmp_path / "driver.log"
     first = start_driver(config, log, "--no-filter")
     try:
-        wait_until(lambda: completed(samples) >= 3 or first.poll() is not None, 90, "3 units completed")
+        wait_for_completed(samples, 2, first)
         assert first.poll() is None, f"the job finished before it could be killed:\n{log.read_text()}"
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        # The other replica keeps serving; the kill lands while the frozen one holds a unit.
+        with holding_a_unit(replicas, samples, first, concurrency=1) as (_, held):
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
     finally:
         if first.poll() is None:
             first.kill()
     done_before = completed(samples)
-    assert 3 <= done_before < EXAMPLES // UNIT
+    assert 2 <= done_before < EXAMPLES // UNIT
+    assert in_flight(events(samples)) == {held}  # concurrency 1: the one unit in flight at the kill
     second = start_driver(config, log)
     assert second.wait(120) == 0, log.read_text()
 
@@ -126,28 +205,32 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_units(
             completions[str(e["unit_id"])] += 1
     assert len(completions) == EXAMPLES // UNIT and set(completions.values()) == {1}, "a finished unit was redone"
     redone = [u for u, r in starts.items() if len(r) > 1]
-    assert len(redone) <= 1, f"more than the unit in flight was redone: {redone}"
+    assert redone == [held], f"exactly the unit in flight at the kill is redone: {redone}, not {held}"
     stats = json.loads((samples.parent / "train" / "filter_stats.json").read_text())
     assert stats["total"] == EXAMPLES * D and stats["kept"] + stats["dropped_total"] == stats["total"]
 
 
 def test_replica_killed_mid_job_its_units_move_to_the_other(replicas: list[ServiceProcess], tmp_path: Path) -> None:
-    victim, survivor = replicas
-    config = recipe(tmp_path, [victim.address, survivor.address], concurrency=2)
+    config = recipe(tmp_path, [r.address for r in replicas], concurrency=2)
     samples, log = tmp_path / "runs" / "faults" / "samples", tmp_path / "driver.log"
     driver = start_driver(config, log, "--no-filter")
     try:
-        wait_until(lambda: completed(samples) >= 2 or driver.poll() is not None, 90, "2 units completed")
+        # One unit done proves both channels work; 7 of 8 units are left for the fault.
+        wait_for_completed(samples, 1, driver)
         assert driver.poll() is None, f"the job finished before the replica could be killed:\n{log.read_text()}"
-        victim.proc.send_signal(signal.SIGKILL)
+        with holding_a_unit(replicas, samples, driver, concurrency=2) as (victim, held):
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
         assert driver.wait(120) == 0, log.read_text()
     finally:
         if driver.poll() is None:
             driver.kill()
     assert_exactly_once(samples)
+    survivor = next(r for r in replicas if r is not victim)
     log_events = events(samples)
     failed = [e for e in log_events if e["event"] == "unit_failed"]
     assert failed and {e["replica"] for e in failed} == {victim.address}, failed
+    assert held in {e["unit_id"] for e in failed}, "the unit the victim held failed over"
     finished_on = Counter(str(e["replica"]) for e in log_events if e["event"] == "unit_completed")
     assert finished_on[survivor.address] > finished_on[victim.address]
     for failure in failed:  # each failed unit was finished by the survivor

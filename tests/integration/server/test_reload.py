@@ -49,16 +49,18 @@ def test_reload_switches_without_dropping_requests_and_refuses_bad_checkpoints(
         shutil.copytree(tiny_models["student"], broken)
         (broken / "model.safetensors").write_bytes(b"not a safetensors file")
         with server.client() as http:
-            for bad in (broken, tmp_path / "missing"):
+            refusals = ((broken, 400, "checkpoint_refused"), (tmp_path / "missing", 404, "checkpoint_not_found"))
+            for bad, status, code in refusals:
                 r = http.post("/admin/reload", json={"model": str(bad)})
-                assert r.status_code == 400, r.text
+                assert r.status_code == status, r.text
                 error = r.json()["error"]
-                assert error["param"] == "model" and error["code"] == "checkpoint_refused"
+                assert error["param"] == "model" and error["code"] == code
                 assert str(bad) in error["message"]
             assert http.get("/v1/models").json()["data"][0]["root"] == str(tiny_models["teacher"])
             ok = http.post("/v1/completions", json={"model": MODEL, "prompt": "Sam", "max_tokens": 3})
             assert ok.status_code == 200
-        assert server.metric('cotdistill_server_model_reloads_total{outcome="refused"}') == 2
+        # The missing one is refused before the loader runs (404): only the broken one counts.
+        assert server.metric('cotdistill_server_model_reloads_total{outcome="refused"}') == 1
         assert server.metric('cotdistill_server_model_reloads_total{outcome="loaded"}') == 2
     finally:
         server.stop()

@@ -203,26 +203,38 @@ def test_a_failing_worker_fails_the_run_with_its_reason(
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "field", "code"),
     [
-        ({"model": "/nonexistent/student"}, "student.model"),
-        ({"train_paths": []}, "data.train_paths"),
-        ({"train_paths": ["/nonexistent/train.jsonl"]}, "data.train_paths[0]"),
-        ({"format": "no_such_format"}, "data.format"),
-        ({"learning_rate": 2.0}, "hyperparameters.learning_rate"),
-        ({"num_workers": 3}, "scaling.num_workers"),  # the local runtime has 2 CPUs
-        ({"kd_weight": 1.0}, "objective.kd_weight"),  # SFT-only samples: no teacher top-k
+        ({"model": "/etc"}, "student.model", grpc.StatusCode.PERMISSION_DENIED),
+        ({"model": "{task}/no-student"}, "student.model", grpc.StatusCode.NOT_FOUND),
+        ({"model": "{task}"}, "student.model", grpc.StatusCode.INVALID_ARGUMENT),  # no config.json
+        ({"train_paths": []}, "data.train_paths", grpc.StatusCode.INVALID_ARGUMENT),
+        ({"train_paths": ["/etc/passwd"]}, "data.train_paths[0]", grpc.StatusCode.PERMISSION_DENIED),
+        ({"train_paths": ["{task}/../../../etc/passwd"]}, "data.train_paths[0]", grpc.StatusCode.PERMISSION_DENIED),
+        ({"train_paths": ["{task}/none.jsonl"]}, "data.train_paths[0]", grpc.StatusCode.NOT_FOUND),
+        # Inside the roots but not sample data: refused at StartRun, not inside a Ray worker.
+        ({"train_paths": ["{task}/passwd.jsonl"]}, "data.train_paths[0]", grpc.StatusCode.INVALID_ARGUMENT),
+        ({"format": "no_such_format"}, "data.format", grpc.StatusCode.INVALID_ARGUMENT),
+        ({"learning_rate": 2.0}, "hyperparameters.learning_rate", grpc.StatusCode.INVALID_ARGUMENT),
+        ({"num_workers": 3}, "scaling.num_workers", grpc.StatusCode.INVALID_ARGUMENT),  # the local Ray has 2 CPUs
+        ({"kd_weight": 1.0}, "objective.kd_weight", grpc.StatusCode.INVALID_ARGUMENT),  # SFT samples: no top-k
     ],
 )
 def test_bad_specs_are_rejected_naming_the_field(
-    trainer: TrainerUnderTest, task: dict[str, Path], change: dict[str, object], field: str
+    trainer: TrainerUnderTest,
+    task: dict[str, Path],
+    change: dict[str, object],
+    field: str,
+    code: grpc.StatusCode,
 ) -> None:
+    folder = task["train"].parent
+    (folder / "passwd.jsonl").write_text("root:x:0:0:root:/root:/bin/bash\n")
     spec = _spec(task, "bad")
     if "model" in change:
-        spec.student.model = str(change["model"])
+        spec.student.model = str(change["model"]).format(task=folder)
     if "train_paths" in change:
         del spec.data.train_paths[:]
-        spec.data.train_paths.extend(change["train_paths"])  # type: ignore[arg-type]
+        spec.data.train_paths.extend(str(p).format(task=folder) for p in change["train_paths"])  # type: ignore[attr-defined]
     if "format" in change:
         spec.data.format = str(change["format"])
     if "learning_rate" in change:
@@ -234,7 +246,7 @@ def test_bad_specs_are_rejected_naming_the_field(
     channel, stub = _stub(trainer)
     with channel, pytest.raises(grpc.RpcError) as err:
         stub.StartRun(trainer_pb2.StartRunRequest(spec=spec), timeout=30)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.code() == code, err.value.details()
     assert err.value.details().startswith(field), err.value.details()
 
 

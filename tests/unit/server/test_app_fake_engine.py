@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -72,18 +74,22 @@ class FakeEngine:
         self.closed = True
 
 
-def make_app(loaded: asyncio.Event | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
+def make_app(loaded: asyncio.Event | None = None, root: Path | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
+    """An app serving ``ROOT/ckpt-a`` (ROOT also holds ckpt-b and ckpt-bad, which fails to load)."""
     engines: dict[str, FakeEngine] = {}
+    root = root or Path(tempfile.mkdtemp(prefix="ckpts-"))
+    for name in ("ckpt-a", "ckpt-b", "ckpt-bad"):
+        (root / name).mkdir(parents=True, exist_ok=True)
 
     async def loader(path: str) -> FakeEngine:
         if loaded is not None:
             await loaded.wait()
         if "bad" in path:
             raise EngineLoadError(f"checkpoint {path!r} is broken")
-        engines[path] = FakeEngine(path)
-        return engines[path]
+        engines[Path(path).name] = FakeEngine(path)
+        return engines[Path(path).name]
 
-    settings = ServerSettings(model="ckpt-a", api_keys=[KEY], **overrides)
+    settings = ServerSettings(model=str(root / "ckpt-a"), api_keys=[KEY], **overrides)
     return build_app(settings, loader=loader), engines
 
 
@@ -140,8 +146,8 @@ def test_chat_uses_the_chat_template_and_names_bad_fields() -> None:
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages[0].role"
 
 
-def test_reload_switches_and_refuses_and_the_old_engine_closes_after_draining() -> None:
-    app, engines = make_app()
+def test_reload_switches_and_refuses_and_the_old_engine_closes_after_draining(tmp_path: Path) -> None:
+    app, engines = make_app(root=tmp_path)
     with TestClient(app) as client:
         for _ in range(200):
             if client.get("/ready").status_code == 200:
@@ -156,10 +162,10 @@ def test_reload_switches_and_refuses_and_the_old_engine_closes_after_draining() 
             headers=AUTH,
             json={"model": "cotdistill-student", "prompt": "zz", "max_tokens": 3, "stream": True},
         ) as inflight:
-            refused = client.post("/admin/reload", headers=AUTH, json={"model": "ckpt-bad"})
+            refused = client.post("/admin/reload", headers=AUTH, json={"model": str(tmp_path / "ckpt-bad")})
             assert refused.status_code == 400 and refused.json()["error"]["code"] == "checkpoint_refused"
-            switched = client.post("/admin/reload", headers=AUTH, json={"model": "ckpt-b"})
-            assert switched.status_code == 200 and switched.json()["model"] == "ckpt-b"
+            switched = client.post("/admin/reload", headers=AUTH, json={"model": str(tmp_path / "ckpt-b")})
+            assert switched.status_code == 200 and switched.json()["model"] == str(tmp_path / "ckpt-b")
             assert not old.closed  # still serving the request in flight
             client.portal.call(old.gate.set)  # type: ignore[union-attr]
             text = "".join(
@@ -173,7 +179,23 @@ def test_reload_switches_and_refuses_and_the_old_engine_closes_after_draining() 
                 break
             time.sleep(0.01)
         assert old.closed
-        assert client.get("/v1/models", headers=AUTH).json()["data"][0]["root"] == "ckpt-b"
+        assert client.get("/v1/models", headers=AUTH).json()["data"][0]["root"] == str(tmp_path / "ckpt-b")
+
+
+def test_reload_paths_are_confined_to_the_reload_roots(tmp_path: Path) -> None:
+    app, engines = make_app(root=tmp_path / "ckpts")
+    with TestClient(app) as client:
+        for path in ("/etc", "/proc/self", str(tmp_path / "ckpts" / ".." / "elsewhere"), "../../etc"):
+            denied = client.post("/admin/reload", headers=AUTH, json={"model": path})
+            assert denied.status_code == 403, (path, denied.text)
+            error = denied.json()["error"]
+            assert error["type"] == "permission_error" and error["param"] == "model"
+            assert error["message"].startswith(f"model: {path} is outside the directories")
+            assert "COTDISTILL_SERVER_PATH_ROOTS" in error["message"]
+        missing = client.post("/admin/reload", headers=AUTH, json={"model": str(tmp_path / "ckpts" / "ckpt-z")})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "checkpoint_not_found"
+        assert missing.json()["error"]["param"] == "model"
+        assert set(engines) <= {"ckpt-a"}  # nothing outside the roots was handed to the loader
 
 
 def test_a_configured_model_that_cannot_load_is_fatal_and_reported() -> None:

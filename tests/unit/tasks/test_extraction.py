@@ -154,3 +154,31 @@ def test_normalized_decimals_keep_their_value(d: Decimal) -> None:
 @given(st.text(alphabet="abcdefghij", min_size=1, max_size=8))
 def test_letter_answers_after_the_phrase(word: str) -> None:
     assert extract_answer(f'The last letters give "{word}". The answer is {word}.', "last_letters") == word
+
+
+@pytest.mark.parametrize(
+    ("text", "dataset", "after_trigger", "expected"),
+    [
+        # Their choice pattern is "A|B|C|D|E": a capital letter inside a word counts.
+        (" Answer: C", "commonsenseqa", True, "A"),
+        (" (B) 45.", "aqua", True, "B"),
+        # No candidate after the trigger: no answer, never a number from the rationale.
+        ("9 * 2 = 18.\nTherefore, the answer (arabic numerals) is unclear.", "gsm8k", False, None),
+        ("It is heads up.\nTherefore, the answer (Yes or No) is ambiguous", "coin_flip", False, None),
+        ("16 - 3 = 13 eggs.\nTherefore, the answer (arabic numerals) is 13.", "gsm8k", False, "13"),
+        # Without the Zero-shot-CoT trigger: their few-shot reading ("The answer is", else the last).
+        ("So 5 + 4 = 9. The answer is 9.", "gsm8k", False, "9"),
+        ("5 + 4 = 9, then 9 * 2 = 18", "gsm8k", False, "18"),
+        (' "ya".', "last_letters", True, "ya"),
+        (" ", "last_letters", True, None),
+    ],
+)
+def test_kojima_mode(text: str, dataset: str, after_trigger: bool, expected: str | None) -> None:
+    assert extract_answer(text, dataset, after_trigger=after_trigger, normalize=False, mode="kojima") == expected
+
+
+def test_project_mode_is_the_default_and_falls_back_into_the_rationale() -> None:
+    text = "9 * 2 = 18.\nTherefore, the answer (arabic numerals) is unclear."
+    assert extract_answer(text, "gsm8k") == extract_answer(text, "gsm8k", mode="project") == "18"
+    with pytest.raises(ValueError, match="mode: unknown extraction mode 'paper'"):
+        extract_answer(text, "gsm8k", mode="paper")  # type: ignore[arg-type]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cotdistill.common.errors import ConfigError, InvalidArgument
+from cotdistill.common.errors import ConfigError, InvalidArgument, NotFound
 from cotdistill.trainer.config import RecipeConfig
 from cotdistill.v1 import trainer_pb2 as pb
 from tests.unit.trainer import synthetic
@@ -129,10 +130,8 @@ def _with(raw: dict[str, Any], **sections: dict[str, Any]) -> RecipeConfig:
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [
-        ({"student": {"model": "/nowhere"}}, "student.model", "no model directory"),
         ({"student": {"kind": "encoder_decoder"}}, "student.kind", "decoder_only"),
         ({"data": {"train_paths": []}}, "data.train_paths", "empty"),
-        ({"data": {"train_paths": ["/nowhere.parquet"]}}, "data.train_paths[0]", "no such file"),
         ({"data": {"format": "bogus"}}, "data.format", "unknown format"),
         ({"objective": {"kd_weight": 1.0}}, "objective.kd_weight", "no top-k logprobs"),
     ],
@@ -143,6 +142,50 @@ def test_validate_names_the_runspec_field(
     with pytest.raises(InvalidArgument, match=message) as err:
         _with(base["raw"], **change).validate()
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"student": {"model": "/nowhere"}}, "student.model: no such model directory: /nowhere"),
+        ({"data": {"train_paths": ["/nowhere.parquet"]}}, "data.train_paths[0]: no such file or directory"),
+        ({"data": {"validation_paths": ["/nowhere"]}}, "data.validation_paths[0]: no such file or directory"),
+    ],
+)
+def test_missing_inputs_are_not_found(base: dict[str, Any], change: dict[str, Any], message: str) -> None:
+    with pytest.raises(NotFound, match=re.escape(message)):
+        _with(base["raw"], **change).validate()
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        ("root:x:0:0:root:/root:/bin/bash\n", "passwd.jsonl", "passwd.jsonl:1: not JSON lines"),
+        ('{"text": "x"}\n', "rows.jsonl", "rows.jsonl:1: a sample needs 'question'"),
+        ("", "empty.jsonl", "no samples (the file is empty)"),
+        ("PAR1 not really", "fake.parquet", "not a Parquet sample shard"),
+        ("anything", "notes.txt", "expected *.parquet or *.jsonl"),
+    ],
+)
+def test_training_inputs_are_read_before_the_run_is_queued(
+    base: dict[str, Any], tmp_path: Path, content: str, name: str, message: str
+) -> None:
+    bad = tmp_path / name
+    bad.write_text(content)
+    with pytest.raises(InvalidArgument, match=re.escape(message)) as err:
+        _with(base["raw"], data={"train_paths": [str(base["raw"]["data"]["train_paths"][0]), str(bad)]}).validate()
+    assert err.value.field == "data.train_paths[1]"
+
+
+def test_a_parquet_file_without_the_sample_columns_is_refused(base: dict[str, Any], tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), other)
+    with pytest.raises(InvalidArgument, match="not a sample shard \\(missing columns") as err:
+        _with(base["raw"], data={"train_paths": [str(other)]}).validate()
+    assert err.value.field == "data.train_paths[0]"
 
 
 def test_kd_needs_a_teacher_tokenizer(base: dict[str, Any]) -> None:

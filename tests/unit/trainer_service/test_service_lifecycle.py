@@ -6,6 +6,7 @@ Training itself (Ray Train + the recipe) is replaced by a scripted executor behi
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -60,7 +61,14 @@ def _accept(spec: trainer_pb2.RunSpec, output_dir: Path) -> None:
 
 
 def _settings(tmp_path: Path) -> TrainerSettings:
-    return TrainerSettings(port=0, metrics_port=0, artifacts_dir=str(tmp_path / "artifacts"), grace_period_s=2)
+    # The specs below name /models/student, /data/train.parquet and files under tmp_path: allowed.
+    return TrainerSettings(
+        port=0,
+        metrics_port=0,
+        artifacts_dir=str(tmp_path / "artifacts"),
+        grace_period_s=2,
+        path_roots=["/models", "/data", str(tmp_path)],
+    )
 
 
 Client = tuple[GrpcService, trainer_pb2_grpc.TrainerServiceStub]
@@ -211,7 +219,13 @@ async def test_restart_keeps_records_and_resumes_active_runs(tmp_path: Path) -> 
             assert [r.run_id for r in listed.runs] == [active.run_id, done.run_id]
             assert listed.runs[1].state == trainer_pb2.RUN_STATE_SUCCEEDED
             assert listed.runs[0].state in (trainer_pb2.RUN_STATE_PENDING, trainer_pb2.RUN_STATE_RUNNING)
-            assert second_executor.calls == [active.run_id]  # taken over, not restarted from nothing
+            # Taken over, not restarted from nothing. The run thread calls the executor a moment
+            # after the service is up: wait for that call instead of racing it.
+            for _ in range(200):
+                if second_executor.calls:
+                    break
+                await asyncio.sleep(0.05)
+            assert second_executor.calls == [active.run_id]
             texts = []
             async for response in stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=active.run_id), timeout=30):
                 texts.append(response.event.message)
@@ -265,5 +279,62 @@ async def test_shutdown_ends_watch_streams_with_unavailable(tmp_path: Path) -> N
                         manager.stop_watchers()
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "watch again from sequence" in (err.value.details() or "")
+    finally:
+        await svc.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s.student.__setattr__("model", "/etc"), "student.model"),
+        (lambda s: s.student.__setattr__("model", "/models/../etc"), "student.model"),
+        (lambda s: s.student.__setattr__("tokenizer", "/root/.ssh"), "student.tokenizer"),
+        (lambda s: s.data.__setattr__("teacher_tokenizer", "/proc/self"), "data.teacher_tokenizer"),
+        (lambda s: s.data.train_paths.__setitem__(0, "/etc/passwd"), "data.train_paths[0]"),
+        (lambda s: s.data.validation_paths.append("/proc/self/environ"), "data.validation_paths[0]"),
+    ],
+)
+async def test_paths_outside_the_roots_are_refused_before_anything_reads_them(
+    service: Client, mutate: Callable[[trainer_pb2.RunSpec], None], field: str
+) -> None:
+    _, stub = service
+    spec = _spec()
+    mutate(spec)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.StartRun(trainer_pb2.StartRunRequest(spec=spec))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = err.value.details() or ""
+    assert details.startswith(f"{field}: ") and "COTDISTILL_TRAINER_PATH_ROOTS" in details
+    assert not (await stub.ListRuns(trainer_pb2.ListRunsRequest())).runs  # nothing was queued
+
+
+async def test_accepted_paths_are_recorded_resolved(service: Client) -> None:
+    _, stub = service
+    spec = _spec()
+    spec.data.train_paths[0] = "/data/shards/../train.parquet"
+    run = (await stub.StartRun(trainer_pb2.StartRunRequest(spec=spec))).run
+    assert list(run.spec.data.train_paths) == ["/data/train.parquet"]
+    await _watch(stub, run.run_id)
+
+
+async def test_a_run_whose_paths_left_the_roots_fails_at_restart(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    svc = await build_server(settings, executor=ScriptedExecutor(), validate=_accept)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        run = (await stub.StartRun(trainer_pb2.StartRunRequest(spec=_spec("block")))).run
+        async for response in stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id)):
+            if response.event.HasField("step"):
+                break
+    await svc.stop(0)
+
+    narrower = settings.model_copy(update={"path_roots": [str(tmp_path)]})  # /models and /data no longer
+    svc = await build_server(narrower, executor=ScriptedExecutor(), validate=_accept)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            record = (await stub.GetRun(trainer_pb2.GetRunRequest(run_id=run.run_id))).run
+            assert record.state == trainer_pb2.RUN_STATE_FAILED
+            assert "cannot resume" in record.error and "student.model: /models/student is outside" in record.error
     finally:
         await svc.stop(0)

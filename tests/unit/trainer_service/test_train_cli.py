@@ -23,7 +23,11 @@ from tests.unit.trainer_service.test_service_lifecycle import ScriptedExecutor, 
 
 def _config(tmp_path: Path, **training: object) -> RunConfig:
     return RunConfig.model_validate(
-        {"name": "cli", "output_dir": str(tmp_path / "runs"), "training": {"student": "models/s", **training}}
+        {
+            "name": "cli",
+            "output_dir": str(tmp_path / "runs"),
+            "training": {"student": str(tmp_path / "models" / "s"), **training},
+        }
     )
 
 

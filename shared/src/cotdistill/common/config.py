@@ -7,7 +7,7 @@ Errors name the key and the file:line where it was set (or the override that set
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,12 +91,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[KeyP
 
 
 def _locate(loc: KeyPath, lines: dict[KeyPath, int], origins: dict[KeyPath, str], source: str) -> str:
-    for n in range(len(loc), -1, -1):
-        prefix = tuple(loc[:n])
-        if prefix in origins:
-            return origins[prefix]
-        if prefix in lines and n > 0:
-            return f"{source}:{lines[prefix]}"
+    # An override of a key or of any section above it replaced what the file said there.
+    for n in range(len(loc), 0, -1):
+        if tuple(loc[:n]) in origins:
+            return origins[tuple(loc[:n])]
+    for n in range(len(loc), 0, -1):
+        if tuple(loc[:n]) in lines:
+            return f"{source}:{lines[tuple(loc[:n])]}"
     return source
 
 
@@ -125,9 +126,19 @@ def validate(
 
 def load_config(model: type[M], path: str | Path, overrides: Sequence[str] = ()) -> M:
     """Load a YAML recipe, apply overrides and validate it into ``model``."""
+    return load_located_config(model, path, overrides)[0]
+
+
+Locator = Callable[[KeyPath], str]
+
+
+def load_located_config(model: type[M], path: str | Path, overrides: Sequence[str] = ()) -> tuple[M, Locator]:
+    """Like :func:`load_config`, plus where each key was set (``file:line`` or ``override '...'``),
+    for checks that run after validation (a dataset name that does not exist, ...)."""
     data, lines = load_yaml(path)
     origins = apply_overrides(data, overrides)
-    return validate(model, data, source=str(path), lines=lines, origins=origins)
+    config = validate(model, data, source=str(path), lines=lines, origins=origins)
+    return config, lambda loc: _locate(loc, lines, origins, str(path))
 
 
 def dump_config(config: BaseModel) -> str:

@@ -24,8 +24,8 @@ class ConfigError(CotdistillError):
         return (_rebuild_config_error, (self.message, self.key, self.source))
 
 
-class InvalidArgument(CotdistillError):
-    """A request field is invalid; maps to gRPC INVALID_ARGUMENT / HTTP 400."""
+class FieldError(CotdistillError):
+    """A request field the service refuses; the message names the field. Subclasses say why."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
@@ -34,6 +34,20 @@ class InvalidArgument(CotdistillError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (self.__class__, (self.field, self.message))
+
+
+class InvalidArgument(FieldError):
+    """A request field is invalid; maps to gRPC INVALID_ARGUMENT / HTTP 400."""
+
+
+class PermissionDenied(FieldError):
+    """A request field names something the service may not touch (a path outside its configured
+    roots); maps to gRPC PERMISSION_DENIED / HTTP 403."""
+
+
+class FailedPrecondition(FieldError):
+    """A request field names something that exists but is not usable as it is (a model directory
+    that does not load); maps to gRPC FAILED_PRECONDITION / HTTP 400."""
 
 
 class NotFound(CotdistillError):

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from cotdistill.common.grpc_errors import DecodingInterceptor
 from cotdistill.common.metrics import MetricsInterceptor, RpcMetrics, new_registry, start_metrics_server
 from cotdistill.common.settings import ServiceSettings
 
@@ -97,7 +98,9 @@ async def create_server(
     """
     registry = registry if registry is not None else new_registry()
     metrics = RpcMetrics(name, registry)
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics)], options=SERVER_OPTIONS)
+    # Metrics first, so they count the INVALID_ARGUMENT answers to undecodable requests too.
+    interceptors = [MetricsInterceptor(metrics), DecodingInterceptor()]
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     service_names = list(register(server))
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

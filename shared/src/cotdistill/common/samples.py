@@ -324,11 +324,27 @@ class _ShardArrays:
     k: int
 
 
+def _required_columns() -> list[str]:
+    return [name for name, _ in _TEXT_COLUMNS] + ["top_ids", "top_logprobs"]
+
+
+def shard_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a sample shard, from its footer alone; None when it is one.
+
+    Cheap (no row is read), so a service can check every training input before it queues a run.
+    """
+    try:
+        columns = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as err:  # not Parquet at all, or unreadable
+        return f"not a Parquet sample shard ({err})"
+    missing = [n for n in _required_columns() if n not in columns]
+    return f"not a sample shard (missing columns {', '.join(missing)})" if missing else None
+
+
 def _read_shard(path: str | os.PathLike[str] | BinaryIO) -> _ShardArrays:
     table = pq.read_table(path)
     meta = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-    names = [name for name, _ in _TEXT_COLUMNS] + ["top_ids", "top_logprobs"]
-    missing = [n for n in names if n not in table.column_names]
+    missing = [n for n in _required_columns() if n not in table.column_names]
     if missing:
         raise ValueError(f"{path}: not a sample shard (missing columns {', '.join(missing)})")
     ks = {int(k) for k in table.column("top_k").to_pylist() if k}

@@ -9,16 +9,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cotdistill.common.artifacts import ArtifactStore
-from cotdistill.common.config import dump_config, load_config
-from cotdistill.common.errors import CotdistillError
+from cotdistill.common.config import dump_config, load_located_config
+from cotdistill.common.errors import ConfigError, CotdistillError
 from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline.align_cli import align as align_command
 from cotdistill.pipeline.data_cli import data_app
 from cotdistill.pipeline.eval_cli import install as install_eval
 from cotdistill.pipeline.models_cli import models_app
+from cotdistill.pipeline.recipe_checks import check_recipe
 from cotdistill.pipeline.sample_cli import sample as sample_command
 from cotdistill.pipeline.stages import STAGES
 from cotdistill.pipeline.train_cli import register as register_train
@@ -85,9 +87,26 @@ def config_validate(
     file: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     overrides: Overrides = None,
     show: Annotated[bool, typer.Option(help="Print the resolved config.")] = False,
+    paths: Annotated[
+        bool,
+        typer.Option(
+            help="Check that files and model directories exist on this machine (--no-paths when the services "
+            "run elsewhere: names are still checked)."
+        ),
+    ] = True,
 ) -> None:
-    """Validate a recipe; errors name the key and file:line."""
-    config = load_config(RunConfig, file, overrides or [])
+    """Validate a recipe: its keys and values, then the datasets, formats, models and files it names.
+
+    Every problem is one line naming file:line and the key (with "did you mean" for near misses);
+    the exit code is 2 when there is any.
+    """
+    config, where = load_located_config(RunConfig, file, overrides or [])
+    problems = check_recipe(config, paths=paths)
+    for problem in problems:
+        line = f"{where(problem.key)}: {problem.dotted}: {problem.message}"
+        console.print(f"[red]error:[/] {escape(line)}", highlight=False)
+    if problems:
+        raise typer.Exit(2)
     if show:
         out.print(dump_config(config), end="")
     console.print(f"[green]ok[/] {file}: run {config.name!r}, stages {', '.join(config.stages)}")
@@ -96,7 +115,12 @@ def config_validate(
 @app.command()
 def run(config_file: Annotated[Path, typer.Argument(help="Recipe YAML file.")], overrides: Overrides = None) -> None:
     """Run the pipeline stages of a recipe, writing artifacts under OUTPUT_DIR/NAME."""
-    config = load_config(RunConfig, config_file, overrides or [])
+    config, where = load_located_config(RunConfig, config_file, overrides or [])
+    # Names only: the services resolve files on their own machines, and say so when one is missing.
+    problems = check_recipe(config, paths=False)
+    if problems:
+        first = problems[0]
+        raise ConfigError(first.message, key=first.dotted, source=where(first.key))
     store = ArtifactStore(f"{config.output_dir.rstrip('/')}/{config.name}")
     store.write_text(dump_config(config), "config.yaml")
     console.print(f"run [bold]{config.name}[/] -> {store.root_uri}")
@@ -114,7 +138,7 @@ def main() -> None:
     try:
         app()
     except CotdistillError as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")
         sys.exit(2)
 
 

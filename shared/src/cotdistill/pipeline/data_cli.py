@@ -28,6 +28,7 @@ from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.samples import write_shard
 from cotdistill.common.tasks import (
     Example,
+    ExtractionMode,
     extract_answer,
     filter_samples,
     get_dataset_info,
@@ -193,6 +194,14 @@ def extract_command(
     after_trigger: Annotated[
         bool, typer.Option("--after-trigger", help="Completions are Zero-shot-CoT stage-2 texts (first candidate).")
     ] = False,
+    mode: Annotated[
+        ExtractionMode,
+        typer.Option(
+            "--mode",
+            help="project (default): this project's rules; kojima: Zero-shot-CoT's own answer cleansing "
+            "(reproduces the paper's figures; no answer when the answer part holds none).",
+        ),
+    ] = "project",
 ) -> None:
     """Read JSONL with `completion` (optional `format`) on stdin; write each line with `answer` added.
 
@@ -221,9 +230,9 @@ def extract_command(
                 _, raw = parse_student_completion(fmt, completion)
             except InvalidArgument as err:
                 raise InvalidArgument(f"{where}: format", str(err).split(": ", 1)[-1]) from None
-            answer = extract_answer(raw, dataset, after_trigger=True)
+            answer = extract_answer(raw, dataset, after_trigger=True, mode=mode)
         else:
-            answer = extract_answer(completion, dataset, after_trigger=after_trigger)
+            answer = extract_answer(completion, dataset, after_trigger=after_trigger, mode=mode)
         results.append({**record, "answer": answer})
     sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,18 @@ class LocalService:
     def metrics_url(self) -> str:
         port = self.port if self.name in HTTP_SERVICES else self.metrics_port
         return f"http://127.0.0.1:{port}/metrics"
+
+
+# Services that open files named in requests, each only under its roots (cotdistill.common.path_policy).
+PATH_CONFINED = ("trainer", "evaluator", "server")
+
+
+def path_roots_env(name: str, roots: Sequence[Path]) -> dict[str, str]:
+    """The environment that lets service ``name`` open request paths under ``roots`` too (the
+    local run folders: the services' own artifact directories are roots already)."""
+    if name not in PATH_CONFINED or not roots:
+        return {}
+    return {f"COTDISTILL_{name.upper()}_PATH_ROOTS": ",".join(str(r) for r in roots)}
 
 
 def start(name: str, log_dir: Path, env: dict[str, str] | None = None) -> LocalService:

@@ -3,12 +3,13 @@
 import asyncio
 
 from cotdistill.common.logging import configure_logging
+from cotdistill.common.settings import load_settings_or_exit
 from cotdistill.evaluator.server import run
 from cotdistill.evaluator.settings import EvaluatorSettings
 
 
 def main() -> None:
-    settings = EvaluatorSettings()
+    settings = load_settings_or_exit(EvaluatorSettings, "evaluator")
     configure_logging(settings.log_level, json_format=settings.log_json, service="evaluator")
     asyncio.run(run(settings))
 

@@ -21,7 +21,7 @@ import grpc
 import httpx
 
 from cotdistill.common.chat import render_chat
-from cotdistill.common.errors import InvalidArgument, Unavailable
+from cotdistill.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from cotdistill.common.models import is_registry_name, resolve_model
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
 from cotdistill.evaluator.suite import Prompt
@@ -120,13 +120,26 @@ def hash_directory(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_checkpoint_dir(path: str | Path, field: str) -> None:
+    """A model directory or a typed error naming ``field``: NOT_FOUND when nothing is there,
+    INVALID_ARGUMENT when it is not a model directory (no ``config.json``)."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"{field}: no such directory on the evaluator: {path}")
+    if not path.is_dir():
+        raise InvalidArgument(field, f"{path} is not a directory")
+    if not (path / "config.json").is_file():
+        raise InvalidArgument(field, f"{path} is not a model directory (no config.json)")
+
+
 class TransformersGenerator:
     """A local checkpoint run with transformers ``generate``, batched with left padding."""
 
     kind = "checkpoint"
 
-    def __init__(self, path: str, *, device: str = "cpu", torch_threads: int = 0) -> None:
+    def __init__(self, path: str, *, device: str = "cpu", torch_threads: int = 0, field: str = "model") -> None:
         self.path = Path(path)
+        self.field = f"{field}.checkpoint_path"
         self.description = f"checkpoint {path}"
         self.device = device
         self.torch_threads = torch_threads
@@ -141,8 +154,7 @@ class TransformersGenerator:
     async def open(self) -> None:
         if is_registry_name(str(self.path)):  # e.g. the untrained student, by its registry name
             self.path = await asyncio.to_thread(resolve_model, str(self.path))
-        if not self.path.is_dir():
-            raise Unavailable(f"model.checkpoint_path: {self.path} is not a directory this service can read")
+        check_checkpoint_dir(self.path, self.field)
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
@@ -157,7 +169,9 @@ class TransformersGenerator:
             cls: Any = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
             model: Any = cls.from_pretrained(self.path)
         except (OSError, ValueError) as err:
-            raise Unavailable(f"model.checkpoint_path: cannot load {self.path}: {err}") from err
+            # A model directory that does not load is the request's problem, not an outage: a
+            # retry (what clients do on UNAVAILABLE) cannot help.
+            raise FailedPrecondition(self.field, f"cannot load {self.path}: {err}") from err
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         # Decoder-only prompts must end where generation starts: pad on the left.
@@ -407,18 +421,21 @@ class TeacherGenerator:
             await self._channel.close(None)
 
 
-def generator_for(model: common_pb2.ModelRef, *, device: str = "cpu", torch_threads: int = 0) -> Generator:
-    """The backend for a request's ``model`` field; INVALID_ARGUMENT when none is set."""
+def generator_for(
+    model: common_pb2.ModelRef, *, device: str = "cpu", torch_threads: int = 0, field: str = "model"
+) -> Generator:
+    """The backend for a request's ``model`` field (named ``field`` in errors); INVALID_ARGUMENT
+    when none is set. A checkpoint path must already be confined to the service's roots."""
     which = model.WhichOneof("source")
     if which == "checkpoint_path":
         if not model.checkpoint_path:
-            raise InvalidArgument("model.checkpoint_path", "must not be empty")
-        return TransformersGenerator(model.checkpoint_path, device=device, torch_threads=torch_threads)
+            raise InvalidArgument(f"{field}.checkpoint_path", "must not be empty")
+        return TransformersGenerator(model.checkpoint_path, device=device, torch_threads=torch_threads, field=field)
     if which == "openai":
         return OpenAIGenerator(model.openai)
     if which == "teacher_address":
         return TeacherGenerator(model.teacher_address)
-    raise InvalidArgument("model", "set one of checkpoint_path, openai, teacher_address")
+    raise InvalidArgument(field, "set one of checkpoint_path, openai, teacher_address")
 
 
 def _teacher_prompt(index: int, prompt: Prompt) -> Any:

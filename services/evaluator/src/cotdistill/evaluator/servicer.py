@@ -13,7 +13,8 @@ import grpc
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.grpc_errors import stream_errors, unary_errors
-from cotdistill.evaluator.backends import GenerationParams, Generator, generator_for
+from cotdistill.common.models import is_registry_name
+from cotdistill.evaluator.backends import GenerationParams, Generator, check_checkpoint_dir, generator_for
 from cotdistill.evaluator.evaluation import (
     DatasetTask,
     EvaluationOutcome,
@@ -24,7 +25,7 @@ from cotdistill.evaluator.evaluation import (
 from cotdistill.evaluator.metrics import EvaluatorMetrics
 from cotdistill.evaluator.selection import Row, Signal, choose
 from cotdistill.evaluator.settings import EvaluatorSettings
-from cotdistill.evaluator.suite import TaskSuite
+from cotdistill.evaluator.suite import TaskSuite, is_dataset_file
 from cotdistill.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         self.settings = settings
         self.metrics = metrics
         self.cache = ArtifactStore(settings.artifacts_dir)
+        # Paths in requests (checkpoints, dataset files, output_dir) stay inside these.
+        self.read_roots = settings.read_roots()
+        self.write_roots = settings.write_roots()
         if suite is None:
             from cotdistill.evaluator.task_suite import RegistrySuite
 
@@ -94,8 +98,11 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         for i, ds in enumerate(datasets):
             if not ds.name:
                 raise InvalidArgument(f"{field}[{i}].name", "must not be empty")
+            name = ds.name
+            if is_dataset_file(name):
+                name = self.read_roots.confine(name, f"{field}[{i}].name")
             loaded = await asyncio.to_thread(
-                self.suite.load, ds.name, ds.split or "test", ds.limit or None, field=f"{field}[{i}].name"
+                self.suite.load, name, ds.split or "test", ds.limit or None, field=f"{field}[{i}].name"
             )
             if not loaded.examples:
                 raise InvalidArgument(f"{field}[{i}]", f"{ds.name}/{ds.split or 'test'} has no examples")
@@ -112,15 +119,25 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         return list(formats)
 
     def _output(self, output_dir: str) -> ArtifactStore:
-        return ArtifactStore(output_dir) if output_dir else self.cache
+        return ArtifactStore(self.write_roots.confine(output_dir, "output_dir")) if output_dir else self.cache
 
-    def _generator(self, model: common_pb2.ModelRef) -> Generator:
-        return generator_for(model, device=self.settings.device, torch_threads=self.settings.torch_threads)
+    def _model(self, model: common_pb2.ModelRef, field: str) -> common_pb2.ModelRef:
+        """``model`` with its checkpoint path confined and checked (before any work starts)."""
+        if model.WhichOneof("source") != "checkpoint_path" or not model.checkpoint_path:
+            return model
+        if is_registry_name(model.checkpoint_path):
+            return model  # not a path: it resolves into the models cache when the model opens
+        path = self.read_roots.confine(model.checkpoint_path, f"{field}.checkpoint_path")
+        check_checkpoint_dir(path, f"{field}.checkpoint_path")
+        return common_pb2.ModelRef(checkpoint_path=path)
+
+    def _generator(self, model: common_pb2.ModelRef, field: str) -> Generator:
+        return generator_for(model, device=self.settings.device, torch_threads=self.settings.torch_threads, field=field)
 
     # -- Evaluate -----------------------------------------------------------------------------
 
     async def _evaluate(
-        self, request: EvaluationRequest, model: common_pb2.ModelRef
+        self, request: EvaluationRequest, model: common_pb2.ModelRef, field: str = "model"
     ) -> AsyncIterator[ProgressEvent | EvaluationOutcome]:
         """Open the model, run the loop, count the outcome by state."""
         total = sum(len(t.dataset.examples) for t in request.tasks) * len(request.formats)
@@ -128,7 +145,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             raise InvalidArgument(
                 "datasets", f"{total} questions x formats exceed this service's limit of {self.settings.max_examples}"
             )
-        generator = self._generator(model)
+        generator = self._generator(model, field)
         state = "failed"
         self.metrics.running.inc()
         try:
@@ -150,6 +167,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     ) -> AsyncIterator[evaluator_pb2.EvaluateResponse]:
         if not request.HasField("model"):
             raise InvalidArgument("model", "is required")
+        model = self._model(request.model, "model")
         params = generation_params(request.generation)
         formats = self._formats(request.formats)
         tasks = await self._tasks(request.datasets)
@@ -163,7 +181,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             step=request.step,
             tags=dict(request.tags),
         )
-        async for event in self._evaluate(eval_request, request.model):
+        async for event in self._evaluate(eval_request, model):
             if isinstance(event, ProgressEvent):
                 yield evaluator_pb2.EvaluateResponse(
                     progress=common_pb2.Progress(
@@ -193,6 +211,8 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 raise InvalidArgument(
                     f"candidates[{i}].validation_loss", "is required by SELECTION_SIGNAL_VALIDATION_LOSS"
                 )
+        # Every candidate's checkpoint is checked before the first one is evaluated.
+        models = [self._model(c.model, f"candidates[{i}].model") for i, c in enumerate(request.candidates)]
         output = self._output(request.output_dir)
         needs_eval = signal != "validation_loss" or len(request.datasets) > 0
         tasks: list[DatasetTask] = []
@@ -227,7 +247,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                     result_dir="eval/selection",
                 )
                 outcome: EvaluationOutcome | None = None
-                async for event in self._evaluate(eval_request, cand.model):
+                async for event in self._evaluate(eval_request, models[i], f"candidates[{i}].model"):
                     if isinstance(event, EvaluationOutcome):
                         outcome = event
                 assert outcome is not None

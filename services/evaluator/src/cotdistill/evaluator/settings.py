@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from cotdistill.common.settings import ServiceSettings
+from cotdistill.common.settings import CallerPathSettings
 
 
-class EvaluatorSettings(ServiceSettings):
+class EvaluatorSettings(CallerPathSettings):
     """Settings of the evaluator service.
 
     ``artifacts_dir`` holds the result cache (``eval-cache/<key>/``) and is where results go

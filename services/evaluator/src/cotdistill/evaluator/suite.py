@@ -47,6 +47,15 @@ class LoadedDataset:
     fingerprint: str
 
 
+DATASET_FILE_SUFFIXES = (".json", ".jsonl")
+
+
+def is_dataset_file(name: str) -> bool:
+    """Whether a dataset name is a file path (a ``.json``/``.jsonl`` file, or any name with a
+    directory part) rather than a registry name."""
+    return name.endswith(DATASET_FILE_SUFFIXES) or "/" in name or "\\" in name
+
+
 class TaskSuite(Protocol):
     """What the evaluation loop needs from the task library."""
 

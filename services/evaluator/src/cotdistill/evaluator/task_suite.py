@@ -43,7 +43,7 @@ from cotdistill.common.tasks import (
     student_stop,
     teacher_chat_prompt,
 )
-from cotdistill.evaluator.suite import EvalExample, LoadedDataset, Prompt, Scored
+from cotdistill.evaluator.suite import EvalExample, LoadedDataset, Prompt, Scored, is_dataset_file
 
 KOJIMA_ANSWER_ONLY = "kojima_answer_only"
 CHAT_PREFIX = "chat_"
@@ -81,9 +81,9 @@ class RegistrySuite:
 
     def load(self, name: str, split: str, limit: int | None, *, field: str) -> LoadedDataset:
         path = Path(name)
-        if name.endswith((".json", ".jsonl")) or path.is_file():
+        if is_dataset_file(name):
             if not path.is_file():
-                raise InvalidArgument(field, f"dataset file {name} does not exist (on the evaluator's file system)")
+                raise NotFound(f"{field}: dataset file {name} does not exist (on the evaluator's file system)")
             examples = _load_file(path, field)
             fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()
             display = path.stem

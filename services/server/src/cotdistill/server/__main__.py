@@ -6,13 +6,14 @@ import sys
 import uvicorn
 
 from cotdistill.common.logging import configure_logging
+from cotdistill.common.settings import load_settings_or_exit
 from cotdistill.server.app import build_app
 from cotdistill.server.lifecycle import GracefulServer
 from cotdistill.server.settings import ServerSettings
 
 
 def main() -> None:
-    settings = ServerSettings()
+    settings = load_settings_or_exit(ServerSettings, "server")
     configure_logging(settings.log_level, json_format=settings.log_json, service="server")
     app = build_app(settings)
     config = uvicorn.Config(

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.errors import FieldError, NotFound, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return openai_error(exc.status, exc.message, exc.kind, exc.code, param=exc.param, headers=exc.headers)
 
-    @app.exception_handler(InvalidArgument)
-    async def invalid_argument(request: Request, exc: InvalidArgument) -> JSONResponse:
+    @app.exception_handler(FieldError)
+    async def field_error(request: Request, exc: FieldError) -> JSONResponse:
+        if isinstance(exc, PermissionDenied):
+            return openai_error(403, str(exc), "permission_error", param=exc.field)
         return openai_error(400, str(exc), "invalid_request_error", param=exc.field)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return openai_error(404, str(exc), "not_found_error")
 
     @app.exception_handler(RequestValidationError)
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,22 +1,29 @@
 """POST /admin/reload: load a checkpoint beside the served one and switch to it.
 
 Needs an API key like every other endpoint; in open mode (no keys) only loopback clients may
-call it, since it makes the server read a path from its filesystem.
+call it, since it makes the server read a path from its filesystem. A ``model`` in the body must
+lie under the server's reload roots (``ServerSettings.reload_roots``: artifacts, models cache,
+the configured model's folder, ``COTDISTILL_SERVER_PATH_ROOTS``): 403 otherwise, 404 when
+nothing is there, 400 when it does not load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
 import time
 
 from fastapi import APIRouter, Request
 
+from cotdistill.common.models import is_registry_name
 from cotdistill.server.auth import Authenticated
 from cotdistill.server.engine.base import EngineLoadError
 from cotdistill.server.errors import APIError
 from cotdistill.server.execution import context
 from cotdistill.server.openapi import ADMIN_RESPONSES
 from cotdistill.server.protocol import ReloadRequest, ReloadResponse
+from cotdistill.server.settings import ServerSettings
 
 router = APIRouter(prefix="/admin", dependencies=[Authenticated], tags=["admin"])
 
@@ -28,13 +35,27 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def _requested_checkpoint(settings: ServerSettings, requested: str) -> str:
+    """``requested`` resolved inside the reload roots (403 outside them, 404 when nothing is there);
+    a registry name is not a path (it resolves into the models cache) and passes as it is."""
+    if is_registry_name(requested):
+        return requested
+    path = settings.reload_roots().confine(requested, "model")
+    if not os.path.exists(path):
+        message = f"model: no such checkpoint directory on the server: {requested}"
+        raise APIError(404, message, "not_found_error", param="model", code="checkpoint_not_found")
+    return path
+
+
 @router.post("/reload", response_model=ReloadResponse, responses=ADMIN_RESPONSES)
 async def reload(request: Request, body: ReloadRequest | None = None) -> ReloadResponse:
     """Load ``model`` (default: the configured checkpoint); 400 and no change if it fails."""
     ctx = context(request)
     if ctx.api_keys.open and not _is_loopback(request.client.host if request.client else None):
         raise APIError(403, "reload is only allowed from loopback when the server has no API keys", "permission_error")
-    path = (body.model if body else None) or ctx.settings.model
+    requested = body.model if body else None
+    # The configured model is the operator's choice; a path from the request is confined.
+    path = await asyncio.to_thread(_requested_checkpoint, ctx.settings, requested) if requested else ctx.settings.model
     if not path:
         raise APIError(400, "model: no checkpoint given and none configured", param="model")
     started = time.perf_counter()

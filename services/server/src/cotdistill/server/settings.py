@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from cotdistill.common.settings import ServiceSettings, is_placeholder
+from cotdistill.common.path_policy import PathRoots
+from cotdistill.common.settings import CallerPathSettings, is_placeholder, split_list
 
 Backend = Literal["auto", "transformers", "vllm"]
 
@@ -20,15 +21,12 @@ Backend = Literal["auto", "transformers", "vllm"]
 MIN_API_KEY_LENGTH = 16
 
 
-def _split(value: object) -> object:
-    """Comma- or newline-separated lists from env vars (``a,b``), or lists as they are."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.replace("\n", ",").split(",") if part.strip()]
-    return value
+class ServerSettings(CallerPathSettings):
+    """Settings of the HTTP model server. /metrics is served on the main port.
 
-
-class ServerSettings(ServiceSettings):
-    """Settings of the HTTP model server. /metrics is served on the main port."""
+    ``POST /admin/reload`` may name a checkpoint under the artifact directory, the models cache,
+    the folder that holds the configured ``model``, or ``path_roots``.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="COTDISTILL_SERVER_", extra="forbid", validate_default=True, hide_input_in_errors=True
@@ -84,7 +82,7 @@ class ServerSettings(ServiceSettings):
         if isinstance(data, dict):
             for name in ("api_keys", "cors_origins"):
                 if name in data:
-                    data[name] = _split(data[name])
+                    data[name] = split_list(data[name])
         return data
 
     @model_validator(mode="after")
@@ -110,6 +108,12 @@ class ServerSettings(ServiceSettings):
         out = dict(self)
         out["api_keys"] = f"<{len(self.api_keys)} keys>"
         return out
+
+    def reload_roots(self) -> PathRoots:
+        """Where ``POST /admin/reload`` may load a checkpoint from."""
+        parent = str(Path(self.model).resolve().parent) if self.model else ""
+        roots = [self.artifacts_dir, self.models_dir, parent, *self.path_roots]
+        return PathRoots.of(roots, self.env_name("path_roots"))
 
     def all_api_keys(self) -> list[str]:
         """Keys from settings plus those in the key file (blank lines and # comments skipped)."""

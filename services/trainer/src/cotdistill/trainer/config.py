@@ -4,7 +4,9 @@ Field names and sections mirror the proto (``student``, ``data``, ``objective``,
 ``hyperparameters``, ``checkpoints``) so an error names the same path in YAML and in gRPC, e.g.
 ``objective.kd_weight: > 0 but the samples carry no top-k logprobs``. Range checks that need
 nothing but the values live in pydantic validators; checks that touch the disk (model
-directory, data files) are in :meth:`RecipeConfig.validate`.
+directory, data files: each one's header is read) are in :meth:`RecipeConfig.validate`. A
+missing file is NOT_FOUND, one that is there but unusable INVALID_ARGUMENT; that every path lies
+under the service's roots is checked before, by the run manager.
 
 Run it standalone with ``python -m cotdistill.trainer.recipe CONFIG.yaml [key=value ...]``.
 """
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from cotdistill.v1 import trainer_pb2
@@ -250,26 +252,31 @@ class RecipeConfig(_Section):
     # ---- checks that touch the disk ---------------------------------------------------------
 
     def validate(self) -> None:  # type: ignore[override]  # pydantic's classmethod `validate` is deprecated
-        """Check what needs the file system; raises InvalidArgument naming the RunSpec field."""
+        """Check what needs the file system, naming the RunSpec field.
+
+        Raises:
+            NotFound: a model directory or data file is not there.
+            InvalidArgument: one is there but is not what the field needs.
+        """
         model_dir = Path(self.student.model)
+        if not model_dir.exists():
+            raise NotFound(f"student.model: no such model directory: {self.student.model}")
         if not (model_dir / "config.json").is_file():
             raise InvalidArgument("student.model", f"no model directory (config.json) at {self.student.model}")
         if self.student.tokenizer and not Path(self.student.tokenizer).is_dir():
             raise InvalidArgument("student.tokenizer", f"no tokenizer directory at {self.student.tokenizer}")
-        kind = detect_kind(model_dir)
+        try:
+            kind = detect_kind(model_dir)
+        except (OSError, ValueError) as err:
+            raise InvalidArgument("student.model", f"{model_dir / 'config.json'} does not parse ({err})") from None
         if self.student.kind != "auto" and kind != self.student.kind:
             raise InvalidArgument("student.kind", f"{self.student.kind} but {model_dir} is {kind}")
         if not self.data.train_paths:
             raise InvalidArgument("data.train_paths", "empty: at least one sample shard or JSONL file is needed")
-        for field, paths in (
-            ("data.train_paths", self.data.train_paths),
-            ("data.validation_paths", self.data.validation_paths),
-        ):
-            for i, p in enumerate(paths):
-                if not Path(p).exists():
-                    raise InvalidArgument(f"{field}[{i}]", f"no such file or directory: {p}")
-                if Path(p).is_dir() and not any(Path(p).glob("*.parquet")) and not any(Path(p).glob("*.jsonl")):
-                    raise InvalidArgument(f"{field}[{i}]", f"no *.parquet or *.jsonl files in {p}")
+        from cotdistill.trainer.data import check_sample_files
+
+        check_sample_files(self.data.train_paths, "data.train_paths")
+        check_sample_files(self.data.validation_paths, "data.validation_paths")
         if self.data.teacher_tokenizer and not Path(self.data.teacher_tokenizer).is_dir():
             raise InvalidArgument("data.teacher_tokenizer", f"no tokenizer directory at {self.data.teacher_tokenizer}")
         if self.data.format not in known_formats():

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
-from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.common.models import is_registry_name, resolve_model
 
 IGNORE = -100
@@ -62,19 +62,69 @@ def _files(paths: Sequence[str], field_name: str) -> tuple[list[Path], list[Path
     parquet: list[Path] = []
     jsonl: list[Path] = []
     for i, raw in enumerate(paths):
-        p = Path(raw)
-        if p.is_dir():
-            parquet.extend(sorted(p.glob("*.parquet")))
-            jsonl.extend(sorted(p.glob("*.jsonl")))
-        elif p.suffix == ".parquet":
-            parquet.append(p)
-        elif p.suffix in (".jsonl", ".json"):
-            jsonl.append(p)
-        elif not p.exists():
-            raise InvalidArgument(f"{field_name}[{i}]", f"no such file or directory: {p}")
-        else:
-            raise InvalidArgument(f"{field_name}[{i}]", f"{p}: expected *.parquet or *.jsonl")
+        more_parquet, more_jsonl = _files_of(raw, f"{field_name}[{i}]")
+        parquet.extend(more_parquet)
+        jsonl.extend(more_jsonl)
     return parquet, jsonl
+
+
+def _files_of(raw: str, field: str) -> tuple[list[Path], list[Path]]:
+    """(Parquet shards, JSONL files) of one training input: a file, or a folder of them."""
+    p = Path(raw)
+    if not p.exists():
+        raise NotFound(f"{field}: no such file or directory: {p}")
+    if p.is_dir():
+        return sorted(p.glob("*.parquet")), sorted(p.glob("*.jsonl"))
+    if p.suffix == ".parquet":
+        return [p], []
+    if p.suffix in (".jsonl", ".json"):
+        return [], [p]
+    raise InvalidArgument(field, f"{p}: expected *.parquet or *.jsonl")
+
+
+def check_sample_files(paths: Sequence[str], field_name: str) -> None:
+    """Open every training input's header before a run is queued, so a file that is not sample
+    data fails the request (naming ``field_name[i]`` and file:line) instead of a Ray worker.
+
+    Parquet shards must carry the sample columns (footer only); a JSONL file's first record must
+    be a JSON object with ``question``, ``prompt`` or ``completion``. The rest of a JSONL file is
+    read by the workers, which report a bad line with its file:line.
+    """
+    from cotdistill.common.samples import shard_problem
+
+    for i, raw in enumerate(paths):
+        field = f"{field_name}[{i}]"
+        parquet, jsonl = _files_of(raw, field)
+        if not parquet and not jsonl:
+            raise InvalidArgument(field, f"no *.parquet or *.jsonl files in {raw}")
+        for path in parquet:
+            problem = shard_problem(path)
+            if problem is not None:
+                raise InvalidArgument(field, f"{path}: {problem}")
+        for path in jsonl:
+            _check_jsonl_head(path, field)
+
+
+def _check_jsonl_head(path: Path, field: str) -> None:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise InvalidArgument(field, f"{path}:{line_no}: not JSON lines ({err.msg})") from None
+                if not isinstance(row, dict) or not {"question", "prompt", "completion"} & set(row):
+                    raise InvalidArgument(
+                        field, f"{path}:{line_no}: a sample needs 'question' (or 'prompt'/'completion')"
+                    )
+                return
+    except UnicodeDecodeError:
+        raise InvalidArgument(field, f"{path}: not UTF-8 text") from None
+    except OSError as err:
+        raise InvalidArgument(field, f"{path}: cannot be read ({err.strerror})") from None
+    raise InvalidArgument(field, f"{path}: no samples (the file is empty)")
 
 
 def load_samples(

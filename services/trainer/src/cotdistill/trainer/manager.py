@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cotdistill.common.errors import InvalidArgument, Unavailable
+from cotdistill.common.errors import FieldError, InvalidArgument, NotFound, Unavailable
+from cotdistill.common.path_policy import PathRoots
 from cotdistill.trainer.checkpoint_eval import (
     EVALUATE_TIMEOUT_S,
     EvaluationFailed,
@@ -98,6 +99,28 @@ def validate_recipe(spec: trainer_pb2.RunSpec, output_dir: Path) -> None:
         )
 
 
+def confine_spec_paths(spec: trainer_pb2.RunSpec, roots: PathRoots) -> None:
+    """Check that every path of ``spec`` lies under ``roots`` and pin it to its resolved form.
+
+    Raises PermissionDenied naming the RunSpec field. A model or tokenizer value that is neither
+    a path nor anything on disk (a bare name) is left to the recipe's validation, which refuses it.
+    """
+    student, data = spec.student, spec.data
+    for owner, name, where in (
+        (student, "model", "student.model"),
+        (student, "tokenizer", "student.tokenizer"),
+        (data, "teacher_tokenizer", "data.teacher_tokenizer"),
+    ):
+        value = getattr(owner, name)
+        if value and ("/" in value or os.path.lexists(value)):
+            setattr(owner, name, roots.confine(value, where))
+    for name in ("train_paths", "validation_paths"):
+        paths = getattr(data, name)
+        confined = [roots.confine(p, f"data.{name}[{i}]") for i, p in enumerate(paths)]
+        del paths[:]
+        paths.extend(confined)
+
+
 def apply_scaling_defaults(spec: trainer_pb2.RunSpec, settings: TrainerSettings) -> None:
     """Fill unset scaling fields from the settings and check their ranges (field-named errors)."""
     scaling = spec.scaling
@@ -166,6 +189,7 @@ class RunManager:
     ) -> None:
         self.settings = settings
         self.root = settings.artifacts_path
+        self.roots = settings.read_roots()
         self.store = store or RunStore(self.root / "trainer.sqlite")
         self.executor = executor
         self.metrics = metrics
@@ -191,8 +215,10 @@ class RunManager:
 
     def _take_over(self, run: trainer_pb2.Run) -> None:
         try:
+            # The roots may have changed since the run was accepted: check its paths again.
+            confine_spec_paths(trainer_pb2.RunSpec.FromString(run.spec.SerializeToString()), self.roots)
             self.validate(run.spec, Path(run.output_dir))
-        except InvalidArgument as err:
+        except (FieldError, NotFound) as err:
             self._finish(run.run_id, trainer_pb2.RUN_STATE_FAILED, f"cannot resume after a service restart: {err}")
             return
         self._log(message_event(run.run_id, "service restarted; resuming from the latest checkpoint"))
@@ -233,10 +259,13 @@ class RunManager:
 
         Raises:
             InvalidArgument: naming the offending RunSpec field.
+            PermissionDenied: a path of the spec lies outside the service's roots.
+            NotFound: a model directory or data file named by the spec is not there.
         """
         if self._closing:
             raise InvalidArgument("spec", "the service is shutting down; start the run again after it restarts")
         spec = trainer_pb2.RunSpec.FromString(spec.SerializeToString())
+        confine_spec_paths(spec, self.roots)
         apply_scaling_defaults(spec, self.settings)
         validate_checkpoint_eval(spec)
         run_id = new_run_id()

@@ -12,10 +12,10 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from cotdistill.common.settings import ServiceSettings
+from cotdistill.common.settings import CallerPathSettings
 
 
-class TrainerSettings(ServiceSettings):
+class TrainerSettings(CallerPathSettings):
     """Settings of the trainer service."""
 
     model_config = SettingsConfigDict(env_prefix="COTDISTILL_TRAINER_", extra="forbid", validate_default=True)

@@ -7,8 +7,6 @@ registry is accepted wherever a model path is (services, recipes, the CLI): see
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Literal
@@ -17,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from cotdistill.common.errors import NotFound
+from cotdistill.common.suggest import did_you_mean
 
 _SHA256 = r"^[0-9a-f]{64}$"
 
@@ -83,9 +82,3 @@ def get_entry(name: str) -> ModelEntry:
 
 def is_registry_name(ref: str) -> bool:
     return ref in registry()
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

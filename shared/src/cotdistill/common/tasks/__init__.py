@@ -15,6 +15,8 @@ from cotdistill.common.tasks.errors import (
     UnknownSplitError,
 )
 from cotdistill.common.tasks.extraction import (
+    EXTRACTION_MODES,
+    ExtractionMode,
     answer_trigger,
     answers_match,
     direct_answer_trigger,
@@ -53,6 +55,7 @@ from cotdistill.common.tasks.teacher_prompts import (
 
 __all__ = [
     "ANSWER_TYPES",
+    "EXTRACTION_MODES",
     "SYNTHETIC_TASKS",
     "AnswerType",
     "ChatPrompt",
@@ -60,6 +63,7 @@ __all__ = [
     "DataDirNotFound",
     "DatasetInfo",
     "Example",
+    "ExtractionMode",
     "FilterStats",
     "FormatInfo",
     "MalformedDataError",

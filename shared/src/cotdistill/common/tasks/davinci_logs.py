@@ -150,6 +150,12 @@ class Parity:
     paper_rule_accuracy: float  # our raw extraction, scored by exact string match (their rule)
     project_accuracy: float  # our normalized extraction, scored by answers_match (numeric tolerance)
     same_answer: int  # items where our raw answer equals their cleansed answer exactly
+    # mode="kojima" on the whole shown text (rationale + trigger + stage 2), as a one-stage reader
+    # sees it: items whose answer equals ``pred_after`` (no answer counts as ""), and accuracy.
+    kojima_same_answer: int = 0
+    kojima_accuracy: float = 0.0
+    # mode="project" on the same whole text: it finds answers in the rationale where theirs found none.
+    project_whole_text_same_answer: int = 0
 
     def to_dict(self) -> dict[str, float | int | str]:
         return dict(self.__dict__)
@@ -166,12 +172,32 @@ def reproduce_accuracy(log: DavinciLog) -> Parity:
     from cotdistill.common.tasks.specs import spec_for
 
     kind = spec_for(log.dataset).answer_type
-    paper = project = same = 0
+    paper = project = same = kojima_same = kojima_correct = whole_same = 0
     for item in log.items:
         raw = extract_answer(item.answer_text, log.dataset, after_trigger=True, normalize=False)
         paper += (raw or "") == item.gold
         same += (raw or "") == item.pred_after
         pred = extract_answer(item.answer_text, log.dataset, after_trigger=True)
         project += answers_match(pred, item.gold, kind)
+        kojima = extract_answer(whole_text(log, item), log.dataset, normalize=False, mode="kojima") or ""
+        kojima_same += kojima == item.pred_after
+        kojima_correct += kojima == item.gold
+        whole = extract_answer(whole_text(log, item), log.dataset, normalize=False) or ""
+        whole_same += whole == item.pred_after
     n = max(1, len(log.items))
-    return Parity(log.dataset, len(log.items), log.accuracy, 100.0 * paper / n, 100.0 * project / n, same)
+    return Parity(
+        log.dataset,
+        len(log.items),
+        log.accuracy,
+        100.0 * paper / n,
+        100.0 * project / n,
+        same,
+        kojima_same_answer=kojima_same,
+        kojima_accuracy=100.0 * kojima_correct / n,
+        project_whole_text_same_answer=whole_same,
+    )
+
+
+def whole_text(log: DavinciLog, item: LoggedItem) -> str:
+    """The completion as the log shows it: rationale, the trigger, then the stage-2 text."""
+    return f"{item.rationale} {log.trigger}{item.answer_text}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from cotdistill.common.errors import ConfigError, InvalidArgument, NotFound
+from cotdistill.common.suggest import did_you_mean
 
 
 class UnknownDatasetError(NotFound, KeyError):
@@ -13,7 +14,8 @@ class UnknownDatasetError(NotFound, KeyError):
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         self.known = known
-        NotFound.__init__(self, f"unknown dataset {name!r}; known datasets: {', '.join(known)}")
+        hint = did_you_mean(name, known)
+        NotFound.__init__(self, f"unknown dataset {name!r}{hint}; known datasets: {', '.join(known)}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -23,14 +25,16 @@ class UnknownSplitError(NotFound):
     """A split the dataset does not have."""
 
     def __init__(self, dataset: str, split: str, known: tuple[str, ...]) -> None:
-        super().__init__(f"dataset {dataset!r} has no split {split!r}; splits: {', '.join(known)}")
+        hint = did_you_mean(split, known)
+        super().__init__(f"dataset {dataset!r} has no split {split!r}{hint}; splits: {', '.join(known)}")
 
 
 class UnknownFormatError(InvalidArgument):
     """A prompt or completion format name that does not exist."""
 
     def __init__(self, name: str, known: list[str], field: str = "format") -> None:
-        super().__init__(field, f"unknown format {name!r}; known formats: {', '.join(known)}")
+        hint = did_you_mean(name, known)
+        super().__init__(field, f"unknown format {name!r}{hint}; known formats: {', '.join(known)}")
 
 
 class DataDirNotFound(NotFound):

@@ -11,6 +11,17 @@ Two reading modes:
 
 Answers come back normalized (``normalize=False`` keeps Kojima et al.'s raw form), so
 ``pred == gold`` works for strings produced here; :func:`answers_match` adds numeric tolerance.
+
+Two extraction modes (``mode=``):
+
+* ``"project"`` (the default, what every report uses): the rules above; a whole completion without
+  an answer in its answer part still yields the last candidate of the text.
+* ``"kojima"``: Zero-shot-CoT's own ``answer_cleansing`` (kojima-takeshi188/zero_shot_cot,
+  ``utils.py``), to reproduce the paper's figures: candidates found with their regular
+  expressions (choice letters anywhere, not only as words), the first candidate after the
+  dataset's answer trigger and *no answer* when there is none there (no fallback into the
+  rationale); a text without the trigger is read as their few-shot path does (first candidate
+  after the last "The answer is", else the last candidate).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal, InvalidOperation
+from typing import Literal
 
 from cotdistill.common.tasks.records import AnswerType
 from cotdistill.common.tasks.specs import AnswerSpec, spec_for
@@ -30,6 +42,11 @@ _ANSWER_PHRASE = re.compile(
 _CALCULATOR = re.compile(r"<<.*?>>")
 _YES_NO_SEPARATORS = re.compile(r"\"|'|\n|\.|\s|:|,")
 _TEXT_STRIP = re.compile(r"\"|'|\n|\.|\s")
+
+ExtractionMode = Literal["project", "kojima"]
+EXTRACTION_MODES: tuple[ExtractionMode, ...] = ("project", "kojima")
+# Zero-shot-CoT's ``direct_answer_trigger_for_fewshot``: their reading of a text without the trigger.
+_KOJIMA_FEWSHOT_TRIGGER = "The answer is"
 
 
 def normalize_number(text: str) -> str | None:
@@ -124,19 +141,33 @@ def _after_last_phrase(text: str) -> str | None:
 
 
 def extract_answer(
-    text: str | None, dataset_or_type: str, *, after_trigger: bool = False, normalize: bool = True
+    text: str | None,
+    dataset_or_type: str,
+    *,
+    after_trigger: bool = False,
+    normalize: bool = True,
+    mode: ExtractionMode = "project",
 ) -> str | None:
     """The answer in ``text`` for a dataset name or an answer type, or None.
 
     ``dataset_or_type`` is a dataset name ("gsm8k", "aqua", ...), an answer type ("number",
-    "choice", "yes_no", "text") or "choice:ABC". See the module docstring for the two modes.
-    ``normalize=False`` returns the candidate as Kojima et al.'s cleansing leaves it ("12.30",
-    "yaeA"), to reproduce their exact-string scoring.
+    "choice", "yes_no", "text") or "choice:ABC". See the module docstring for the two readings
+    and the two modes. ``normalize=False`` returns the candidate as Kojima et al.'s cleansing
+    leaves it ("12.30", "yaeA"), to reproduce their exact-string scoring.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`EXTRACTION_MODES`.
     """
     if text is None:
         return None
     spec = spec_for(dataset_or_type)
-    return _normalized(_extract(text, spec, after_trigger), spec) if normalize else _extract(text, spec, after_trigger)
+    if mode == "kojima":
+        found = _kojima(text, spec, after_trigger)
+    elif mode == "project":
+        found = _extract(text, spec, after_trigger)
+    else:
+        raise ValueError(f"mode: unknown extraction mode {mode!r}; known: {', '.join(EXTRACTION_MODES)}")
+    return _normalized(found, spec) if normalize else found
 
 
 def _extract(text: str, spec: AnswerSpec, after_trigger: bool) -> str | None:
@@ -158,6 +189,34 @@ def _extract(text: str, spec: AnswerSpec, after_trigger: bool) -> str | None:
         return found[-1] if found else None
     found = _candidates(text, spec)
     return found[-1] if found else None
+
+
+def _kojima_candidates(text: str, spec: AnswerSpec) -> list[str]:
+    """Candidates as Zero-shot-CoT's ``answer_cleansing`` finds them (their regular expressions)."""
+    if spec.answer_type == "choice":
+        # Their pattern is "A|B|C|D|E": a letter anywhere counts, even inside a word ("Among").
+        return re.findall("|".join(spec.letters or "ABCDEF"), text)
+    if spec.answer_type == "text":
+        return [_TEXT_STRIP.sub("", text)]  # one candidate, possibly "" (= no answer)
+    return _candidates(text, spec)  # numbers and yes/no: the same expressions as ours
+
+
+def _kojima(text: str, spec: AnswerSpec, after_trigger: bool) -> str | None:
+    """Zero-shot-CoT's cleansing: the stage-2 text's first candidate, else no answer."""
+    if not after_trigger:
+        trigger = spec.trigger.strip()
+        cut = text.rfind(trigger)
+        if cut >= 0:
+            return _kojima(text[cut + len(trigger) :], spec, after_trigger=True)
+        # No Zero-shot-CoT trigger: their few-shot reading.
+        parts = text.split(_KOJIMA_FEWSHOT_TRIGGER)
+        found = _kojima_candidates(parts[-1], spec)
+        pred = (found[0] if len(parts) > 1 else found[-1]) if found else ""
+    else:
+        found = _kojima_candidates(text, spec)
+        pred = found[0] if found else ""
+    pred = pred.removesuffix(".")
+    return pred or None
 
 
 def answers_match(pred: str | None, gold: str, answer_type: AnswerType) -> bool:

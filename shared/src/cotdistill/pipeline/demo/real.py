@@ -106,7 +106,7 @@ def _pull_models(teacher: str) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def _start_services(work: Path, backend: str, teacher: str) -> list[local_services.LocalService]:
+def _start_services(work: Path, run_root: Path, backend: str, teacher: str) -> list[local_services.LocalService]:
     step("2/7 services: teacher (vLLM, Qwen), trainer (Ray Train), evaluator and server on loopback")
     logs = work / "logs"
     teacher_env = {
@@ -133,7 +133,9 @@ def _start_services(work: Path, backend: str, teacher: str) -> list[local_servic
     services: list[local_services.LocalService] = []
     try:
         for name, env in envs.items():
-            services.append(local_services.start(name, logs, env))
+            # Requests name the run's samples, checkpoints and output folders: let the services open them.
+            extra = local_services.path_roots_env(name, [work, run_root])
+            services.append(local_services.start(name, logs, {**env, **extra}))
         with console.status("waiting for the health checks (vLLM loads Qwen: about a minute)..."):
             ready = asyncio.run(_wait_all(services))
     except BaseException:
@@ -175,7 +177,7 @@ def run_real_demo(options: RealDemoOptions) -> RealDemoResult:
     work.mkdir(parents=True, exist_ok=True)
     _pull_models(options.teacher)
     clock.lap("models (pull, cached after the first run)")
-    services = _start_services(work, options.teacher_backend, options.teacher)
+    services = _start_services(work, run_dir.parent, options.teacher_backend, options.teacher)
     clock.lap("services start (vLLM loads Qwen)")
     by_name = {s.name: s for s in services}
     recipe = str(options.recipe)

@@ -157,7 +157,11 @@ def _build_models(options: DemoOptions, run_root: Path) -> tuple[Path, Path]:
     return teacher, student
 
 
-def start_services(teacher: Path, student: Path, work: Path) -> list[local_services.LocalService]:
+def start_services(
+    teacher: Path, student: Path, work: Path, roots: Sequence[Path] = ()
+) -> list[local_services.LocalService]:
+    """Start the four services; requests may name files under ``work`` and ``roots`` (run
+    directories), as an operator allows with COTDISTILL_<SERVICE>_PATH_ROOTS."""
     step("2/7 services: teacher, trainer, evaluator and server on loopback")
     logs = work / "logs"
     envs = {
@@ -183,7 +187,8 @@ def start_services(teacher: Path, student: Path, work: Path) -> list[local_servi
     services: list[local_services.LocalService] = []
     try:
         for name, env in envs.items():
-            services.append(local_services.start(name, logs, env))
+            extra = local_services.path_roots_env(name, [work, *roots])
+            services.append(local_services.start(name, logs, {**env, **extra}))
         with console.status("waiting for the health checks..."):
             ready = asyncio.run(_wait_all(services))
     except BaseException:
@@ -264,7 +269,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     shutil.rmtree(work / "trainer", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     teacher, student = _build_models(options, work)
-    services = start_services(teacher, student, work)
+    services = start_services(teacher, student, work, roots=[run_root])
     by_name = {s.name: s for s in services}
     recipe = str(options.recipe)
     base = _base_overrides(options, by_name, student)
