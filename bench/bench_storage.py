@@ -10,8 +10,8 @@ Teacher top-20 distributions from three sources:
   (entropy of the top-20 ~1.3-1.9 nats, like a sampling teacher). Their top-k ids are uniform
   over the vocabulary, which no real LM does: the worst case for the id column.
 
-On disk: the shard's top_ids + top_logprobs column chunks (Parquet, zstd), compact format
-(schema 2: sorted-gap ids, uint8 logprobs at 1/16 nat) vs the previous int32 + float16 columns.
+On disk: the shard's top-k column chunks (Parquet, zstd), compact format (schema 3, see
+``cotdistill.common.samples``) vs the int32 + float16 columns of schema 1.
 On the wire: the protobuf TokenLogprobs the teacher streams (packed int32 ids, float32
 logprobs). KD loss: forward KL over the renormalized teacher top-k, sum p (log p - log q), mean
 over tokens, from stored vs exact values.
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import write_result
-from cotdistill.common.samples import SCHEMA_V1, SampleRecord, read_samples, shard_bytes
+from cotdistill.common.samples import SCHEMA_V1, TOP_COLUMNS, SampleRecord, read_samples, shard_bytes
 from cotdistill.v1 import common_pb2
 
 K = 20
@@ -145,7 +145,7 @@ def top_column_bytes(data: bytes) -> tuple[int, int]:
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         for c in range(group.num_columns):
-            if group.column(c).path_in_schema.startswith(("top_ids.", "top_logprobs.")):
+            if group.column(c).path_in_schema.split(".")[0] in TOP_COLUMNS:
                 top += group.column(c).total_compressed_size
     return top, len(data)
 

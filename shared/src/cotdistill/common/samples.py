@@ -215,8 +215,9 @@ def encode_top_k(ids: np.ndarray, logprobs: np.ndarray, vocab: np.ndarray) -> To
     codes = np.searchsorted((levels[1:] + levels[:-1]) / 2, np.where(present, best - kept, 0.0))
     codes = np.where(present, codes, ABSENT_CODE).astype(np.uint8)
 
-    log_mass = np.logaddexp.reduce(kept, axis=1) if kept.size else np.full(t, -np.inf)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(np.isfinite(best), best, 0.0)  # a row's best is its largest term: no overflow
+        log_mass = (shift + np.log(np.exp(kept - shift).sum(axis=1, keepdims=True)))[:, 0]
         # logit(m) = log m - log(1 - m), from log m without cancellation near m = 1.
         logit = log_mass - np.log(-np.expm1(np.minimum(log_mass, -1e-300)))
     bound = np.iinfo(np.int16).max
@@ -243,8 +244,8 @@ def decode_top_k(
     shape = np.where(present, -np.append(grid_levels(grid), 0.0)[columns.codes], -np.inf)
     logit = columns.mass.astype(np.float64)[:, None] * mass_step
     log_mass = -np.logaddexp(0.0, -logit)  # log sigmoid
-    with np.errstate(invalid="ignore"):
-        norm = np.logaddexp.reduce(shape, axis=1, keepdims=True) if shape.size else shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.log(np.exp(shape).sum(axis=1, keepdims=True))  # the best candidate is 0: no overflow
         logprobs = np.where(present, shape - norm + log_mass, -np.inf).astype(np.float32)
     order = np.argsort(-logprobs, axis=1, kind="stable")
     return (
