@@ -101,11 +101,12 @@ def vllm_engine(path: Path, *, eager: bool = False) -> Any:
     )
 
 
-def transformers_engine(path: Path, *, dtype: str = "auto") -> Any:
-    """The teacher's transformers backend with the service's defaults (one batch of all rows)."""
+def transformers_engine(path: Path, *, dtype: str = "auto", threads: int = 0) -> Any:
+    """The teacher's transformers backend with the service's defaults (one batch of all rows);
+    ``threads`` is ``COTDISTILL_TEACHER_NUM_THREADS`` (0: torch's default, one per core)."""
     from cotdistill.teacher.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine(str(path), dtype=dtype, max_batch_sequences=256, max_top_k=TOP_K)
+    return TransformersEngine(str(path), dtype=dtype, max_batch_sequences=256, max_top_k=TOP_K, num_threads=threads)
 
 
 async def sample(engine: Any, work: Workload, n: int = SAMPLES, max_tokens: int = MAX_TOKENS) -> list[Any]:

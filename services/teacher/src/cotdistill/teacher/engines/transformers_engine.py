@@ -74,6 +74,47 @@ def native_bf16_cpu() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+GQA_ATTENTION = "cotdistill_sdpa_gqa"
+
+
+def gqa_sdpa_attention(
+    module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any
+) -> tuple[Any, None]:
+    """transformers' ``sdpa`` attention, except that with a padding mask and fewer K/V heads than
+    query heads it lets torch group the heads (``enable_gqa``) instead of copying K/V per head.
+
+    transformers copies (``repeat_kv``) whenever there is a mask, because CUDA kernels then fall
+    back to math; on CPU the copies were a quarter of a Qwen-0.5B decode step (14 query heads on
+    2 K/V heads, 80 left-padded rows) and ``enable_gqa`` attention is 6x faster than copy + SDPA.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups == 1 or attention_mask is None or query.device.type != "cpu" or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # type: ignore[no-any-return]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=kwargs.get("dropout", 0.0),
+        scale=kwargs.get("scaling"),
+        enable_gqa=True,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_gqa_attention() -> str:
+    """Register :func:`gqa_sdpa_attention` (with sdpa's masks) with transformers; its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GQA_ATTENTION, gqa_sdpa_attention)
+    AttentionMaskInterface.register(GQA_ATTENTION, sdpa_mask)
+    return GQA_ATTENTION
+
+
 @dataclass(eq=False)
 class _RequestState:
     request: GenerateRequest
@@ -181,7 +222,12 @@ class TransformersEngine:
         dtype = getattr(torch, dtype_name)
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        # On CPU, grouped-query attention without copying K/V per query head (see gqa_sdpa_attention).
+        attention = {"attn_implementation": register_gqa_attention()} if device == "cpu" else {}
+        try:
+            model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype, **attention)
+        except ValueError:  # an architecture without pluggable attention keeps its default
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
         self.model = model.to(self.device).eval()
         config = model.config
         self.vocab_size = int(config.vocab_size)
