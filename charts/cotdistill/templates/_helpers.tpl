@@ -113,6 +113,18 @@ imagePullSecrets:
   value: {{ .values.gracePeriodSeconds | quote }}
 - name: {{ $prefix }}ARTIFACTS_DIR
   value: {{ ternary .root.Values.artifacts.mountPath "/tmp/artifacts" .root.Values.artifacts.enabled | quote }}
+{{- include "cotdistill.commonEnv" .root }}
+{{- end -}}
+
+{{/* Environment of every cotdistill container: where models and datasets are. */}}
+{{- define "cotdistill.commonEnv" -}}
+{{- /* Registry names resolve against the models cache the `models` init containers fill. */}}
+- name: COTDISTILL_MODELS_CACHE
+  value: {{ include "cotdistill.modelsCacheDir" . | quote }}
+{{- with .Values.datasets.dir }}
+- name: COTDISTILL_DATA_DIR
+  value: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Writable volumes every service container needs with a read-only root filesystem. */}}
@@ -132,11 +144,9 @@ imagePullSecrets:
 - name: tmp
   emptyDir:
     sizeLimit: {{ .tmpSize | default "2Gi" }}
-{{- if not .cacheClaim }}
 - name: cache
   emptyDir:
     sizeLimit: {{ .cacheSize | default "5Gi" }}
-{{- end }}
 {{- if .shmSize }}
 - name: dshm
   emptyDir:
@@ -171,10 +181,22 @@ podAntiAffinity:
 sum(cotdistill_teacher_queue_depth_requests{namespace="{{ .Release.Namespace }}", pod=~"{{ include "cotdistill.componentName" (dict "root" . "component" "teacher") }}-.*"})
 {{- end -}}
 
+{{/* PromQL: the sampling backlog of every pipeline driver in the namespace (exists while no teacher
+     runs), capped so that a backlog asks for replicasWhileSampling replicas at most. */}}
+{{- define "cotdistill.samplingBacklogQuery" -}}
+clamp_max(sum(cotdistill_sampling_units_pending{namespace="{{ .Release.Namespace }}"}), {{ .Values.teacher.keda.replicasWhileSampling }})
+{{- end -}}
+
 {{- define "cotdistill.rayClusterName" -}}
 {{- printf "%s-ray" (include "cotdistill.fullname" .) | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "cotdistill.apiKeysSecret" -}}
 {{- default (printf "%s-api-keys" (include "cotdistill.componentName" (dict "root" . "component" "server"))) .Values.server.apiKeys.existingSecret -}}
+{{- end -}}
+
+{{/* Where pipeline runs keep their artifacts (a recipe's output_dir) on the shared artifacts volume,
+     beside the trainer's own runs/<run id> folders. */}}
+{{- define "cotdistill.runsDir" -}}
+{{- printf "%s/pipeline" .Values.artifacts.mountPath -}}
 {{- end -}}

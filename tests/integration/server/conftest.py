@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +70,27 @@ def start_server(settings: ServerSettings, *, wait_ready: bool = True, timeout_s
                 raise AssertionError("the model did not load")
             time.sleep(0.05)
     return running
+
+
+# Renders the Fine-tune-CoT training format ({q} ###  -> " {rationale} --> {answer} END"), as the
+# chat template a trained checkpoint carries; system text goes on its own line in front.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n"
+    "{% elif m['role'] == 'user' %}{{ m['content'] }} ###"
+    "{% else %} {{ m['content'] }} END\n{% endif %}{% endfor %}"
+)
+
+
+def chat_templated_student(student: Path, root: Path) -> Path:
+    """A copy of the tiny student whose tokenizer carries :data:`CHAT_TEMPLATE`."""
+    out = root / "student-chat"
+    if not out.exists():
+        shutil.copytree(student, out)
+        config_path = out / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config["chat_template"] = CHAT_TEMPLATE
+        config_path.write_text(json.dumps(config))
+    return out
 
 
 def server_settings(model: Path | str, **overrides: Any) -> ServerSettings:

@@ -1,17 +1,80 @@
-"""The `openai` Python client against the model server on loopback: completions, chat, streaming."""
+"""The `openai` Python client against the model server on loopback: completions, chat, streaming,
+echo and prompt scoring, token strings, tokenizer endpoints, refusals (shared with the vLLM backend)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.integration.server.conftest import API_KEY, MODEL, RunningServer
+from tests.integration.server import behaviours
+from tests.integration.server.conftest import (
+    API_KEY,
+    MODEL,
+    RunningServer,
+    chat_templated_student,
+    server_settings,
+    start_server,
+)
 
 
 @pytest.fixture
 def client(served: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def served_chat(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The tiny student with a chat template (as trained checkpoints carry one)."""
+    model = chat_templated_student(tiny_models["student"], tmp_path_factory.mktemp("chat"))
+    running = start_server(server_settings(model))
+    yield running
+    running.stop()
+
+
+def test_echo_scores_prompts_in_one_batch(client: openai.OpenAI, tiny_models: dict[str, Path]) -> None:
+    behaviours.check_echo_scoring(client, tiny_models["student"])
+
+
+def test_echo_with_generation_and_token_strings(client: openai.OpenAI, tiny_models: dict[str, Path]) -> None:
+    behaviours.check_echo_with_generation(client, tiny_models["student"])
+
+
+def test_chat_logprobs_carry_token_bytes(client: openai.OpenAI) -> None:
+    behaviours.check_chat_logprob_bytes(client)
+
+
+def test_models_retrieve_request_id_and_fingerprint(client: openai.OpenAI) -> None:
+    behaviours.check_models_and_headers(client)
+
+
+def test_unsupported_fields_are_refused_by_name(client: openai.OpenAI) -> None:
+    behaviours.check_refusals(client)
+
+
+def test_tokenizer_endpoints(served: RunningServer, tiny_models: dict[str, Path]) -> None:
+    behaviours.check_tokenizer_endpoints(served.base_url, tiny_models["student"])
+
+
+def test_chat_template_renders_the_whole_conversation(served_chat: RunningServer) -> None:
+    client = openai.OpenAI(base_url=f"{served_chat.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+    model_dir = Path(served_chat.app.state.settings.model)
+    behaviours.check_chat_renders_every_message(client, served_chat.base_url, model_dir)
+    behaviours.check_tokenizer_endpoints(served_chat.base_url, model_dir)
+
+
+def test_without_a_chat_template_only_one_user_message_is_served(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tom has 3 apples?"}],
+            max_tokens=2,
+        )
+    assert refused.value.body["param"] == "messages"  # type: ignore[index]
+    assert "no chat template" in refused.value.body["message"]  # type: ignore[index]
 
 
 def test_models_lists_the_served_model(client: openai.OpenAI, tiny_models: dict) -> None:
@@ -29,7 +92,7 @@ def test_completion_with_usage_logprobs_and_n(client: openai.OpenAI) -> None:
         assert choice.finish_reason in ("stop", "length")
         lp = choice.logprobs
         assert lp is not None and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs)
-        assert all(len(top) <= 3 for top in lp.top_logprobs)
+        assert all(len(top) <= 4 for top in lp.top_logprobs)  # top-3 + the chosen token (OpenAI: up to k+1)
         assert all(x <= 0 for x in lp.token_logprobs)
     assert out.usage is not None and out.usage.completion_tokens <= 12 and out.usage.prompt_tokens > 0
     assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens

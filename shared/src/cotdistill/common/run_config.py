@@ -54,6 +54,13 @@ class SamplingSection(Section):
     split: str = "train"
     limit: int | None = Field(None, ge=1, description="Use only the first N questions.")
     prompt_format: str = Field("zero_shot_cot", description="Named teacher prompt format.")
+    prompt_template: Literal["auto", "chat", "raw"] = Field(
+        "auto",
+        description="Render prompts through the teacher's chat template (auto: when it has one) or send them raw.",
+    )
+    system_prompt: str | None = Field(
+        None, max_length=4096, description="System turn for chat-template prompts (none: the template's default)."
+    )
     num_samples: int = Field(1, ge=1, le=1024, description="D: rationales per question.")
     temperature: float = Field(0.7, ge=0, le=10)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -77,6 +84,18 @@ class SamplingSection(Section):
         if self.temperature == 0 and self.num_samples > 1:
             raise ValueError("num_samples: must be 1 with temperature 0 (greedy samples are identical)")
         return self
+
+
+class FilterSection(Section):
+    """Which teacher samples become training data (the ``filter`` stage)."""
+
+    require_correct: bool = Field(True, description="Keep only samples whose extracted answer equals the gold one.")
+    drop_truncated: bool = Field(
+        True, description="Drop samples cut at max_tokens (finish_reason length): their rationale never ended."
+    )
+    dedupe: bool = Field(True, description="Drop repeated rationales of the same question.")
+    min_rationale_chars: int = Field(1, ge=1)
+    max_rationale_chars: int | None = Field(None, ge=1, description="Drop longer rationales; None keeps all.")
 
 
 class TrainingSection(Section):
@@ -199,6 +218,7 @@ class RunConfig(Section):
     stages: list[StageName] = Field(default_factory=lambda: list(ALL_STAGES), description="Stages to run, in order.")
     teacher: TeacherSection = Field(default_factory=TeacherSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
+    filter: FilterSection = Field(default_factory=FilterSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     serving: ServingSection = Field(default_factory=ServingSection)

@@ -15,6 +15,7 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import dump_config, load_config
 from cotdistill.common.errors import CotdistillError
 from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.align_cli import align as align_command
 from cotdistill.pipeline.data_cli import data_app
 from cotdistill.pipeline.eval_cli import install as install_eval
 from cotdistill.pipeline.models_cli import models_app
@@ -32,6 +33,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.command("sample")(sample_command)
+app.command("align")(align_command)
 install_eval(app)
 register_train(app)
 

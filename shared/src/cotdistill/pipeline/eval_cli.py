@@ -24,6 +24,7 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import dump_config, load_config
 from cotdistill.common.errors import CotdistillError, InvalidArgument, NotFound, Unavailable
 from cotdistill.common.grpc_client import open_channel
+from cotdistill.common.models import is_registry_name
 from cotdistill.common.reports import Report, render_run_report
 from cotdistill.common.run_config import DatasetRef, EvaluationSection, RunConfig
 from cotdistill.pipeline import stages
@@ -87,6 +88,12 @@ def trained_checkpoints(run_dir: Path) -> list[Path]:
     return [Path(c["path"]) for c in run.get("checkpoints", []) if c.get("path") and Path(c["path"]).is_dir()]
 
 
+def model_ref(path: Path) -> str:
+    """What the evaluator is sent: a registry name as is (the service materializes it in its own
+    models cache, e.g. the untrained student), a directory as an absolute path."""
+    return str(path) if is_registry_name(str(path)) else str(path.resolve())
+
+
 def find_checkpoints(section: EvaluationSection, run_dir: Path) -> list[Checkpoint]:
     """The explicit ``checkpoints``, else ``RUN/checkpoints/step-*``, else the train stage's record;
     sorted by step."""
@@ -144,7 +151,7 @@ def build_requests(config: RunConfig, run_dir: Path) -> list[evaluator_pb2.Evalu
 
     student_tags = {"role": "student", "run": config.name, "num_samples": str(config.sampling.num_samples)}
     requests = [
-        make(common_pb2.ModelRef(checkpoint_path=str(c.path.resolve())), f"student {c.path.name}", student_tags, c.step)
+        make(common_pb2.ModelRef(checkpoint_path=model_ref(c.path)), f"student {c.path.name}", student_tags, c.step)
         for c in find_checkpoints(section, run_dir)
     ]
     if section.evaluate_teacher:
@@ -268,7 +275,7 @@ def select_stage(config: RunConfig, store: ArtifactStore, console: Console) -> N
     request = evaluator_pb2.SelectRequest(
         candidates=[
             evaluator_pb2.Candidate(
-                model=common_pb2.ModelRef(checkpoint_path=str(c.path.resolve())),
+                model=common_pb2.ModelRef(checkpoint_path=model_ref(c.path)),
                 label=f"student {c.path.name}",
                 step=c.step,
                 validation_loss=c.validation_loss,

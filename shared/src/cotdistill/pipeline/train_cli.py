@@ -26,6 +26,7 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import load_config
 from cotdistill.common.errors import CotdistillError, InvalidArgument, NotFound, Unavailable
 from cotdistill.common.grpc_client import open_channel
+from cotdistill.common.models import is_registry_name
 from cotdistill.common.run_config import RunConfig, TrainingSection
 from cotdistill.pipeline import stages
 from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
@@ -55,8 +56,9 @@ class TrainingFailed(CotdistillError):
 
 
 def _local_path(path: str) -> str:
-    """Absolute form of a local path (the service may run elsewhere; URIs pass through)."""
-    if not path or "://" in path:
+    """Absolute form of a local path (the service may run elsewhere; URIs and registry model
+    names pass through: the trainer resolves a name in its own models cache)."""
+    if not path or "://" in path or is_registry_name(path):
         return path
     return str(Path(path).expanduser().resolve())
 

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63otdistill/v1/common.proto\x12\rcotdistill.v1\"\x96\x01\n\rTokenLogprobs\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x16\n\x0etoken_logprobs\x18\x02 \x03(\x02\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0f\n\x07top_ids\x18\x04 \x03(\x05\x12\x14\n\x0ctop_logprobs\x18\x05 \x03(\x02\x12(\n\x04mode\x18\x06 \x01(\x0e\x32\x1a.cotdistill.v1.LogprobMode\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\xe9\x01\n\rTokenizerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x1c\n\x14tokenizer_vocab_size\x18\x03 \x01(\r\x12\x19\n\x0c\x62os_token_id\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0c\x65os_token_id\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0cpad_token_id\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x14\n\x0c\x63ontent_hash\x18\x07 \x01(\tB\x0f\n\r_bos_token_idB\x0f\n\r_eos_token_idB\x0f\n\r_pad_token_id\"{\n\x08ModelRef\x12\x19\n\x0f\x63heckpoint_path\x18\x01 \x01(\tH\x00\x12/\n\x06openai\x18\x02 \x01(\x0b\x32\x1d.cotdistill.v1.OpenAIEndpointH\x00\x12\x19\n\x0fteacher_address\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"F\n\x0eOpenAIEndpoint\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_key_env\x18\x03 \x01(\t\"F\n\x08Progress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t*]\n\x0bLogprobMode\x12\x1c\n\x18LOGPROB_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10LOGPROB_MODE_RAW\x10\x01\x12\x1a\n\x16LOGPROB_MODE_PROCESSED\x10\x02*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63otdistill/v1/common.proto\x12\rcotdistill.v1\"\x96\x01\n\rTokenLogprobs\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x16\n\x0etoken_logprobs\x18\x02 \x03(\x02\x12\t\n\x01k\x18\x03 \x01(\r\x12\x0f\n\x07top_ids\x18\x04 \x03(\x05\x12\x14\n\x0ctop_logprobs\x18\x05 \x03(\x02\x12(\n\x04mode\x18\x06 \x01(\x0e\x32\x1a.cotdistill.v1.LogprobMode\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\x80\x02\n\rTokenizerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nvocab_size\x18\x02 \x01(\r\x12\x1c\n\x14tokenizer_vocab_size\x18\x03 \x01(\r\x12\x19\n\x0c\x62os_token_id\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x0c\x65os_token_id\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x19\n\x0cpad_token_id\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x14\n\x0c\x63ontent_hash\x18\x07 \x01(\t\x12\x15\n\rchat_template\x18\x08 \x01(\tB\x0f\n\r_bos_token_idB\x0f\n\r_eos_token_idB\x0f\n\r_pad_token_id\"{\n\x08ModelRef\x12\x19\n\x0f\x63heckpoint_path\x18\x01 \x01(\tH\x00\x12/\n\x06openai\x18\x02 \x01(\x0b\x32\x1d.cotdistill.v1.OpenAIEndpointH\x00\x12\x19\n\x0fteacher_address\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"F\n\x0eOpenAIEndpoint\x12\x10\n\x08\x62\x61se_url\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_key_env\x18\x03 \x01(\t\"F\n\x08Progress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t*]\n\x0bLogprobMode\x12\x1c\n\x18LOGPROB_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10LOGPROB_MODE_RAW\x10\x01\x12\x1a\n\x16LOGPROB_MODE_PROCESSED\x10\x02*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cotdistill.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOGPROBMODE']._serialized_start=762
-  _globals['_LOGPROBMODE']._serialized_end=855
-  _globals['_FINISHREASON']._serialized_start=857
-  _globals['_FINISHREASON']._serialized_end=977
+  _globals['_LOGPROBMODE']._serialized_start=785
+  _globals['_LOGPROBMODE']._serialized_end=878
+  _globals['_FINISHREASON']._serialized_start=880
+  _globals['_FINISHREASON']._serialized_end=1000
   _globals['_TOKENLOGPROBS']._serialized_start=46
   _globals['_TOKENLOGPROBS']._serialized_end=196
   _globals['_USAGE']._serialized_start=198
   _globals['_USAGE']._serialized_end=255
   _globals['_TOKENIZERINFO']._serialized_start=258
-  _globals['_TOKENIZERINFO']._serialized_end=491
-  _globals['_MODELREF']._serialized_start=493
-  _globals['_MODELREF']._serialized_end=616
-  _globals['_OPENAIENDPOINT']._serialized_start=618
-  _globals['_OPENAIENDPOINT']._serialized_end=688
-  _globals['_PROGRESS']._serialized_start=690
-  _globals['_PROGRESS']._serialized_end=760
+  _globals['_TOKENIZERINFO']._serialized_end=514
+  _globals['_MODELREF']._serialized_start=516
+  _globals['_MODELREF']._serialized_end=639
+  _globals['_OPENAIENDPOINT']._serialized_start=641
+  _globals['_OPENAIENDPOINT']._serialized_end=711
+  _globals['_PROGRESS']._serialized_start=713
+  _globals['_PROGRESS']._serialized_end=783
 # @@protoc_insertion_point(module_scope)

@@ -52,7 +52,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class TokenizerInfo(_message.Message):
-    __slots__ = ("name", "vocab_size", "tokenizer_vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "content_hash")
+    __slots__ = ("name", "vocab_size", "tokenizer_vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "content_hash", "chat_template")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class TokenizerInfo(_message.Message):
     EOS_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     PAD_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     vocab_size: int
     tokenizer_vocab_size: int
@@ -67,7 +68,8 @@ class TokenizerInfo(_message.Message):
     eos_token_id: int
     pad_token_id: int
     content_hash: str
-    def __init__(self, name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., tokenizer_vocab_size: _Optional[int] = ..., bos_token_id: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., content_hash: _Optional[str] = ...) -> None: ...
+    chat_template: str
+    def __init__(self, name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., tokenizer_vocab_size: _Optional[int] = ..., bos_token_id: _Optional[int] = ..., eos_token_id: _Optional[int] = ..., pad_token_id: _Optional[int] = ..., content_hash: _Optional[str] = ..., chat_template: _Optional[str] = ...) -> None: ...
 
 class ModelRef(_message.Message):
     __slots__ = ("checkpoint_path", "openai", "teacher_address")

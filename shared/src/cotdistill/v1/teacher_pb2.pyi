@@ -1,11 +1,23 @@
 from cotdistill.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PromptTemplate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROMPT_TEMPLATE_UNSPECIFIED: _ClassVar[PromptTemplate]
+    PROMPT_TEMPLATE_AUTO: _ClassVar[PromptTemplate]
+    PROMPT_TEMPLATE_CHAT: _ClassVar[PromptTemplate]
+    PROMPT_TEMPLATE_RAW: _ClassVar[PromptTemplate]
+PROMPT_TEMPLATE_UNSPECIFIED: PromptTemplate
+PROMPT_TEMPLATE_AUTO: PromptTemplate
+PROMPT_TEMPLATE_CHAT: PromptTemplate
+PROMPT_TEMPLATE_RAW: PromptTemplate
 
 class SamplingParams(_message.Message):
     __slots__ = ("n", "temperature", "top_p", "max_tokens", "stop", "seed", "top_k_logprobs", "logprob_mode")
@@ -35,18 +47,36 @@ class TwoStage(_message.Message):
     answer_max_tokens: int
     def __init__(self, answer_trigger: _Optional[str] = ..., answer_max_tokens: _Optional[int] = ...) -> None: ...
 
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class ChatPrompt(_message.Message):
+    __slots__ = ("messages", "assistant_prefix")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    ASSISTANT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    assistant_prefix: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., assistant_prefix: _Optional[str] = ...) -> None: ...
+
 class Prompt(_message.Message):
-    __slots__ = ("id", "text", "record_id")
+    __slots__ = ("id", "text", "record_id", "chat")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     record_id: str
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., record_id: _Optional[str] = ...) -> None: ...
+    chat: ChatPrompt
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., record_id: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("prompts", "params", "dataset", "split", "prompt_format", "two_stage", "request_id")
+    __slots__ = ("prompts", "params", "dataset", "split", "prompt_format", "two_stage", "request_id", "prompt_template", "system_prompt")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +84,8 @@ class SampleRequest(_message.Message):
     PROMPT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     TWO_STAGE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
     params: SamplingParams
     dataset: str
@@ -61,7 +93,9 @@ class SampleRequest(_message.Message):
     prompt_format: str
     two_stage: TwoStage
     request_id: str
-    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., dataset: _Optional[str] = ..., split: _Optional[str] = ..., prompt_format: _Optional[str] = ..., two_stage: _Optional[_Union[TwoStage, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    prompt_template: PromptTemplate
+    system_prompt: str
+    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., params: _Optional[_Union[SamplingParams, _Mapping]] = ..., dataset: _Optional[str] = ..., split: _Optional[str] = ..., prompt_format: _Optional[str] = ..., two_stage: _Optional[_Union[TwoStage, _Mapping]] = ..., request_id: _Optional[str] = ..., prompt_template: _Optional[_Union[PromptTemplate, str]] = ..., system_prompt: _Optional[str] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("prompt_index", "prompt_id", "sample_index", "text", "logprobs", "finish_reason", "usage", "answer_text", "extracted_answer", "prompt_text")

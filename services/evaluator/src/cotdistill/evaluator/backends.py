@@ -20,7 +20,11 @@ from typing import Any, Protocol
 import grpc
 import httpx
 
+from cotdistill.common.chat import render_chat
 from cotdistill.common.errors import InvalidArgument, Unavailable
+from cotdistill.common.models import is_registry_name, resolve_model
+from cotdistill.common.tasks.teacher_prompts import ChatPrompt
+from cotdistill.evaluator.suite import Prompt
 from cotdistill.v1 import common_pb2
 
 _STEP_DIR = re.compile(r"(?:^|[-_])step[-_]?(\d+)$")
@@ -70,7 +74,7 @@ class Generator(Protocol):
     def step(self) -> int:
         """Training step inferred from where the model lives, 0 when unknown."""
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+    async def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[list[str]]:
         """``[len(prompts)][params.num_samples]`` completions."""
 
     async def close(self) -> None:
@@ -135,6 +139,8 @@ class TransformersGenerator:
         self._watchable_stops: dict[tuple[str, ...], list[str]] = {}
 
     async def open(self) -> None:
+        if is_registry_name(str(self.path)):  # e.g. the untrained student, by its registry name
+            self.path = await asyncio.to_thread(resolve_model, str(self.path))
         if not self.path.is_dir():
             raise Unavailable(f"model.checkpoint_path: {self.path} is not a directory this service can read")
         await asyncio.to_thread(self._load)
@@ -171,10 +177,24 @@ class TransformersGenerator:
         match = _STEP_DIR.search(self.path.name)
         return int(match.group(1)) if match else 0
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+    async def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[list[str]]:
         return await asyncio.to_thread(self._generate, list(prompts), params)
 
-    def _generate(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
+    def _texts(self, prompts: list[Prompt]) -> tuple[list[str], bool]:
+        """Prompt texts, and whether they came through the chat template (which writes its own
+        special tokens, so none are added on top, as vLLM does)."""
+        if not any(isinstance(p, ChatPrompt) for p in prompts):
+            return [p for p in prompts if isinstance(p, str)], False
+        texts = []
+        for p in prompts:
+            chat = p if isinstance(p, ChatPrompt) else ChatPrompt((("user", p),))
+            text = render_chat(self._tokenizer, chat.as_dicts(), chat.prefix)
+            if text is None:
+                raise InvalidArgument("formats", f"chat_* formats need a chat template; {self.path} has none")
+            texts.append(text)
+        return texts, True
+
+    def _generate(self, prompts: list[Prompt], params: GenerationParams) -> list[list[str]]:
         import torch
 
         model, tok = self._model, self._tokenizer
@@ -184,7 +204,8 @@ class TransformersGenerator:
         k = params.num_samples
         sample = params.temperature > 0
         with self._lock, torch.inference_mode():
-            batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(self.device)
+            texts, templated = self._texts(prompts)
+            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(self.device)
             kwargs: dict[str, Any] = {
                 "max_new_tokens": params.max_tokens,
                 "do_sample": sample,
@@ -276,10 +297,13 @@ class OpenAIGenerator:
     def step(self) -> int:
         return 0
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+    async def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[list[str]]:
+        if any(isinstance(p, ChatPrompt) for p in prompts):
+            # /v1/completions takes text, and this backend has no tokenizer to render a template with.
+            raise InvalidArgument("formats", "chat_* formats are not supported for an OpenAI-compatible model")
         limit = asyncio.Semaphore(params.batch_size)
 
-        async def one(prompt: str) -> list[str]:
+        async def one(prompt: Prompt) -> list[str]:
             body: dict[str, Any] = {
                 "model": self.model,
                 "prompt": prompt,
@@ -354,12 +378,12 @@ class TeacherGenerator:
     def step(self) -> int:
         return 0
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[list[str]]:
+    async def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[list[str]]:
         from cotdistill.v1 import teacher_pb2
 
         k = params.num_samples
         request = teacher_pb2.SampleRequest(
-            prompts=[teacher_pb2.Prompt(id=str(i), text=p) for i, p in enumerate(prompts)],
+            prompts=[_teacher_prompt(i, p) for i, p in enumerate(prompts)],
             params=teacher_pb2.SamplingParams(
                 n=k,
                 temperature=params.temperature,
@@ -395,3 +419,16 @@ def generator_for(model: common_pb2.ModelRef, *, device: str = "cpu", torch_thre
     if which == "teacher_address":
         return TeacherGenerator(model.teacher_address)
     raise InvalidArgument("model", "set one of checkpoint_path, openai, teacher_address")
+
+
+def _teacher_prompt(index: int, prompt: Prompt) -> Any:
+    """A teacher ``Prompt``: text, or a conversation the teacher renders with its chat template."""
+    from cotdistill.v1 import teacher_pb2
+
+    if isinstance(prompt, str):
+        return teacher_pb2.Prompt(id=str(index), text=prompt)
+    chat = teacher_pb2.ChatPrompt(
+        messages=[teacher_pb2.ChatMessage(role=r, content=c) for r, c in prompt.messages],
+        assistant_prefix=prompt.prefix,
+    )
+    return teacher_pb2.Prompt(id=str(index), chat=chat)

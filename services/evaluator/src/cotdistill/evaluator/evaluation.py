@@ -195,7 +195,9 @@ async def run_evaluation(
                     record: dict[str, Any] = {
                         "id": ex.id,
                         "question": ex.question,
-                        "prompt": prompt,
+                        "prompt": prompt
+                        if isinstance(prompt, str)
+                        else {"messages": prompt.as_dicts(), "prefix": prompt.prefix},
                         "completion": samples[0],
                         "rationale": first.rationale,
                         "answer": answer,

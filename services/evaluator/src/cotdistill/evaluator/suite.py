@@ -11,6 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cotdistill.common.tasks.teacher_prompts import ChatPrompt
+
+Prompt = str | ChatPrompt
+"""Text sent as is, or a conversation for the model's chat template (``chat_*`` formats)."""
+
 
 @dataclass(frozen=True)
 class EvalExample:
@@ -51,8 +56,9 @@ class TaskSuite(Protocol):
     def load(self, name: str, split: str, limit: int | None, *, field: str) -> LoadedDataset:
         """Examples of ``name``/``split``; InvalidArgument naming ``field`` when unknown."""
 
-    def prompt(self, dataset: LoadedDataset, example: EvalExample, fmt: str) -> str:
-        """The prompt the model sees for ``example`` in format ``fmt``."""
+    def prompt(self, dataset: LoadedDataset, example: EvalExample, fmt: str) -> Prompt:
+        """The prompt the model sees for ``example`` in format ``fmt`` (text, or a conversation the
+        backend renders with the model's chat template)."""
 
     def stop(self, dataset: LoadedDataset, fmt: str) -> Sequence[str]:
         """Stop strings of format ``fmt``."""

@@ -11,9 +11,12 @@ Datasets are registry names (``cotdistill data list``) or paths to files:
 Formats are the student formats of the task library (``ft_cot``, ``answer_only``, ``fu_*``,
 ``flan_*``: the student's training formats) plus the teacher prompt formats that are not also
 student names (``zero_shot_cot``, ``few_shot_cot``, ``fu_complex``, ``fu_simple``) and
-``kojima_answer_only`` for the teacher's answer-only prompt. Teacher formats are evaluated in
-one stage: the answer is read after the last "the answer is" phrase, else the last candidate
-(Kojima et al.'s fallback), without the second answer-trigger call.
+``kojima_answer_only`` for the teacher's answer-only prompt, and ``chat_<teacher format>``
+(``chat_zero_shot_cot``, ...): the same prompt as a conversation through the model's own chat
+template, which is how an instruct model (an untrained real student, a chat teacher) is asked
+fairly. Teacher formats are evaluated in one stage: the answer is read after the last "the answer
+is" phrase, else the last candidate (Kojima et al.'s fallback), without the second answer-trigger
+call.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from cotdistill.common.tasks import (
     render_teacher_prompt,
     student_prompt,
     student_stop,
+    teacher_chat_prompt,
 )
-from cotdistill.evaluator.suite import EvalExample, LoadedDataset, Scored
+from cotdistill.evaluator.suite import EvalExample, LoadedDataset, Prompt, Scored
 
 KOJIMA_ANSWER_ONLY = "kojima_answer_only"
+CHAT_PREFIX = "chat_"
 # Where one-stage teacher generations end: the next exemplar-style question.
 TEACHER_STOPS: dict[str, tuple[str, ...]] = {
     "zero_shot_cot": ("\n\nQ:", "\nQ:"),
@@ -66,7 +71,8 @@ class RegistrySuite:
         student = [f.name for f in list_formats("student")]
         teacher = [f.name for f in list_formats("teacher") if f.name not in student]
         self._student = set(student)
-        self._formats = [*student, *teacher, KOJIMA_ANSWER_ONLY]
+        self._chat = {f"{CHAT_PREFIX}{name}": name for name in teacher}
+        self._formats = [*student, *teacher, KOJIMA_ANSWER_ONLY, *self._chat]
 
     def formats(self) -> Sequence[str]:
         return self._formats
@@ -100,8 +106,10 @@ class RegistrySuite:
 
     # -- prompts and answers ------------------------------------------------------------------
 
-    def prompt(self, dataset: LoadedDataset, example: EvalExample, fmt: str) -> str:
+    def prompt(self, dataset: LoadedDataset, example: EvalExample, fmt: str) -> Prompt:
         record: Example = example.record
+        if fmt in self._chat:
+            return teacher_chat_prompt(self._chat[fmt], record)
         if fmt in self._student:
             return student_prompt(fmt, record.question, dataset=record.dataset)
         if fmt == KOJIMA_ANSWER_ONLY:
@@ -111,7 +119,7 @@ class RegistrySuite:
     def stop(self, dataset: LoadedDataset, fmt: str) -> Sequence[str]:
         if fmt in self._student:
             return student_stop(fmt)
-        return TEACHER_STOPS.get(fmt, ())
+        return TEACHER_STOPS.get(self._chat.get(fmt, fmt), ())
 
     def score(self, dataset: LoadedDataset, example: EvalExample, fmt: str, completion: str) -> Scored:
         record: Example = example.record

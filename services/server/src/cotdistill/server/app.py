@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,14 +26,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cotdistill.common.metrics import new_registry
-from cotdistill.server import routes_admin, routes_openai, routes_reason
+from cotdistill.server import routes_admin, routes_openai, routes_reason, routes_tokenizer
 from cotdistill.server.admission import Admission
 from cotdistill.server.auth import ApiKeys
 from cotdistill.server.engine.base import Engine, EngineLoadError
 from cotdistill.server.errors import install_error_handlers, openai_error
-from cotdistill.server.execution import AppContext
+from cotdistill.server.execution import REQUEST_ID_SCOPE_KEY, AppContext
 from cotdistill.server.metrics import ServerMetrics
 from cotdistill.server.models import ModelHolder
+from cotdistill.server.openapi import NOT_READY, finalize_spec
 from cotdistill.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,8 @@ class HttpGuard:
             self._record(scope, 413, start)
             return
         seen = 0
+        rid = _client_request_id(headers.get(b"x-request-id")) or uuid.uuid4().hex
+        scope[REQUEST_ID_SCOPE_KEY] = rid
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -108,6 +113,7 @@ class HttpGuard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
@@ -130,6 +136,14 @@ class HttpGuard:
         path = getattr(route, "path", "unmatched")  # unmatched paths share one label: bounded cardinality
         self.metrics.http_requests.labels(path, str(status)).inc()
         self.metrics.http_latency.labels(path).observe(time.perf_counter() - start)
+
+
+def _client_request_id(value: bytes | None) -> str | None:
+    """The client's X-Request-Id when it is a sane token (printable ASCII, <= 128 chars)."""
+    if not value or len(value) > 128:
+        return None
+    text = value.decode("ascii", "replace")
+    return text if text.isprintable() and "\ufffd" not in text else None
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -172,6 +186,10 @@ def build_app(settings: ServerSettings, *, loader: Callable[[str], Awaitable[Eng
             return
         metrics.reloads.labels("loaded").inc()
         metrics.model_loaded.set(1)
+        # The model and libraries are millions of long-lived objects: frozen, the collector no
+        # longer walks them, so its full collections stop stalling the event loop (and with it
+        # /health) for hundreds of milliseconds under load. vLLM's server does the same.
+        gc.freeze()
 
     async def on_sighup() -> None:
         try:
@@ -249,7 +267,7 @@ def build_app(settings: ServerSettings, *, loader: Callable[[str], Awaitable[Eng
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"])
+    @app.get("/ready", tags=["operations"], responses={**NOT_READY})
     async def ready() -> Response:
         """Readiness: the model is loaded and requests can be served (503 before)."""
         served = holder.current
@@ -262,25 +280,20 @@ def build_app(settings: ServerSettings, *, loader: Callable[[str], Awaitable[Eng
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:
-        """The spec, with this server's runtime limits filled in (model id, max_tokens, n)."""
+        """The spec, with every status the app returns and this server's limits filled in."""
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schemas = spec.get("components", {}).get("schemas", {})
-            for name in ("CompletionRequest", "ChatCompletionRequest"):
-                props = schemas.get(name, {}).get("properties", {})
-                if "model" in props:
-                    props["model"]["enum"] = [settings.served_model_name]
-                for field in ("max_tokens", "max_completion_tokens"):
-                    for option in props.get(field, {}).get("anyOf", []):
-                        if option.get("type") == "integer":
-                            option["maximum"] = settings.max_tokens_cap
-                if "n" in props:
-                    props["n"]["maximum"] = settings.max_n
-            app.openapi_schema = spec
+            app.openapi_schema = finalize_spec(
+                spec,
+                model_id=settings.served_model_name,
+                max_tokens_cap=settings.max_tokens_cap,
+                max_n=settings.max_n,
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(routes_openai.router)
+    app.include_router(routes_tokenizer.router)
     app.include_router(routes_reason.router)
     app.include_router(routes_admin.router)
 

@@ -51,11 +51,11 @@ class ApiKeys:
         return ok
 
 
-_bearer = HTTPBearer(auto_error=False, description="An API key of this server.")
+bearer = HTTPBearer(auto_error=False, description="An API key of this server.")
 
 
 async def require_api_key(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     """FastAPI dependency: 401 unless the request carries an accepted key (or the server is open)."""
     keys: ApiKeys = request.app.state.api_keys

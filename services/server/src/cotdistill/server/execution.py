@@ -10,10 +10,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -21,14 +22,24 @@ from starlette.types import Receive, Scope, Send
 
 from cotdistill.server.admission import Admission
 from cotdistill.server.auth import ApiKeys
-from cotdistill.server.engine.base import Engine, StepOutput
+from cotdistill.server.engine.base import Engine, StepOutput, TokenLogprob
 from cotdistill.server.errors import APIError, error_body
-from cotdistill.server.generation import Choice, ClientDisconnected, Job, Trace, cancel_on_disconnect, collect, run_jobs
+from cotdistill.server.generation import (
+    Choice,
+    ClientDisconnected,
+    Job,
+    Trace,
+    cancel_on_disconnect,
+    collect,
+    engine_error,
+    run_jobs,
+)
 from cotdistill.server.metrics import ServerMetrics
 from cotdistill.server.models import ModelHolder
 from cotdistill.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,8 +66,11 @@ class TimedOut(APIError):
 class SSEResponse(StreamingResponse):
     """Server-sent events; ``on_close`` runs however the stream ends (done, error, disconnect)."""
 
-    def __init__(self, events: AsyncIterator[str], on_close: Callable[[], Any]) -> None:
-        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    def __init__(
+        self, events: AsyncIterator[str], on_close: Callable[[], Any], headers: dict[str, str] | None = None
+    ) -> None:
+        headers = {"Cache-Control": "no-cache", **(headers or {})}
+        super().__init__(events, media_type="text/event-stream", headers=headers)
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -77,14 +91,31 @@ def sse(payload: dict[str, Any] | str) -> str:
 
 
 @dataclass
+class Plan:
+    """What one request asks the engine for: completions, and prompts to score (echo + logprobs)."""
+
+    jobs: list[Job]
+    score_prompts: list[list[int]] = field(default_factory=list)
+    score_k: int = 0
+
+    def units(self) -> int:
+        """Admission units: one per completion, or per scored prompt when that is more."""
+        return max(len(self.jobs), len(self.score_prompts), 1)
+
+
+@dataclass
 class Admitted:
     """A request holding a model lease and admission slots until ``close()``."""
 
     engine: Engine
-    jobs: list[Job]
+    plan: Plan
     trace: Trace
     deadline: float
     stack: AsyncExitStack
+
+    @property
+    def jobs(self) -> list[Job]:
+        return self.plan.jobs
 
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.perf_counter())
@@ -93,17 +124,19 @@ class Admitted:
         await self.stack.aclose()
 
 
-async def admit(ctx: AppContext, request: Request, make_jobs: Callable[[Engine], list[Job]]) -> Admitted:
+async def admit(ctx: AppContext, request: Request, make_jobs: Callable[[Engine], list[Job] | Plan]) -> Admitted:
     """Lease the model (503), build and validate the jobs (400), wait for slots (429, 504)."""
-    trace = Trace()
+    trace = Trace(request_id=request_id(request))
     timeout_s = ctx.settings.request_timeout_s
     stack = AsyncExitStack()
     try:
         engine = await stack.enter_async_context(ctx.holder.lease())
-        jobs = make_jobs(engine)
+        made = make_jobs(engine)
+        plan = made if isinstance(made, Plan) else Plan(made)
+        jobs = plan.jobs
         try:
             async with asyncio.timeout(timeout_s):
-                await cancel_on_disconnect(request, stack.enter_async_context(ctx.admission.slot(len(jobs))))
+                await cancel_on_disconnect(request, stack.enter_async_context(ctx.admission.slot(plan.units())))
         except TimeoutError:
             ctx.metrics.rejected.labels("timeout").inc()
             raise TimedOut(timeout_s) from None
@@ -118,7 +151,9 @@ async def admit(ctx: AppContext, request: Request, make_jobs: Callable[[Engine],
             if job.prompt_index not in seen:
                 seen.add(job.prompt_index)
                 ctx.metrics.prompt_tokens.inc(len(job.prompt_ids))
-        return Admitted(engine, jobs, trace, trace.arrival + timeout_s, stack)
+        if not jobs:
+            ctx.metrics.prompt_tokens.inc(sum(len(p) for p in plan.score_prompts))
+        return Admitted(engine, plan, trace, trace.arrival + timeout_s, stack)
     except BaseException as exc:
         await stack.aclose()
         if isinstance(exc, ClientDisconnected):
@@ -133,24 +168,54 @@ def _finished(ctx: AppContext, trace: Trace) -> None:
     ctx.admission.observe_latency(elapsed)
 
 
-async def run_to_end(ctx: AppContext, request: Request, admitted: Admitted) -> list[Choice]:
-    """Generate every choice; cancelled if the client disconnects or the deadline passes."""
+async def _bounded(ctx: AppContext, request: Request, admitted: Admitted, work: Awaitable[T]) -> T:
+    """Await engine work within the request's deadline (504); cancel it if the client hangs up."""
     try:
-        try:
-            work = asyncio.wait_for(
-                collect(admitted.engine, admitted.jobs, admitted.trace, ctx.metrics), admitted.remaining_s()
-            )
-            choices = await cancel_on_disconnect(request, work)
-        except TimeoutError:
-            ctx.metrics.rejected.labels("timeout").inc()
-            raise TimedOut(ctx.settings.request_timeout_s) from None
-        except ClientDisconnected:
-            ctx.metrics.rejected.labels("disconnected").inc()
-            raise
+        return await cancel_on_disconnect(request, asyncio.wait_for(work, admitted.remaining_s()))
+    except TimeoutError:
+        ctx.metrics.rejected.labels("timeout").inc()
+        raise TimedOut(ctx.settings.request_timeout_s) from None
+    except ClientDisconnected:
+        ctx.metrics.rejected.labels("disconnected").inc()
+        raise
+
+
+async def _score(engine: Engine, plan: Plan) -> list[list[TokenLogprob]]:
+    try:
+        return await engine.score(plan.score_prompts, plan.score_k)
+    except (APIError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        raise engine_error(exc) from exc
+
+
+async def score_prompts(ctx: AppContext, request: Request, admitted: Admitted) -> list[list[TokenLogprob]]:
+    """Prompt logprobs of ``plan.score_prompts`` (empty when none); closes nothing."""
+    if not admitted.plan.score_prompts:
+        return []
+    return await _bounded(ctx, request, admitted, _score(admitted.engine, admitted.plan))
+
+
+async def score_and_run(
+    ctx: AppContext, request: Request, admitted: Admitted
+) -> tuple[list[list[TokenLogprob]], list[Choice]]:
+    """Score the prompts that ask for it, then generate every choice; releases the request."""
+    try:
+        scored = await score_prompts(ctx, request, admitted)
+        choices: list[Choice] = []
+        if admitted.jobs:
+            work = collect(admitted.engine, admitted.jobs, admitted.trace, ctx.metrics)
+            choices = await _bounded(ctx, request, admitted, work)
         _finished(ctx, admitted.trace)
-        return choices
+        return scored, choices
     finally:
         await admitted.close()
+
+
+async def run_to_end(ctx: AppContext, request: Request, admitted: Admitted) -> list[Choice]:
+    """Generate every choice; cancelled if the client disconnects or the deadline passes."""
+    _, choices = await score_and_run(ctx, request, admitted)
+    return choices
 
 
 def stream_events(
@@ -158,10 +223,14 @@ def stream_events(
     admitted: Admitted,
     render: Callable[[int, StepOutput], list[dict[str, Any]]],
     final: Callable[[list[Choice]], list[dict[str, Any]]],
+    prelude: list[dict[str, Any]] | None = None,
 ) -> SSEResponse:
-    """An SSE response: ``render`` turns each step into chunks, ``final`` adds closing chunks."""
+    """An SSE response: ``prelude`` chunks first, ``render`` turns each step into chunks,
+    ``final`` adds closing chunks."""
 
     async def events() -> AsyncIterator[str]:
+        for chunk in prelude or []:
+            yield sse(chunk)
         choices = {job.index: Choice(job.index) for job in admitted.jobs}
         stream = run_jobs(admitted.engine, admitted.jobs, admitted.trace, ctx.metrics)
         try:
@@ -184,3 +253,13 @@ def stream_events(
         yield sse("[DONE]")
 
     return SSEResponse(events(), on_close=admitted.close)
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_SCOPE_KEY = "cotdistill.request_id"
+
+
+def request_id(request: Request) -> str:
+    """The client's ``X-Request-Id`` (echoed on every response by the middleware), or a new one."""
+    found = request.scope.get(REQUEST_ID_SCOPE_KEY)
+    return str(found) if found else uuid.uuid4().hex

@@ -63,7 +63,9 @@ class Trace:
     admitted: float | None = None
     first_token: float | None = None
     finished: float | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])  # echoed as X-Request-Id
+    # The engine's ids stay unique even when clients reuse an X-Request-Id.
+    engine_id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
 
     def ttft_s(self) -> float | None:
         return None if self.first_token is None else self.first_token - self.arrival
@@ -140,6 +142,17 @@ class ClientDisconnected(Exception):
     """The client went away; nothing is sent back."""
 
 
+def engine_error(exc: BaseException) -> APIError:
+    """The HTTP error for an engine failure: 400 naming the field, 503 when closed, else 500."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, InvalidArgument):
+        return bad_request(exc.field, str(exc).split(": ", 1)[-1])
+    if isinstance(exc, EngineClosed):
+        return APIError(503, "the model was shut down", "service_unavailable")
+    return APIError(500, "generation failed", "server_error")
+
+
 async def run_jobs(
     engine: Engine, jobs: Sequence[Job], trace: Trace, metrics: ServerMetrics
 ) -> AsyncGenerator[tuple[int, StepOutput], None]:
@@ -152,7 +165,7 @@ async def run_jobs(
 
     async def pump(job: Job) -> None:
         try:
-            async for out in engine.generate(job.prompt_ids, job.params, f"{trace.request_id}-{job.index}"):
+            async for out in engine.generate(job.prompt_ids, job.params, f"{trace.engine_id}-{job.index}"):
                 queue.put_nowait((job.index, out))
         except Exception as exc:
             queue.put_nowait((job.index, exc))
@@ -164,13 +177,7 @@ async def run_jobs(
         while remaining:
             index, item = await queue.get()
             if isinstance(item, BaseException):
-                if isinstance(item, APIError):
-                    raise item
-                if isinstance(item, InvalidArgument):
-                    raise bad_request(item.field, str(item).split(": ", 1)[-1]) from item
-                if isinstance(item, EngineClosed):
-                    raise APIError(503, "the model was shut down", "service_unavailable") from item
-                raise APIError(500, "generation failed", "server_error") from item
+                raise engine_error(item) from item
             now = time.perf_counter()
             if item.token_ids:
                 if trace.first_token is None:

@@ -29,6 +29,8 @@ class Served:
 
     engine: Engine
     path: str
+    # The student format the checkpoint was trained in (its cotdistill_student.json); "" otherwise.
+    training_format: str = ""
     loaded_at: float = field(default_factory=time.time)
     leases: int = 0
     retired: bool = False
@@ -74,7 +76,8 @@ class ModelHolder:
             started = time.perf_counter()
             log.info("loading checkpoint %s", path)
             try:
-                engine = await self._loader(path)
+                where = await asyncio.to_thread(_model_dir, path)
+                engine = await self._loader(where)
             except EngineLoadError as exc:
                 if self.current is None:
                     self.load_error = f"no model: {exc}"
@@ -82,7 +85,8 @@ class ModelHolder:
                     "checkpoint refused, %s: %s", "keeping the current model" if self.current else "none loaded", exc
                 )
                 raise
-            old, self.current = self.current, Served(engine, path)
+            trained = read_student_format(where) or {}
+            old, self.current = self.current, Served(engine, path, str(trained.get("format", "")))
             self.load_error = None
             log.info("serving %s (%s backend, loaded in %.1f s)", path, engine.backend, time.perf_counter() - started)
             if old is not None:
@@ -106,3 +110,22 @@ class ModelHolder:
         if self.current is not None:
             await self.current.engine.close()
             self.current = None
+
+
+def read_student_format(directory: str) -> dict[str, object] | None:
+    from cotdistill.common.tasks.student_chat import read_student_format as read
+
+    return read(directory)
+
+
+def _model_dir(ref: str) -> str:
+    """A registry name (or GGUF file) as the directory it materializes to; paths stay as given."""
+    from cotdistill.common.errors import CotdistillError
+    from cotdistill.common.models import is_registry_name, resolve_model
+
+    if not (is_registry_name(ref) or ref.lower().endswith(".gguf")):
+        return ref
+    try:
+        return str(resolve_model(ref))
+    except CotdistillError as err:
+        raise EngineLoadError(f"model {ref!r}: {err}") from err

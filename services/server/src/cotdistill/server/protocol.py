@@ -57,11 +57,17 @@ class CompletionRequest(_Sampling):
         | Annotated[list[StrictInt], Field(min_length=1)]
         | Annotated[list[Annotated[list[StrictInt], Field(min_length=1)]], Field(min_length=1)]
     ) = Field(description="Text, texts, token ids, or lists of token ids.")
-    max_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most (default 16).")
-    logprobs: int | None = Field(
-        None, ge=0, le=MAX_TOP_LOGPROBS, description="Return the sampled token's logprob and the top-k."
+    max_tokens: int | None = Field(
+        None, ge=0, description="Tokens to generate at most (default 16); 0 with echo scores the prompt only."
     )
-    echo: Literal[False] = Field(False, description="Not supported: only false.")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Return each token's logprob and the top-k candidates (the chosen token is added: "
+        "up to k+1 entries); with echo, the prompt's tokens too (the first one null).",
+    )
+    echo: bool = Field(False, description="Return the prompt in front of the completion (with its logprobs).")
     best_of: int | None = Field(None, ge=1, description="Only equal to n (or absent).")
     suffix: Annotated[str, Field(max_length=0)] | None = Field(None, description="Not supported: only empty.")
 
@@ -84,6 +90,12 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")  # json_schema carries its own fields
+
+    type: Literal["text", "json_object", "json_schema"]
+
+
 class ChatCompletionRequest(_Sampling):
     """POST /v1/chat/completions."""
 
@@ -92,7 +104,48 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most.")
     logprobs: bool = Field(False, description="Return logprobs of the generated tokens.")
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="Top-k per token (needs logprobs).")
-    tools: list[dict[str, Any]] | None = Field(None, max_length=0, description="Not supported: only empty.")
+    response_format: ResponseFormat | None = Field(
+        None, description="Only `text` (the default); `json_object` and `json_schema` are refused with 400."
+    )
+    tools: list[dict[str, Any]] | None = Field(None, description="Not supported: refused with 400 unless empty.")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="Only `none` (no tools are supported).")
+    parallel_tool_calls: bool | None = Field(None, description="Accepted; no effect (no tools).")
+    functions: list[dict[str, Any]] | None = Field(None, description="Deprecated tools: refused unless empty.")
+    function_call: str | dict[str, Any] | None = Field(None, description="Only `none` (no functions).")
+    modalities: list[str] | None = Field(None, description='Only ["text"].')
+    audio: dict[str, Any] | None = Field(None, description="Not supported: refused.")
+    prediction: dict[str, Any] | None = Field(None, description="Not supported: refused.")
+    reasoning_effort: str | None = Field(None, description="Not supported: refused.")
+    verbosity: str | None = Field(None, description="Not supported: refused.")
+    web_search_options: dict[str, Any] | None = Field(None, description="Not supported: refused.")
+    store: bool | None = Field(None, description="Accepted; nothing is stored.")
+    metadata: dict[str, str] | None = Field(None, description="Accepted; no effect.")
+    service_tier: str | None = Field(None, description="Accepted; no effect.")
+    safety_identifier: str | None = Field(None, description="Accepted; no effect.")
+    prompt_cache_key: str | None = Field(None, description="Accepted; no effect.")
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """The first field this server refuses, as (field, why); None when all are served."""
+        if self.response_format is not None and self.response_format.type != "text":
+            return (
+                "response_format",
+                f"type {self.response_format.type!r} is not supported by this server (no constrained decoding); "
+                "only 'text'",
+            )
+        if self.tools:
+            return "tools", "tool calling is not supported by this server; send no tools"
+        if self.tool_choice not in (None, "none"):
+            return "tool_choice", "only 'none' is supported (no tools)"
+        if self.functions:
+            return "functions", "function calling is not supported by this server"
+        if self.function_call not in (None, "none"):
+            return "function_call", "only 'none' is supported (no functions)"
+        if self.modalities is not None and self.modalities != ["text"]:
+            return "modalities", "only ['text'] is supported"
+        for name in ("audio", "prediction", "reasoning_effort", "verbosity", "web_search_options"):
+            if getattr(self, name) is not None:
+                return name, "is not supported by this server"
+        return None
 
 
 class ReasonRequest(_Request):
@@ -143,6 +196,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "cotdistill"
     root: str = Field(description="Checkpoint path being served.")
+    parent: str | None = None
     backend: str
     max_model_len: int
 
@@ -160,3 +214,36 @@ class ReloadResponse(BaseModel):
     model: str
     backend: str
     loaded_in_s: float
+
+
+# ---- vLLM's tokenizer endpoints (/tokenize, /detokenize, /tokenizer_info) ----------------------
+
+
+class TokenizeRequest(_Request):
+    """POST /tokenize: a text (``prompt``) or a conversation (``messages``, rendered by the chat template)."""
+
+    model: str | None = Field(None, description="The served model id (optional).")
+    prompt: str | None = Field(None, description="Text to tokenize (or give `messages`).")
+    messages: list[ChatMessage] | None = Field(None, min_length=1, description="A conversation to render and tokenize.")
+    add_special_tokens: bool | None = Field(
+        None, description="Add the tokenizer's special tokens (BOS); default true for `prompt`, false for `messages`."
+    )
+    add_generation_prompt: bool = Field(True, description="`messages`: end with the assistant turn's opening.")
+    continue_final_message: bool = Field(False, description="`messages`: leave the last message open.")
+    return_token_strs: bool = Field(False, description="Also return each token's string.")
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Request):
+    model: str | None = Field(None, description="The served model id (optional).")
+    tokens: list[StrictInt] = Field(description="Token ids to turn back into text.")
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str

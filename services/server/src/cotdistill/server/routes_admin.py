@@ -15,6 +15,7 @@ from cotdistill.server.auth import Authenticated
 from cotdistill.server.engine.base import EngineLoadError
 from cotdistill.server.errors import APIError
 from cotdistill.server.execution import context
+from cotdistill.server.openapi import ADMIN_RESPONSES
 from cotdistill.server.protocol import ReloadRequest, ReloadResponse
 
 router = APIRouter(prefix="/admin", dependencies=[Authenticated], tags=["admin"])
@@ -27,7 +28,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-@router.post("/reload", response_model=ReloadResponse)
+@router.post("/reload", response_model=ReloadResponse, responses=ADMIN_RESPONSES)
 async def reload(request: Request, body: ReloadRequest | None = None) -> ReloadResponse:
     """Load ``model`` (default: the configured checkpoint); 400 and no change if it fails."""
     ctx = context(request)

@@ -18,16 +18,19 @@ from cotdistill.server.engine.base import Engine, SamplingParams
 from cotdistill.server.errors import bad_request
 from cotdistill.server.execution import admit, context, run_to_end
 from cotdistill.server.generation import Job, check_max_tokens, validate_prompt
+from cotdistill.server.openapi import GENERATION_RESPONSES
 from cotdistill.server.protocol import Latency, ReasonRequest, ReasonResponse, Usage
 
 router = APIRouter(prefix="/v1", dependencies=[Authenticated], tags=["cotdistill"])
 
 
-@router.post("/reason", response_model=ReasonResponse)
+@router.post("/reason", response_model=ReasonResponse, responses=GENERATION_RESPONSES)
 async def reason(body: ReasonRequest, request: Request) -> ReasonResponse:
     """Answer a question with a rationale, in the format the student was trained on."""
     ctx = context(request)
-    fmt = body.format or ctx.settings.reason_format
+    served = ctx.holder.current
+    # The request's format, else the operator's, else the one the checkpoint was trained in.
+    fmt = body.format or ctx.settings.reason_format or (served.training_format if served else "") or "ft_cot"
     try:
         prompt = student_prompt(fmt, body.question, dataset=body.dataset or "")
         stop = tuple(student_stop(fmt))

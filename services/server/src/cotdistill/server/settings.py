@@ -45,7 +45,9 @@ class ServerSettings(ServiceSettings):
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     reason_format: str = Field(
-        "ft_cot", description="Student training format /v1/reason uses when the request names none."
+        "",
+        description="Student format /v1/reason uses when the request names none; empty means the format the "
+        "checkpoint was trained in (its cotdistill_student.json), else ft_cot.",
     )
 
     # -- limits and overload --
@@ -67,6 +69,10 @@ class ServerSettings(ServiceSettings):
     api_key_file: str = Field("", description="File with API keys, one per line (a mounted Kubernetes secret).")
     allow_unauthenticated: bool = Field(
         False, description="Serve without API keys (local use only); warned at start-up."
+    )
+    tokenizer_auth: bool = Field(
+        False,
+        description="Require an API key on /tokenize, /detokenize, /tokenizer_info (open by default, as vLLM's).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Browser origins allowed by CORS; empty (default) turns CORS off."

@@ -10,7 +10,7 @@ lists, built from whole tensors, so the servicer copies them into packed proto f
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -129,6 +129,7 @@ class TokenizerDescription:
     eos_token_id: int | None
     pad_token_id: int | None
     content_hash: str
+    chat_template: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,13 @@ class Engine(Protocol):
         """Tokenize texts as the engine will; None when the engine cannot tokenize locally.
 
         ``special_tokens=False`` tokenizes a continuation (a completion that follows a prompt).
+        """
+        ...
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str) -> str | None:
+        """A conversation as prompt text through the model's chat template; None without one.
+
+        A non-empty ``assistant_prefix`` opens the assistant turn and the text ends inside it.
         """
         ...
 

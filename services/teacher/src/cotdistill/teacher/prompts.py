@@ -53,18 +53,35 @@ class DatasetPrompts:
     def render(self, record_ids: Sequence[tuple[int, str]]) -> dict[int, str]:
         """Prompt texts of ``(prompt index, record id)`` pairs, keyed by prompt index."""
         tasks = _tasks()
-        index = _index(self.dataset, self.split, self._data_dir)
         out: dict[int, str] = {}
+        for i, example in self._examples(record_ids).items():
+            try:
+                out[i] = tasks.render_teacher_prompt(self.prompt_format, example, data_dir=self._data_dir)
+            except InvalidArgument as exc:
+                raise InvalidArgument("prompt_format", str(exc)) from exc
+        return out
+
+    def chat(self, record_ids: Sequence[tuple[int, str]], system: str | None) -> dict[int, Any]:
+        """Chat prompts (``tasks.ChatPrompt``) of ``(prompt index, record id)`` pairs."""
+        tasks = _tasks()
+        out: dict[int, Any] = {}
+        for i, example in self._examples(record_ids).items():
+            try:
+                out[i] = tasks.teacher_chat_prompt(self.prompt_format, example, system=system, data_dir=self._data_dir)
+            except InvalidArgument as exc:
+                raise InvalidArgument("prompt_format", str(exc)) from exc
+        return out
+
+    def _examples(self, record_ids: Sequence[tuple[int, str]]) -> dict[int, Any]:
+        index = _index(self.dataset, self.split, self._data_dir)
+        out = {}
         for i, record_id in record_ids:
             example = index.get(record_id)
             if example is None:
                 raise InvalidArgument(
                     f"prompts[{i}].record_id", f"no record {record_id!r} in {self.dataset}/{self.split}"
                 )
-            try:
-                out[i] = tasks.render_teacher_prompt(self.prompt_format, example, data_dir=self._data_dir)
-            except InvalidArgument as exc:
-                raise InvalidArgument("prompt_format", str(exc)) from exc
+            out[i] = example
         return out
 
     def trigger(self) -> str:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -70,6 +70,7 @@ class _PreparedSample:
     prompt_tokens: list[int]
     two_stage: validation.TwoStageOptions | None
     dataset: DatasetPrompts | None
+    templated: list[bool]
 
 
 class _Call:
@@ -176,7 +177,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         options = validation.sampling_options(request.params, info, settings)
         validation.check_sample_budget(len(request.prompts), options.n, settings)
         texts: list[str | None] = [validation.literal_prompt(p, i) for i, p in enumerate(request.prompts)]
-        records = [(i, p.record_id) for i, p in enumerate(request.prompts) if texts[i] is None]
+        records = [(i, p.record_id) for i, p in enumerate(request.prompts) if p.WhichOneof("source") == "record_id"]
         dataset: DatasetPrompts | None = None
         if request.dataset:
             dataset = DatasetPrompts(
@@ -184,13 +185,26 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             )
         elif records:
             raise validation.InvalidArgument("dataset", "record_id prompts need a dataset name")
+        templated = [p.WhichOneof("source") == "chat" for p in request.prompts]
+        for i, p in enumerate(request.prompts):
+            if templated[i]:
+                messages, prefix = validation.chat_prompt(p.chat, f"prompts[{i}].chat")
+                texts[i] = self._render_chat(messages, prefix, f"prompts[{i}].chat")
         if records:
             assert dataset is not None
-            for i, text in dataset.render(records).items():
-                texts[i] = text
+            if validation.use_chat_template(
+                request.prompt_template, bool(info.tokenizer and info.tokenizer.chat_template)
+            ):
+                system = validation.system_prompt(request.system_prompt)
+                for i, chat in dataset.chat(records, system).items():
+                    texts[i] = self._render_chat(chat.as_dicts(), chat.prefix, "prompt_template")
+                    templated[i] = True
+            else:
+                for i, text in dataset.render(records).items():
+                    texts[i] = text
         prompt_texts = [t or "" for t in texts]
         two_stage = validation.two_stage_options(request, dataset.trigger() if dataset else None)
-        prompt_ids = self.engine.encode(prompt_texts)
+        prompt_ids = self._encode_prompts(prompt_texts, templated)
         ids_per_prompt: list[Sequence[int] | None] = (
             list(prompt_ids) if prompt_ids is not None else [None] * len(prompt_texts)
         )
@@ -209,7 +223,26 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             [len(ids) if ids is not None else 0 for ids in ids_per_prompt],
             two_stage,
             dataset,
+            templated,
         )
+
+    def _render_chat(self, messages: Sequence[Mapping[str, str]], prefix: str, field: str) -> str:
+        text = self.engine.render_chat(messages, prefix)
+        if text is None:
+            raise validation.InvalidArgument(field, "the teacher model's tokenizer has no chat template; send text")
+        return text
+
+    def _encode_prompts(self, texts: list[str], templated: list[bool]) -> list[list[int]] | None:
+        """Token ids of every prompt. A chat template writes its special tokens (BOS included) into
+        the text, so templated prompts are tokenized without adding them again, as vLLM does."""
+        if not any(templated):
+            return self.engine.encode(texts)
+        plain = self.engine.encode([t for t, chat in zip(texts, templated, strict=True) if not chat])
+        chat = self.engine.encode([t for t, c in zip(texts, templated, strict=True) if c], special_tokens=False)
+        if plain is None or chat is None:
+            return None
+        plain_it, chat_it = iter(plain), iter(chat)
+        return [next(chat_it) if c else next(plain_it) for c in templated]
 
     async def _run_sample(self, prepared: _PreparedSample, call: _Call) -> AsyncIterator[teacher_pb2.SampleResponse]:
         loop = asyncio.get_running_loop()
@@ -252,7 +285,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         stage = prepared.two_stage
         assert stage is not None
         texts = [prepared.prompt_texts[c.prompt_index] + c.text + stage.trigger for c in rationales]
-        ids = self.engine.encode(texts)
+        ids = self._encode_prompts(texts, [prepared.templated[c.prompt_index] for c in rationales])
         context = self.engine.info().context_length
         usable = [
             i for i in range(len(texts)) if ids is None or (ids[i] and len(ids[i]) < context)
@@ -364,6 +397,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
                     eos_token_id=t.eos_token_id,
                     pad_token_id=t.pad_token_id,
                     content_hash=t.content_hash,
+                    chat_template=t.chat_template,
                 )
             call.status = "OK"
             return teacher_pb2.InfoResponse(

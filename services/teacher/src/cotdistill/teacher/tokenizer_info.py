@@ -12,7 +12,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from cotdistill.common.chat import chat_template, render_chat
 from cotdistill.teacher.engine import TokenizerDescription
+
+__all__ = ["describe_tokenizer", "encode_texts", "render_chat", "tokenizer_content_hash"]
 
 
 def tokenizer_content_hash(tokenizer: Any) -> str:
@@ -37,6 +40,7 @@ def describe_tokenizer(tokenizer: Any, name: str, model_vocab_size: int) -> Toke
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         content_hash=tokenizer_content_hash(tokenizer),
+        chat_template=chat_template(tokenizer),
     )
 
 

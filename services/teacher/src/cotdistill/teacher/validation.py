@@ -104,10 +104,12 @@ def check_sample_budget(prompts: int, n: int, settings: TeacherSettings) -> None
 
 
 def literal_prompt(prompt: teacher_pb2.Prompt, index: int) -> str | None:
-    """The literal text of a prompt, or None when it names a record id; checks it is set."""
+    """The literal text of a prompt, or None when it names a record id or a chat; checks it is set."""
     source = prompt.WhichOneof("source")
     if source is None:
-        raise InvalidArgument(f"prompts[{index}]", "set text or record_id")
+        raise InvalidArgument(f"prompts[{index}]", "set text, record_id or chat")
+    if source == "chat":
+        return None
     if source == "text":
         if not prompt.text:
             raise InvalidArgument(f"prompts[{index}].text", "must not be empty")
@@ -186,3 +188,43 @@ def check_score_lengths(
                 f"items[{i}].completion",
                 f"prompt + completion are {total} tokens, more than the context length {context_length}",
             )
+
+
+MAX_CHAT_MESSAGES = 64
+MAX_SYSTEM_PROMPT_CHARS = 4096
+_ROLES = ("system", "user", "assistant")
+
+
+def chat_prompt(chat: teacher_pb2.ChatPrompt, field: str) -> tuple[list[dict[str, str]], str]:
+    """(messages as dicts, assistant prefix) of a ChatPrompt; errors name the message."""
+    if not chat.messages:
+        raise InvalidArgument(f"{field}.messages", "at least one message is required")
+    if len(chat.messages) > MAX_CHAT_MESSAGES:
+        raise InvalidArgument(f"{field}.messages", f"at most {MAX_CHAT_MESSAGES} messages, got {len(chat.messages)}")
+    out = []
+    for j, m in enumerate(chat.messages):
+        if m.role not in _ROLES:
+            raise InvalidArgument(f"{field}.messages[{j}].role", f"must be one of {', '.join(_ROLES)}, not {m.role!r}")
+        if not m.content:
+            raise InvalidArgument(f"{field}.messages[{j}].content", "must not be empty")
+        out.append({"role": m.role, "content": m.content})
+    if out[-1]["role"] != "user":
+        raise InvalidArgument(f"{field}.messages", "the last message must be a user turn (use assistant_prefix)")
+    return out, chat.assistant_prefix
+
+
+def use_chat_template(mode: int, teacher_has_template: bool) -> bool:
+    """Whether record_id prompts go through the chat template under ``prompt_template``."""
+    if mode == teacher_pb2.PROMPT_TEMPLATE_RAW:
+        return False
+    if mode == teacher_pb2.PROMPT_TEMPLATE_CHAT:
+        if not teacher_has_template:
+            raise InvalidArgument("prompt_template", "CHAT needs a teacher whose tokenizer has a chat template")
+        return True
+    return teacher_has_template
+
+
+def system_prompt(text: str) -> str | None:
+    if len(text) > MAX_SYSTEM_PROMPT_CHARS:
+        raise InvalidArgument("system_prompt", f"at most {MAX_SYSTEM_PROMPT_CHARS} characters, got {len(text)}")
+    return text or None

@@ -5,7 +5,9 @@ Layout of ``<output_dir>/checkpoints/step-000123/``:
 * ``model.safetensors`` + ``config.json`` + ``generation_config.json``: the full student (for
   LoRA runs the adapters merged in), loadable with ``from_pretrained`` by the evaluator, the
   server and vLLM;
-* tokenizer files (``tokenizer.json``, ``tokenizer_config.json``, ...);
+* tokenizer files (``tokenizer.json``, ``tokenizer_config.json``, ...) whose default chat template
+  renders a user turn in the training format (the model's own is kept as ``original``), and
+  ``cotdistill_student.json`` naming that format (``cotdistill.common.tasks.student_chat``);
 * ``adapter/`` (LoRA runs only): the peft adapter, which is what resuming loads;
 * ``trainer_state.pt``: optimizer, scheduler, step, data position, RNG states;
 * ``trainer_state.json``: the human-readable part (step, validation loss, is_best, config).
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 
 from cotdistill.common.artifacts import ArtifactStore
+from cotdistill.common.tasks.student_chat import install_student_template, write_student_format
 
 CHECKPOINTS = "checkpoints"
 STATE_JSON = "trainer_state.json"
@@ -103,10 +106,26 @@ def save_checkpoint(
             merged.save_pretrained(stage, safe_serialization=True)
         else:
             model.save_pretrained(stage, safe_serialization=True)
-        tokenizer.save_pretrained(stage)
+        _save_tokenizer(tokenizer, stage, info)
         torch.save(trainer_state, stage / STATE_PT)
         (stage / STATE_JSON).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     return store.path(CHECKPOINTS, name)
+
+
+def _save_tokenizer(tokenizer: Any, stage: Path, info: dict[str, Any]) -> None:
+    """The tokenizer, with a chat template that renders a user turn in the training format (the
+    model's own kept as ``original``), so chat clients see what the student learned."""
+    import copy
+
+    fmt = str(((info.get("config") or {}).get("data") or {}).get("format") or "")
+    dataset = str((info.get("data") or {}).get("dataset") or "")
+    if not fmt:
+        tokenizer.save_pretrained(stage)
+        return
+    tok = copy.copy(tokenizer)  # the run keeps tokenizing with the object it has
+    install_student_template(tok, fmt, dataset=dataset)
+    tok.save_pretrained(stage)
+    write_student_format(stage, fmt, dataset=dataset)
 
 
 def _merged_copy(peft_model: Any) -> Any:

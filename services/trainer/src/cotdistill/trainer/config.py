@@ -118,6 +118,19 @@ class CheckpointConfig(_Section):
     evaluator_address: str = ""
 
 
+def model_dir(ref: str, field: str, *, need_weights: bool = True) -> str:
+    """A registry name (or GGUF file) as the directory it materializes to; paths stay as given."""
+    from cotdistill.common.errors import NotFound
+    from cotdistill.common.models import is_registry_name, resolve_model
+
+    if not ref or not (is_registry_name(ref) or ref.lower().endswith(".gguf")):
+        return ref
+    try:
+        return str(resolve_model(ref, need_weights=need_weights))
+    except (NotFound, InvalidArgument) as err:
+        raise InvalidArgument(field, str(err)) from None
+
+
 class RecipeConfig(_Section):
     """Everything one training run needs, plus where to write it."""
 
@@ -183,8 +196,8 @@ class RecipeConfig(_Section):
         raw = {
             "name": spec.name,
             "student": {
-                "model": spec.student.model,
-                "tokenizer": spec.student.tokenizer,
+                "model": model_dir(spec.student.model, "student.model"),
+                "tokenizer": model_dir(spec.student.tokenizer, "student.tokenizer", need_weights=False),
                 "kind": kinds.get(spec.student.kind, "auto"),
                 "lora": lora,
             },
@@ -195,7 +208,7 @@ class RecipeConfig(_Section):
                 "answer_only_fraction": data.answer_only_fraction,
                 "max_seq_len": data.max_seq_len,
                 "packing": data.packing,
-                "teacher_tokenizer": data.teacher_tokenizer,
+                "teacher_tokenizer": model_dir(data.teacher_tokenizer, "data.teacher_tokenizer", need_weights=False),
             },
             "objective": {
                 "sft_weight": sft_weight,
@@ -278,7 +291,7 @@ class RecipeConfig(_Section):
         if ref.content_hash is not None:
             from transformers import AutoTokenizer
 
-            from cotdistill.trainer.alignment import tokenizer_fingerprint
+            from cotdistill.common.alignment import tokenizer_fingerprint
 
             student = AutoTokenizer.from_pretrained(self.student.tokenizer or self.student.model)
             if tokenizer_fingerprint(student) == ref.content_hash:

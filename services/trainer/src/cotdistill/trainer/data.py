@@ -8,7 +8,7 @@ Pipeline, once at setup (the tensors are small; building them up front keeps the
    (``ft_cot``: ``{q} ###`` -> `` {r} --> {a} END``); a seeded ``answer_only_fraction`` of them
    become answer-only (Flan mixtures).
 3. :class:`ExampleBuilder` tokenizes, puts the loss on the completion only, and attaches the KD
-   targets (teacher top-k aligned to the student's tokens, :mod:`.alignment`).
+   targets (teacher top-k aligned to the student's tokens, :mod:`cotdistill.common.alignment`).
 4. :func:`build_batches` groups ``batch_size`` examples per micro-batch and either packs them
    into as few rows as fit (``position_ids`` restart per example, which makes Hugging Face
    attention block-diagonal: no cross-example attention, no padding compute) or pads a batch of
@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
 from cotdistill.common.errors import InvalidArgument
-from cotdistill.trainer.alignment import ABSENT, Aligner, TeacherTokens
+from cotdistill.common.models import is_registry_name, resolve_model
 
 IGNORE = -100
 # KD targets are stored compactly (they live for the whole run, one (T, k) pair per sequence):
@@ -172,6 +173,9 @@ def teacher_tokenizer_ref(configured: str, metadata: dict[str, Any]) -> TeacherT
         str(teacher.get("model_id") or "") if isinstance(teacher, dict) else "",
     ]
     path = next((c for c in candidates if c and Path(c).is_dir()), None)
+    if path is None and is_registry_name(candidates[1]):
+        # The teacher served a registry model: its tokenizer materializes from the same pinned source.
+        path = str(resolve_model(candidates[1], need_weights=False))
     content_hash = metadata.get("tokenizer_hash") or info.get("content_hash") or None
     vocab_size = info.get("vocab_size") or None
     return TeacherTokenizerRef(path, content_hash, int(vocab_size) if vocab_size else None)

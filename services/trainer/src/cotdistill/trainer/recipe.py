@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cotdistill.common.alignment import Aligner, tokenizer_fingerprint
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.trainer import checkpoints as ckpt
-from cotdistill.trainer.alignment import Aligner, tokenizer_fingerprint
 from cotdistill.trainer.config import RecipeConfig, detect_kind
 from cotdistill.trainer.data import (
     IGNORE,

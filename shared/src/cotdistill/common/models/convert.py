@@ -23,6 +23,11 @@ def convert_gguf(gguf: Path, out_dir: Path, *, dtype: str, context_length: int |
         raise ValueError(f"dtype must be one of {_DTYPES}, not {dtype!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    for flag, value in _special_token_flags(gguf).items():
+        # transformers' GGUF tokenizer conversion drops these (Gemma then loses its BOS, which the
+        # model needs at position 0); setting them rebuilds the post-processor that adds the token.
+        if getattr(tokenizer, flag, value) != value:
+            setattr(tokenizer, flag, value)
     if context_length:
         # GGUF tokenizers come back with an "infinite" model_max_length; the model's window is real.
         tokenizer.model_max_length = context_length
@@ -49,6 +54,18 @@ def convert_gguf(gguf: Path, out_dir: Path, *, dtype: str, context_length: int |
         gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else gen.eos_token_id
     model.save_pretrained(str(out_dir), safe_serialization=True)
     _drop_quantization_marker(out_dir / "config.json")
+
+
+def _special_token_flags(gguf: Path) -> dict[str, bool]:
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+    flags = {}
+    for flag in ("add_bos_token", "add_eos_token"):
+        field = fields.get(f"tokenizer.ggml.{flag}")
+        if field is not None:
+            flags[flag] = bool(field.contents())
+    return flags
 
 
 def _drop_quantization_marker(config_path: Path) -> None:

@@ -43,12 +43,19 @@ from cotdistill.common.tasks.student_formats import (
     student_stop,
 )
 from cotdistill.common.tasks.synthetic import SYNTHETIC_TASKS, generate_synthetic, rationale_styles
-from cotdistill.common.tasks.teacher_prompts import render_answer_prompt, render_teacher_prompt, teacher_stop
+from cotdistill.common.tasks.teacher_prompts import (
+    ChatPrompt,
+    render_answer_prompt,
+    render_teacher_prompt,
+    teacher_chat_prompt,
+    teacher_stop,
+)
 
 __all__ = [
     "ANSWER_TYPES",
     "SYNTHETIC_TASKS",
     "AnswerType",
+    "ChatPrompt",
     "ColumnMapping",
     "DataDirNotFound",
     "DatasetInfo",
@@ -86,5 +93,6 @@ __all__ = [
     "split_gsm8k_answer",
     "student_prompt",
     "student_stop",
+    "teacher_chat_prompt",
     "teacher_stop",
 ]

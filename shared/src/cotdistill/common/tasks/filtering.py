@@ -2,7 +2,7 @@
 
 Checks run in this order, and a sample is counted under the first reason it fails:
 ``empty_rationale``, ``no_answer`` (nothing extracted), ``incorrect`` (prediction != gold),
-``truncated`` (finish_reason "length", only with ``drop_truncated``), ``too_short``/``too_long``
+``truncated`` (finish_reason "length", unless ``drop_truncated=False``), ``too_short``/``too_long``
 (rationale characters), ``duplicate`` (same example and same whitespace-normalized rationale as
 an earlier kept sample).
 """
@@ -99,7 +99,7 @@ def filter_samples(
     min_rationale_chars: int = 1,
     dedupe: bool = True,
     require_correct: bool = True,
-    drop_truncated: bool = False,
+    drop_truncated: bool = True,
 ) -> tuple[list[S], FilterStats]:
     """Keep the samples that pass every check; returns (kept in input order, stats).
 

@@ -12,15 +12,23 @@ few_shot_cot       Wei et al.'s exemplars (Fine-tune-CoT's ``few_shot_cot_prompt
 fu_complex         Fu et al.'s 8 complex exemplars + ``\\n\\nQuestion: {q}\\nLet's think step by step\\n``
 fu_simple          Fu et al.'s 4 simple exemplars + ``\\n\\nQ: {q}\\nLet's think step by step\\n``
 =================  ===========================================================================
+
+Chat models get the same formats as conversations (:func:`teacher_chat_prompt`): the question is
+the user turn, the papers' trigger opens the assistant turn (the model continues it), and few-shot
+exemplars become earlier user/assistant turns. An instruct model prompted raw writes LaTeX and runs
+past its token budget (Qwen2.5: 56 of 80 samples); through its template it answers in its trained
+register and ends its turn.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.tasks.errors import UnknownFormatError
-from cotdistill.common.tasks.exemplars import cot_exemplars
+from cotdistill.common.tasks.exemplars import Exemplar, cot_exemplars, wei_exemplars
 from cotdistill.common.tasks.prompt_files import (
     FEW_SHOT_KEYS,
     FU_COMPLEX_FILE,
@@ -93,3 +101,70 @@ def _few_shot_block(dataset: str, data_dir: str | os.PathLike[str] | None) -> st
         raise InvalidArgument("dataset", "few_shot_cot needs the example's dataset to pick exemplars")
     shots = cot_exemplars(dataset, 8, data_dir)
     return "\n".join(f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in shots)
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """A teacher prompt as a conversation: ``messages`` (role, content) and an assistant ``prefix``.
+
+    A non-empty ``prefix`` opens the assistant turn and the model continues it (the papers' trigger,
+    e.g. "Let's think step by step."), so stage 2 of Zero-shot-CoT appends to the same turn.
+    """
+
+    messages: tuple[tuple[str, str], ...]
+    prefix: str = ""
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
+def teacher_chat_prompt(
+    format: str,
+    example: Example,
+    *,
+    system: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> ChatPrompt:
+    """``format`` for a chat model (see the module docstring); ``system`` adds a system turn."""
+    q = example.question
+    head: list[tuple[str, str]] = [("system", system)] if system else []
+    if format == "zero_shot_cot":
+        return ChatPrompt((*head, ("user", q)), COT_TRIGGER)
+    if format == "answer_only":
+        return ChatPrompt((*head, ("user", q)), spec_for(example.dataset or example.answer_type).direct_trigger)
+    if format == "few_shot_cot":
+        shots = _few_shot_exemplars(example.dataset, data_dir)
+        turns = [turn for e in shots for turn in (("user", e.question), ("assistant", _solved(e)))]
+        return ChatPrompt((*head, *turns, ("user", q)))
+    if format in ("fu_complex", "fu_simple"):
+        text = text_file(FU_COMPLEX_FILE if format == "fu_complex" else FU_SIMPLE_FILE, data_dir)
+        turns = [
+            turn for question, answer in _fu_exemplars(text) for turn in (("user", question), ("assistant", answer))
+        ]
+        return ChatPrompt((*head, *turns, ("user", q)), "Let's think step by step\n")
+    raise UnknownFormatError(format, list(TEACHER_FORMATS))
+
+
+def _solved(e: Exemplar) -> str:
+    return f"{e.rationale} The answer is {e.answer}."
+
+
+def _few_shot_exemplars(dataset: str, data_dir: str | os.PathLike[str] | None) -> list[Exemplar]:
+    if dataset in FEW_SHOT_KEYS:
+        return wei_exemplars(dataset, data_dir)
+    if not dataset:
+        raise InvalidArgument("dataset", "few_shot_cot needs the example's dataset to pick exemplars")
+    return list(cot_exemplars(dataset, 8, data_dir))
+
+
+def _fu_exemplars(text: str) -> list[tuple[str, str]]:
+    """Fu et al.'s files: blank-line separated "Q: ..." / "Question: ..." blocks whose answer
+    starts at the "Let's think step by step" line."""
+    out = []
+    for block in re.split(r"\n\s*\n(?=Q: |Question: )", text.strip()):
+        question, sep, answer = block.partition("\nLet's think step by step")
+        if not sep:
+            continue
+        question = re.sub(r"^(Q|Question): ", "", question.strip())
+        out.append((question, "Let's think step by step" + answer.rstrip()))
+    return out

@@ -36,8 +36,9 @@ from cotdistill.pipeline.sampling.manifest import (
     reconcile,
     save_manifest,
 )
+from cotdistill.pipeline.sampling.metrics import SamplingMetrics
 from cotdistill.pipeline.sampling.retry import IncompleteUnit, RetryPolicy
-from cotdistill.pipeline.sampling.units import JobSpec, WorkUnit
+from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, WorkUnit
 from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def info_to_dict(info: teacher_pb2.InfoResponse) -> dict[str, Any]:
             "vocab_size": tok.vocab_size,
             "tokenizer_vocab_size": tok.tokenizer_vocab_size,
             "content_hash": tok.content_hash,
+            "chat_template": tok.chat_template,
         },
     }
 
@@ -173,6 +175,7 @@ class SamplingJob:
         match: Matcher | None = None,
         progress: ProgressSink | None = None,
         info_timeout_s: float = 60.0,
+        metrics: SamplingMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency: must be >= 1, got {concurrency}")
@@ -187,16 +190,30 @@ class SamplingJob:
         self.match = match
         self.progress = progress
         self.info_timeout_s = info_timeout_s
+        self.metrics = metrics
         self.events = EventLog(store)
         self._manifest: Manifest | None = None
         self._manifest_lock = asyncio.Lock()
         self._rng = random.Random()
         self._fatal = False
+        self._use_chat = False
 
     async def run(self) -> JobResult:
+        if self.metrics is None:
+            return await self._run()
+        # The backlog is published before waiting for a teacher: with the teacher scaled to zero,
+        # this gauge is what brings the first replica up (an upper bound until the manifest is read).
+        self.metrics.planned(len(self.units), len(self.units))
+        try:
+            return await self._run()
+        finally:
+            self.metrics.finished()
+
+    async def _run(self) -> JobResult:
         started = time.monotonic()
         teacher = await fetch_teacher_info(self.pool, timeout_s=self.info_timeout_s)
         self._check_params(teacher)
+        self._use_chat = self._resolve_template(teacher)
         self.store.makedirs(SAMPLES_DIR)
         manifest = await asyncio.to_thread(load_manifest, self.store)
         if manifest is None:
@@ -209,6 +226,8 @@ class SamplingJob:
         await asyncio.to_thread(save_manifest, self.store, manifest)
         self._manifest = manifest
         pending = [u for u in self.units if u.unit_id not in manifest.completed]
+        if self.metrics is not None:
+            self.metrics.planned(len(self.units), len(pending))
         self.events.write(
             "job_started",
             units_total=len(self.units),
@@ -251,6 +270,26 @@ class SamplingJob:
                 f"{result.units_done} units are stored, re-run the same command to resume"
             )
         return result
+
+    def _resolve_template(self, teacher: dict[str, Any]) -> bool:
+        """Whether prompts go through the teacher's chat template (``prompt_template``)."""
+        mode = self.spec.params.prompt_template
+        has_template = bool(teacher.get("tokenizer", {}).get("chat_template"))
+        if mode == "chat" and not has_template:
+            raise CotdistillError(
+                f"sampling.prompt_template: chat, but the teacher {teacher.get('model_id', '')!r} has no chat "
+                "template; use raw or auto"
+            )
+        return mode == "chat" or (mode == "auto" and has_template)
+
+    def _prompt(self, example: ExampleRef) -> teacher_pb2.Prompt:
+        if not self._use_chat or example.chat is None:
+            return teacher_pb2.Prompt(id=example.id, text=example.prompt)
+        chat = teacher_pb2.ChatPrompt(
+            messages=[teacher_pb2.ChatMessage(role=r, content=c) for r, c in example.chat.messages],
+            assistant_prefix=example.chat.prefix,
+        )
+        return teacher_pb2.Prompt(id=example.id, chat=chat)
 
     def _check_params(self, teacher: dict[str, Any]) -> None:
         k = self.spec.params.top_k_logprobs
@@ -326,7 +365,7 @@ class SamplingJob:
         if unit.seed is not None:
             params.seed = unit.seed
         request = teacher_pb2.SampleRequest(
-            prompts=[teacher_pb2.Prompt(id=e.id, text=e.prompt) for e in unit.examples],
+            prompts=[self._prompt(e) for e in unit.examples],
             params=params,
             request_id=f"{unit.unit_id}/{attempt}",
         )
@@ -375,6 +414,7 @@ class SamplingJob:
             "teacher_model": teacher.get("model_id", ""),
             "tokenizer_hash": teacher.get("tokenizer", {}).get("content_hash", ""),
             "logprob_mode": self.spec.params.logprob_mode,
+            "prompt_template": "chat" if self._use_chat else "raw",
             "job": self.spec.as_dict(),
         }
         await asyncio.to_thread(self._write, unit.shard_name, records, metadata)
@@ -392,6 +432,8 @@ class SamplingJob:
         async with self._manifest_lock:
             self._manifest.completed[unit.unit_id] = record
             await asyncio.to_thread(save_manifest, self.store, self._manifest)
+        if self.metrics is not None:
+            self.metrics.unit_stored()
         self.events.write(
             "unit_completed", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
         )

@@ -18,10 +18,11 @@ from rich.console import Console
 from cotdistill.common import tasks
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.run_config import RunConfig, SamplingSection
+from cotdistill.common.run_config import FilterSection, RunConfig, SamplingSection
 from cotdistill.common.samples import SampleRecord, read_records, shard_bytes, write_shard
 from cotdistill.pipeline.sampling.job import JobResult, SamplingJob
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
+from cotdistill.pipeline.sampling.metrics import serve_from_env
 from cotdistill.pipeline.sampling.pool import open_pool
 from cotdistill.pipeline.sampling.progress import RichProgress
 from cotdistill.pipeline.sampling.retry import RetryPolicy
@@ -51,6 +52,8 @@ def job_spec(section: SamplingSection) -> JobSpec:
         logprob_mode=section.logprob_mode,
         stop=tuple(section.stop),
         prompt_format=section.prompt_format,
+        prompt_template=section.prompt_template,
+        system_prompt=section.system_prompt,
         answer_trigger=trigger,
         answer_max_tokens=section.answer_max_tokens,
         seed=section.seed,
@@ -68,9 +71,17 @@ def load_examples(section: SamplingSection) -> list[ExampleRef]:
         raise ConfigError(str(err), key="sampling.split") from None
     if not examples:
         raise ConfigError(f"{section.dataset}/{section.split} has no examples", key="sampling.dataset")
+
+    def chat(e: tasks.Example) -> tasks.ChatPrompt | None:
+        if section.prompt_template == "raw":
+            return None
+        return tasks.teacher_chat_prompt(section.prompt_format, e, system=section.system_prompt)
+
     try:
         return [
-            ExampleRef(id=e.id, prompt=tasks.render_teacher_prompt(section.prompt_format, e), gold=e.answer)
+            ExampleRef(
+                id=e.id, prompt=tasks.render_teacher_prompt(section.prompt_format, e), gold=e.answer, chat=chat(e)
+            )
             for e in examples
         ]
     except tasks.UnknownFormatError as err:
@@ -109,24 +120,26 @@ async def run_sampling(config: RunConfig, store: ArtifactStore, console: Console
     extract, match = answer_functions(section)
     pool = open_pool(config.teacher.addresses)
     try:
-        job = SamplingJob(
-            spec,
-            units,
-            store,
-            pool,
-            concurrency=section.concurrency,
-            timeout_s=config.teacher.timeout_s,
-            retry=RetryPolicy(
-                max_attempts=section.max_attempts,
-                base_delay_s=section.retry_delay_s,
-                max_delay_s=max(section.retry_delay_s, 10.0),
-            ),
-            extract=extract,
-            match=match,
-            progress=RichProgress(console) if console is not None else None,
-            info_timeout_s=config.teacher.connect_timeout_s,
-        )
-        return await job.run()
+        with serve_from_env(config.name) as metrics:
+            job = SamplingJob(
+                spec,
+                units,
+                store,
+                pool,
+                concurrency=section.concurrency,
+                timeout_s=config.teacher.timeout_s,
+                retry=RetryPolicy(
+                    max_attempts=section.max_attempts,
+                    base_delay_s=section.retry_delay_s,
+                    max_delay_s=max(section.retry_delay_s, 10.0),
+                ),
+                extract=extract,
+                match=match,
+                progress=RichProgress(console) if console is not None else None,
+                info_timeout_s=config.teacher.connect_timeout_s,
+                metrics=metrics,
+            )
+            return await job.run()
     finally:
         await pool.close()
 
@@ -147,10 +160,10 @@ def sample_stage(config: RunConfig, store: ArtifactStore, console: Console) -> N
 
 def filter_stage(config: RunConfig, store: ArtifactStore, console: Console) -> None:
     """Pipeline stage ``filter``."""
-    run_filter(store, console)
+    run_filter(store, console, config.filter)
 
 
-def run_filter(store: ArtifactStore, console: Console) -> dict[str, Any]:
+def run_filter(store: ArtifactStore, console: Console, section: FilterSection | None = None) -> dict[str, Any]:
     """Correct, non-duplicate samples of ``samples/`` -> ``train/``; returns the statistics."""
     shards = [s for s in store.list(SAMPLES_DIR, pattern="part-*.parquet")]
     if not shards:
@@ -161,7 +174,15 @@ def run_filter(store: ArtifactStore, console: Console) -> dict[str, Any]:
         rows, meta = read_records(store.path(rel)) if store.is_local else _read_remote(store, rel)
         records.extend(rows)
         metadata = metadata or meta
-    kept, stats = tasks.filter_samples(records)
+    section = section or FilterSection()
+    kept, stats = tasks.filter_samples(
+        records,
+        require_correct=section.require_correct,
+        drop_truncated=section.drop_truncated,
+        dedupe=section.dedupe,
+        min_rationale_chars=section.min_rationale_chars,
+        max_rationale_chars=section.max_rationale_chars,
+    )
     # Old outputs first: a re-run must not leave shards of an earlier filter pass behind.
     for old in store.list(TRAIN_DIR, pattern="part-*.parquet"):
         store.fs.rm(store.path(old))

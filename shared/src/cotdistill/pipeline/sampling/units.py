@@ -15,17 +15,26 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-JOB_FORMAT = 1
-"""Bump when the meaning of a unit changes, so old manifests are not resumed by mistake."""
+from cotdistill.common.tasks.teacher_prompts import ChatPrompt
+
+JOB_FORMAT = 2
+"""Bump when the meaning of a unit changes, so old manifests are not resumed by mistake.
+2: prompts may go through the teacher's chat template (``prompt_template``)."""
 
 
 @dataclass(frozen=True)
 class ExampleRef:
-    """What the driver needs of one example: its id, the rendered prompt, and the gold answer."""
+    """What the driver needs of one example: its id, the rendered prompt, and the gold answer.
+
+    ``chat`` is the same prompt as a conversation, sent instead of ``prompt`` when the job uses the
+    teacher's chat template (it derives from the same example and format, so ``prompt`` still
+    identifies the unit).
+    """
 
     id: str
     prompt: str
     gold: str | None = None
+    chat: ChatPrompt | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class UnitParams:
     logprob_mode: str = "raw"
     stop: tuple[str, ...] = ()
     prompt_format: str = "zero_shot_cot"
+    prompt_template: str = "auto"  # auto | chat | raw
+    system_prompt: str | None = None
     answer_trigger: str | None = None  # two-stage Zero-shot-CoT when set
     answer_max_tokens: int = 32
     seed: int | None = None

@@ -1,7 +1,8 @@
 """The narrow async engine interface every backend implements (after vLLM's ``EngineClient``).
 
 The HTTP layer only ever calls :meth:`Engine.generate` (an async iterator of per-step deltas),
-``tokenize``/``token_text`` and :meth:`Engine.close`; cancelling the iterator aborts the request.
+:meth:`Engine.score` (prompt logprobs), ``tokenize`` and :meth:`Engine.close`; cancelling the
+iterator aborts the request. Token strings come from the tokenizer (``token_strings``).
 That keeps the transformers and vLLM backends interchangeable and lets unit tests fake an engine.
 """
 
@@ -105,16 +106,20 @@ class Engine(Protocol):
     eos_token_id: int | None
     tokenizer: Any  # the Hugging Face tokenizer (chat template, decoding)
 
-    def tokenize(self, text: str) -> list[int]:
-        """Prompt text -> token ids (with the special tokens the model was trained with)."""
-        ...
-
-    def token_text(self, token_id: int) -> str:
-        """The text of one token as OpenAI's logprobs show it."""
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Prompt text -> token ids (by default with the special tokens the model was trained with)."""
         ...
 
     def generate(self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str) -> AsyncIterator[StepOutput]:
         """Stream the completion of ``prompt_ids``; closing or cancelling the iterator aborts it."""
+        ...
+
+    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+        """Prompt logprobs (teacher forcing), all prompts in one batch where the backend can.
+
+        For each prompt of length L: L - 1 entries, entry t - 1 is token t's raw logprob given
+        tokens [0, t) with the ``top_k`` most likely candidates at that position (0 <= top_k <= 20).
+        """
         ...
 
     def stats(self) -> EngineStats: ...

@@ -55,6 +55,33 @@ class _Request:
     submitted_at: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(eq=False)
+class _ScoreJob:
+    """Prompt logprobs for a few prompts, computed by the worker between generation steps."""
+
+    prompts: list[list[int]]
+    top_k: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[list[TokenLogprob]]]
+
+    @property
+    def cancelled(self) -> bool:
+        return self.future.done()
+
+
+# Scoring keeps (rows x length x vocab) float32 logprobs; rows per forward pass stay under this.
+SCORE_BUDGET_BYTES = 256 << 20
+
+
+def _resolve(job: _ScoreJob, result: list[list[TokenLogprob]] | BaseException) -> None:
+    if job.future.done():  # the caller gave up (disconnect, timeout)
+        return
+    if isinstance(result, BaseException):
+        job.future.set_exception(result)
+    else:
+        job.future.set_result(result)
+
+
 @dataclass
 class _Batch:
     """The running batch: rows, their KV cache, 2-D attention mask (B, L) and pending tokens (B,).
@@ -116,11 +143,10 @@ class TransformersEngine:
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_token_id or 0)
         )
         self._on_step = on_step
-        self._pending: queue.Queue[_Request | None] = queue.Queue()
+        self._pending: queue.Queue[_Request | _ScoreJob | None] = queue.Queue()
         self._running = 0
         self._closed = False
         self._rng = torch.Generator().manual_seed(int(time.time_ns() % (2**31)))
-        self._token_text: dict[int, str] = {}
         self._thread = threading.Thread(target=self._worker, name="transformers-engine", daemon=True)
         self._thread.start()
 
@@ -180,18 +206,12 @@ class TransformersEngine:
 
     # ---- the async interface -------------------------------------------------------------------
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
-
-    def token_text(self, token_id: int) -> str:
-        text = self._token_text.get(token_id)
-        if text is None:
-            text = self.tokenizer.decode([token_id])
-            self._token_text[token_id] = text
-        return text
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def _decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+        # No clean-up of spaces (as vLLM): the text is exactly the tokens' pieces joined.
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def stats(self) -> EngineStats:
         return EngineStats(running=self._running, waiting=self._pending.qsize())
@@ -231,6 +251,24 @@ class TransformersEngine:
         finally:
             req.cancelled = True  # the worker drops the row before its next step
 
+    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+        if self._closed:
+            raise EngineClosed("the engine is shut down")
+        for i, ids in enumerate(prompts):
+            if len(ids) > self.max_model_len:
+                raise InvalidArgument(
+                    "prompt" if len(prompts) == 1 else f"prompt[{i}]",
+                    f"has {len(ids)} tokens; the model's context is {self.max_model_len}",
+                )
+        loop = asyncio.get_running_loop()
+        job = _ScoreJob([list(p) for p in prompts], top_k, loop, loop.create_future())
+        self._pending.put(job)
+        try:
+            return await job.future
+        finally:
+            if not job.future.done():
+                job.future.cancel()  # the worker skips it
+
     async def close(self) -> None:
         self._closed = True
         self._pending.put(None)
@@ -245,8 +283,11 @@ class TransformersEngine:
             while True:
                 new: list[_Request] = []
                 try:
-                    new, stop = self._take_new(batch)
-                    new = [r for r in new if not r.cancelled]
+                    taken, stop = self._take_new(batch)
+                    scores = [j for j in taken if isinstance(j, _ScoreJob)]
+                    if scores:
+                        self._run_scores(scores)
+                    new = [r for r in taken if isinstance(r, _Request) and not r.cancelled]
                     if new:
                         batch = self._prefill(new, batch)
                     elif batch is not None:
@@ -263,10 +304,14 @@ class TransformersEngine:
                     batch = None
                     self._running = 0
         leftovers = (batch.rows if batch is not None else []) + self._drain_pending()
-        self._send([(r, EngineClosed("the engine is shut down")) for r in leftovers if not r.finished])
+        closed = EngineClosed("the engine is shut down")
+        for job in leftovers:
+            if isinstance(job, _ScoreJob):
+                job.loop.call_soon_threadsafe(_resolve, job, closed)
+        self._send([(r, closed) for r in leftovers if isinstance(r, _Request) and not r.finished])
 
-    def _drain_pending(self) -> list[_Request]:
-        out: list[_Request] = []
+    def _drain_pending(self) -> list[_Request | _ScoreJob]:
+        out: list[_Request | _ScoreJob] = []
         while True:
             try:
                 item = self._pending.get_nowait()
@@ -275,10 +320,10 @@ class TransformersEngine:
             if item is not None:
                 out.append(item)
 
-    def _take_new(self, batch: _Batch | None) -> tuple[list[_Request], bool]:
+    def _take_new(self, batch: _Batch | None) -> tuple[list[_Request | _ScoreJob], bool]:
         """New requests to start now (and whether close() was called)."""
         room = self.max_batch_size - (len(batch.rows) if batch is not None else 0)
-        new: list[_Request] = []
+        new: list[_Request | _ScoreJob] = []
         if batch is None:
             first = self._pending.get()  # idle: block until work arrives
             if first is None:
@@ -304,6 +349,70 @@ class TransformersEngine:
                 return new, True
             new.append(item)
         return new, False
+
+    def _run_scores(self, jobs: list[_ScoreJob]) -> None:
+        for job in jobs:
+            if job.cancelled:
+                continue
+            try:
+                result: list[list[TokenLogprob]] | BaseException = self._score(job.prompts, job.top_k)
+            except Exception as exc:  # a failed scoring pass fails its request, never the engine
+                log.exception("scoring failed")
+                result = RuntimeError(f"scoring failed: {type(exc).__name__}")
+            try:
+                job.loop.call_soon_threadsafe(_resolve, job, result)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+    def _score(self, prompts: list[list[int]], top_k: int) -> list[list[TokenLogprob]]:
+        """Teacher-forced logprobs of every prompt token after the first (left-padded batches)."""
+        torch = self._torch
+        out: list[list[TokenLogprob]] = []
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a pass
+        results: dict[int, list[TokenLogprob]] = {}
+        start = 0
+        while start < len(order):
+            width = len(prompts[order[start]])
+            rows = 1
+            while start + rows < len(order) and rows < self.max_batch_size:
+                wider = len(prompts[order[start + rows]])
+                if (rows + 1) * wider * self.vocab_size * 4 > SCORE_BUDGET_BYTES:
+                    break
+                rows, width = rows + 1, wider
+            chunk = order[start : start + rows]
+            ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((rows, width), dtype=torch.long)
+            for r, i in enumerate(chunk):
+                ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[r, width - len(prompts[i]) :] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+            if self._on_step:
+                self._on_step(rows)
+            for r, i in enumerate(chunk):
+                length = len(prompts[i])
+                if length < 2:
+                    results[i] = []
+                    continue
+                lp = torch.log_softmax(logits[r, width - length : width - 1].float(), dim=-1)  # (L-1, V)
+                targets = ids[r, width - length + 1 :]
+                chosen = lp.gather(-1, targets[:, None])[:, 0].tolist()
+                if top_k > 0:
+                    values, indices = lp.topk(top_k, dim=-1)
+                    top_ids, top_lps = indices.tolist(), values.tolist()
+                targets_list = targets.tolist()
+                results[i] = [
+                    TokenLogprob(
+                        int(targets_list[t]),
+                        float(chosen[t]),
+                        tuple(top_ids[t]) if top_k > 0 else (),
+                        tuple(top_lps[t]) if top_k > 0 else (),
+                    )
+                    for t in range(length - 1)
+                ]
+            start += rows
+        out = [results[i] for i in range(len(prompts))]
+        return out
 
     def _prefill(self, new: list[_Request], batch: _Batch | None) -> _Batch:
         """One forward pass over the new prompts (left-padded), then merge into the batch."""
@@ -495,7 +604,10 @@ class Seq2SeqEngine(TransformersEngine):
         self.max_model_len = int(getattr(model.config, "n_positions", 0) or 512)
         self.decoder_start_token_id = int(model.config.decoder_start_token_id or 0)
 
-    def _take_new(self, batch: _Batch | None) -> tuple[list[_Request], bool]:
+    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+        raise InvalidArgument("echo", "prompt logprobs are not available for encoder-decoder models")
+
+    def _take_new(self, batch: _Batch | None) -> tuple[list[_Request | _ScoreJob], bool]:
         if batch is not None:
             return [], False
         return super()._take_new(None)

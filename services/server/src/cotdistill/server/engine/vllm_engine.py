@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,20 @@ def vllm_available() -> bool:
     return True
 
 
+def _token_logprob(token: int, candidates: dict[int, Any], k: int) -> TokenLogprob:
+    """One position of vLLM's logprobs (``{id: Logprob(logprob, rank)}``, the token included)."""
+    ranked = sorted(
+        ((tid, lp) for tid, lp in candidates.items() if lp.rank is not None and lp.rank <= k),
+        key=lambda kv: kv[1].rank,
+    )[:k]
+    return TokenLogprob(
+        token,
+        float(candidates[token].logprob),
+        tuple(int(t) for t, _ in ranked),
+        tuple(float(lp.logprob) for _, lp in ranked),
+    )
+
+
 class VllmEngine:
     """A checkpoint served by vLLM's ``AsyncLLM``.
 
@@ -42,7 +57,6 @@ class VllmEngine:
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
         self.eos_token_id: int | None = tokenizer.eos_token_id
-        self._token_text: dict[int, str] = {}
         self._running = 0
 
     @classmethod
@@ -83,15 +97,43 @@ class VllmEngine:
         length = int(engine.model_config.max_model_len)
         return cls(engine, tokenizer, str(path), length, int(engine.model_config.get_vocab_size()))
 
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text))
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
-    def token_text(self, token_id: int) -> str:
-        text = self._token_text.get(token_id)
-        if text is None:
-            text = self.tokenizer.decode([token_id])
-            self._token_text[token_id] = text
-        return text
+    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+        """Prompt logprobs from vLLM (``prompt_logprobs``; one generated token is discarded).
+
+        vLLM schedules the prompts together; each request generates the one token vLLM requires.
+        """
+        from vllm import SamplingParams as VllmParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        # prompt_logprobs=0 would return only the prompt token; ask for at least 1 and trim.
+        vparams = VllmParams(
+            n=1,
+            max_tokens=1,
+            temperature=0.0,
+            prompt_logprobs=max(1, top_k),
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+        async def one(ids: Sequence[int]) -> list[TokenLogprob]:
+            request_id = f"score-{uuid.uuid4().hex}"
+            final = None
+            try:
+                async for out in self._engine.generate(TokensPrompt(prompt_token_ids=list(ids)), vparams, request_id):
+                    final = out
+            finally:
+                if final is None or not final.finished:
+                    await asyncio.shield(self._engine.abort(request_id))
+            entries = (final.prompt_logprobs or [])[1:] if final is not None else []
+            return [
+                _token_logprob(int(token), candidates, top_k)
+                for token, candidates in zip(list(ids)[1:], entries, strict=True)
+            ]
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
 
     def stats(self) -> EngineStats:
         return EngineStats(running=self._running, waiting=0)
@@ -121,22 +163,10 @@ class VllmEngine:
                 completion = out.outputs[0]
                 logprobs = None
                 if params.logprobs is not None and completion.logprobs is not None:
-                    logprobs = []
-                    for token, candidates in zip(completion.token_ids, completion.logprobs, strict=False):
-                        ranked = sorted(candidates.items(), key=lambda kv: kv[1].rank if kv[1].rank else 10**9)
-                        top = [
-                            (tid, lp.logprob)
-                            for tid, lp in ranked
-                            if lp.rank is not None and lp.rank <= params.logprobs
-                        ]
-                        logprobs.append(
-                            TokenLogprob(
-                                int(token),
-                                float(candidates[token].logprob),
-                                tuple(t for t, _ in top[: params.logprobs]),
-                                tuple(v for _, v in top[: params.logprobs]),
-                            )
-                        )
+                    logprobs = [
+                        _token_logprob(int(token), candidates, params.logprobs)
+                        for token, candidates in zip(completion.token_ids, completion.logprobs, strict=False)
+                    ]
                 reason = completion.finish_reason if out.finished else None
                 finish = None if reason is None else ("length" if reason == "length" else "stop")
                 finished = finish is not None

@@ -20,12 +20,13 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from cotdistill.common.errors import ConfigError, InvalidArgument, Unavailable
+from cotdistill.common.models import resolve_model
 from cotdistill.teacher.engine import (
     Backend,
     Completion,
@@ -39,7 +40,7 @@ from cotdistill.teacher.engine import (
 )
 from cotdistill.teacher.engines.topk import CandidateColumns, normalize
 from cotdistill.teacher.engines.transformers_engine import row_seed
-from cotdistill.teacher.tokenizer_info import describe_tokenizer
+from cotdistill.teacher.tokenizer_info import describe_tokenizer, render_chat
 
 if TYPE_CHECKING:
     from cotdistill.teacher.settings import TeacherSettings
@@ -196,7 +197,8 @@ class OpenAIEngine:
         if self.tokenizer_path:
             from transformers import AutoTokenizer
 
-            self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, self.tokenizer_path)
+            where = await asyncio.to_thread(resolve_model, self.tokenizer_path, need_weights=False)
+            self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(where))
             description = describe_tokenizer(self.tokenizer, self.tokenizer_path, len(self.tokenizer))
         self.mapper = await asyncio.to_thread(TokenMapper, self.tokenizer, self.token_ids_param)
         self._info = EngineInfo(
@@ -231,6 +233,9 @@ class OpenAIEngine:
 
     def active_requests(self) -> int:
         return len(self._tasks)
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str) -> str | None:
+        return render_chat(self.tokenizer, messages, assistant_prefix)
 
     def encode(self, texts: Sequence[str], *, special_tokens: bool = True) -> list[list[int]] | None:
         if self.tokenizer is None:

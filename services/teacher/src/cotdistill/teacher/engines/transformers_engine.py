@@ -20,11 +20,11 @@ import asyncio
 import collections
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from cotdistill.common.models import resolve_model
 from cotdistill.teacher.engine import (
     PAD_ID,
     Backend,
@@ -36,7 +36,7 @@ from cotdistill.teacher.engine import (
     ScoreOutput,
     TokenScores,
 )
-from cotdistill.teacher.tokenizer_info import describe_tokenizer, encode_texts
+from cotdistill.teacher.tokenizer_info import describe_tokenizer, encode_texts, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -211,23 +211,22 @@ class TransformersEngine:
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-        if not Path(self.model_path).is_dir():
-            raise FileNotFoundError(f"model directory {self.model_path!r} does not exist")
+        where = str(resolve_model(self.model_path))  # a registry name materializes into the models cache
         device = self._device_name
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype_name = self._dtype_name
         if dtype_name == "auto":
-            dtype_name = auto_dtype(device, AutoConfig.from_pretrained(self.model_path))
+            dtype_name = auto_dtype(device, AutoConfig.from_pretrained(where))
         dtype = getattr(torch, dtype_name)
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(where)
         # On CPU, grouped-query attention without copying K/V per query head (see gqa_sdpa_attention).
         attention = {"attn_implementation": register_gqa_attention()} if device == "cpu" else {}
         try:
-            model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype, **attention)
+            model: Any = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **attention)
         except ValueError:  # an architecture without pluggable attention keeps its default
-            model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
         self.model = model.to(self.device).eval()
         config = model.config
         self.vocab_size = int(config.vocab_size)
@@ -281,6 +280,9 @@ class TransformersEngine:
     def active_requests(self) -> int:
         """Requests with samples queued or being decoded (tests check that aborts free them)."""
         return len(self._states)
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str) -> str | None:
+        return render_chat(self.tokenizer, messages, assistant_prefix)
 
     def encode(self, texts: Sequence[str], *, special_tokens: bool = True) -> list[list[int]]:
         return encode_texts(self.tokenizer, texts, special_tokens=special_tokens)

@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cotdistill.common.models import resolve_model
 from cotdistill.teacher.engine import (
     Backend,
     Completion,
@@ -32,7 +33,7 @@ from cotdistill.teacher.engine import (
 )
 from cotdistill.teacher.engines.topk import CandidateColumns, normalize
 from cotdistill.teacher.engines.transformers_engine import row_seed
-from cotdistill.teacher.tokenizer_info import describe_tokenizer, encode_texts
+from cotdistill.teacher.tokenizer_info import describe_tokenizer, encode_texts, render_chat
 
 if TYPE_CHECKING:
     from cotdistill.teacher.settings import TeacherSettings
@@ -118,8 +119,10 @@ class VllmEngine:
             # vLLM's CPU build crashes the engine (``CPU Generator does not use offset``) when a
             # seeded request's prefill is split across steps; without chunked prefill it never is.
             kwargs.setdefault("enable_chunked_prefill", False)
+        # A registry name materializes into the models cache; model_id keeps the name as given.
+        where = await asyncio.to_thread(resolve_model, self.model_path)
         args = AsyncEngineArgs(
-            model=self.model_path,
+            model=str(where),
             logprobs_mode=_VLLM_MODE[self.logprob_mode],  # type: ignore[arg-type]
             max_logprobs=self.max_top_k + 1,
             disable_log_stats=True,
@@ -127,7 +130,7 @@ class VllmEngine:
         )
         # Construction spawns the engine-core process and loads the weights: keep the loop free.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
-        tokenizer_path = self.engine_kwargs.get("tokenizer", self.model_path)
+        tokenizer_path = self.engine_kwargs.get("tokenizer", str(where))
         self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, tokenizer_path)
         model_config = self._engine.model_config
         vocab = int(model_config.get_vocab_size())
@@ -163,6 +166,9 @@ class VllmEngine:
 
     def active_requests(self) -> int:
         return len(self._requests)
+
+    def render_chat(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str) -> str | None:
+        return render_chat(self.tokenizer, messages, assistant_prefix)
 
     def encode(self, texts: Sequence[str], *, special_tokens: bool = True) -> list[list[int]]:
         return encode_texts(self.tokenizer, texts, special_tokens=special_tokens)

@@ -11,18 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cotdistill.common.tiny_models import reasoning_corpus, train_tokenizer
-from cotdistill.trainer.alignment import (
+from cotdistill.common.alignment import (
     Aligner,
     TeacherTokens,
     align,
     align_reference,
     edit_distance_reference,
+    match_tokens,
     one_to_one,
     token_bytes,
     tokenizer_fingerprint,
     vocabulary_map,
 )
+from cotdistill.common.tiny_models import reasoning_corpus, train_tokenizer
 
 tokens = st.lists(
     st.binary(min_size=0, max_size=4).map(lambda b: bytes(x % 4 + 97 for x in b)), min_size=0, max_size=14
@@ -107,7 +108,9 @@ def _teacher_sample(tok: Any, text: str, k: int = 3) -> TeacherTokens:
     return TeacherTokens(ids, top, lps)
 
 
-def test_targets_take_teacher_topk_only_for_identical_one_to_one_tokens(tokenizer_pair: tuple[Any, Any]) -> None:
+def test_targets_take_teacher_topk_only_for_identical_tokens_over_the_same_text(
+    tokenizer_pair: tuple[Any, Any],
+) -> None:
     teacher, student = tokenizer_pair
     text = " Tom starts with 12 apples. 12 + 3 = 15. --> 15 END"
     sample = _teacher_sample(teacher, text)
@@ -116,11 +119,14 @@ def test_targets_take_teacher_topk_only_for_identical_one_to_one_tokens(tokenize
     ids, lps, matched = aligner.targets(s_ids, sample)
     assert ids.shape == lps.shape == (len(s_ids), 3)
     t_bytes, s_bytes = token_bytes(teacher, sample.ids), token_bytes(student, s_ids)
-    match = one_to_one(np.array(align(t_bytes, s_bytes)), len(t_bytes), len(s_ids))
+    t_start = np.cumsum([0] + [len(b) for b in t_bytes])
+    s_start = np.cumsum([0] + [len(b) for b in s_bytes])
+    # Both spell the same text here, so "matched" must mean: same bytes over the same byte span.
+    same_span = {(t_start[i], t_start[i + 1]): i for i in range(len(t_bytes))}
     expected_matched = 0
     for j in range(len(s_ids)):
-        i = match[j]
-        if i >= 0 and t_bytes[i] == s_bytes[j]:
+        i = same_span.get((s_start[j], s_start[j + 1]))
+        if i is not None:
             expected_matched += 1
             assert ids[j, 0] == s_ids[j] and lps[j, 0] == pytest.approx(math.log(0.7))
             present = np.isfinite(lps[j])
@@ -130,6 +136,29 @@ def test_targets_take_teacher_topk_only_for_identical_one_to_one_tokens(tokenize
         else:
             assert ids[j, 0] == s_ids[j] and lps[j, 0] == 0 and not np.isfinite(lps[j, 1:]).any()
     assert matched == expected_matched > 0
+    # Every one-to-one identical pair of the DTW path (Fu et al.'s rule) is among the matches.
+    match = match_tokens(t_bytes, s_bytes)
+    old_rule = one_to_one(np.array(align(t_bytes, s_bytes)), len(t_bytes), len(s_ids))
+    for j, i in enumerate(old_rule.tolist()):
+        if i >= 0 and t_bytes[i] == s_bytes[j]:
+            assert match[j] == i
+
+
+def test_matches_recover_identical_tokens_the_dtw_path_pairs_many_to_one() -> None:
+    # DTW pairs the teacher's "." with the student's "." and " " at equal cost, which breaks
+    # one-to-one; the same text under both, so the student "." still takes the teacher's ".".
+    t = [b" jelly", b".", b" \n", b"We"]
+    s = [b" jelly", b".", b" ", b"\n", b"We"]
+    path = np.array(align(t, s))
+    assert one_to_one(path, 4, 5)[1] == -1  # the DTW path alone loses it
+    assert match_tokens(t, s).tolist() == [0, 1, -1, -1, 3]
+    # Repeated strings at another place in the text never match across positions.
+    assert match_tokens([b"1", b"11"], [b"11", b"1"]).tolist() == [-1, -1]
+    # Different texts: only the stretches both share, before and after the edit, match.
+    t = [b" A", b" cat", b" sat", b".", b" The", b" end"]
+    s = [b" A", b" dog", b" sat", b".", b" The", b" end"]
+    assert match_tokens(t, s).tolist() == [0, -1, 2, 3, 4, 5]
+    assert match_tokens([], s).tolist() == [-1] * 6 and match_tokens(t, []).tolist() == []
 
 
 def test_identical_tokenizers_skip_the_dp(tokenizer_pair: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,7 +166,7 @@ def test_identical_tokenizers_skip_the_dp(tokenizer_pair: tuple[Any, Any], monke
     text = " Ana has 3 pens. --> 3 END"
     sample = _teacher_sample(student, text)
     aligner = Aligner(student, student, len(student))
-    import cotdistill.trainer.alignment as alignment
+    import cotdistill.common.alignment as alignment
 
     def fail(*args: object) -> None:
         raise AssertionError("the DP ran for identical tokenizers and tokens")
