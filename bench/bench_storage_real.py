@@ -208,7 +208,7 @@ def main() -> None:
             "tokens": len(data.token_ids),
             "mean_tokens_per_sample": float(lengths.mean()),
             "entries": data.top_ids.size,
-            "distinct_candidate_ids": int(len(np.unique(data.top_ids))),
+            "distinct_candidate_ids": len(np.unique(data.top_ids)),
             "samples_per_shard": UNIT_SAMPLES,
             "bytes_per_entry_by_samples_per_shard": by_size,
             "teacher_top1_p": float(np.exp(data.top_logprobs[:, 0]).mean()),

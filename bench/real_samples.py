@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.real_teacher import INSTRUCTION, MODEL, TOP_K, Workload, sample, scratch, vllm_engine, workload
+from bench.real_teacher import INSTRUCTION, MODEL, Workload, sample, scratch, vllm_engine, workload
 
 CACHE_VERSION = 1  # bump when the workload changes, so a stale cache is not reused
 
@@ -86,7 +86,9 @@ def generate(work: Workload, arrays_path: Path, texts_path: Path) -> None:
         token_ids=np.concatenate([np.asarray(c.scores.token_ids, np.int32) for c in completions]),
         token_logprobs=np.concatenate([np.asarray(c.scores.token_logprobs, np.float32) for c in completions]),
         top_ids=np.concatenate([np.asarray(c.scores.top_ids, np.int32).reshape(-1, k) for c in completions]),
-        top_logprobs=np.concatenate([np.asarray(c.scores.top_logprobs, np.float32).reshape(-1, k) for c in completions]),
+        top_logprobs=np.concatenate(
+            [np.asarray(c.scores.top_logprobs, np.float32).reshape(-1, k) for c in completions]
+        ),
     )
     texts_path.write_text(
         json.dumps(

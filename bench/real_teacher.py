@@ -60,8 +60,12 @@ def workload(questions: int = QUESTIONS) -> Workload:
     tokenizer = AutoTokenizer.from_pretrained(path)
     examples = load_dataset("multiarith", "train")[:questions]
     prompts = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": f"{e.question}\n{INSTRUCTION}"}], tokenize=False, add_generation_prompt=True
+        str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"{e.question}\n{INSTRUCTION}"}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
         )
         for e in examples
     ]

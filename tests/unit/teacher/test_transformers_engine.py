@@ -74,7 +74,9 @@ async def test_samples_of_one_prompt_share_its_prefill_and_still_match_a_forward
         ids = engine.encode(PROMPTS)[c.prompt_index]
         ref = reference_logprobs(engine, ids, c.scores.token_ids)
         assert c.scores.token_ids == ref.argmax(-1).tolist()
-        torch.testing.assert_close(torch.tensor(c.scores.top_logprobs).view(-1, 4), ref.topk(4).values, atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(c.scores.top_logprobs).view(-1, 4), ref.topk(4).values, atol=1e-4, rtol=0
+        )
 
 
 def test_sampling_draws_from_the_distribution_and_never_a_zero_mass_token() -> None:
@@ -152,7 +154,9 @@ async def test_a_gqa_model_under_left_padding_matches_eager_attention(gqa_engine
             logits = eager(input_ids=torch.tensor([ids + c.scores.token_ids])).logits[0].float()
         ref = torch.log_softmax(logits[len(ids) - 1 : len(ids) - 1 + len(c.scores.token_ids)], dim=-1)
         assert c.scores.token_ids == ref.argmax(-1).tolist()
-        torch.testing.assert_close(torch.tensor(c.scores.top_logprobs).view(-1, 5), ref.topk(5).values, atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(c.scores.top_logprobs).view(-1, 5), ref.topk(5).values, atol=1e-4, rtol=0
+        )
 
 
 async def test_sampled_logprobs_raw_and_processed_modes(engine: TransformersEngine) -> None:

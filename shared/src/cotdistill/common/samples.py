@@ -160,7 +160,7 @@ def grid_levels(grid: Sequence[Sequence[float]] = LOGPROB_GRID) -> np.ndarray:
     levels: list[float] = []
     for i, (start, step) in enumerate(grid):
         end = grid[i + 1][0] if i + 1 < len(grid) else np.inf
-        count = int(round((end - start) / step)) if np.isfinite(end) else ABSENT_CODE
+        count = round((end - start) / step) if np.isfinite(end) else ABSENT_CODE
         levels.extend(start + step * np.arange(count))
     return np.asarray(levels[:ABSENT_CODE], dtype=np.float64)
 

@@ -92,7 +92,7 @@ def gqa_sdpa_attention(
 
     groups = getattr(module, "num_key_value_groups", 1)
     if groups == 1 or attention_mask is None or query.device.type != "cpu" or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # type: ignore[no-any-return]
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     out = torch.nn.functional.scaled_dot_product_attention(
         query,
         key,
@@ -401,9 +401,9 @@ class TransformersEngine:
         source = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in rows]
         input_ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(distinct), width), dtype=torch.long)
-        for i, ids in enumerate(distinct):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask[i, width - len(ids) :] = 1
+        for i, prompt in enumerate(distinct):
+            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[i, width - len(prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, positions = input_ids.to(dev), mask.to(dev), positions.to(dev)
         expand = torch.tensor(source, device=dev) if len(distinct) < b else None
