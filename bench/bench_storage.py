@@ -10,8 +10,8 @@ Teacher top-20 distributions from three sources:
   (entropy of the top-20 ~1.3-1.9 nats, like a sampling teacher). Their top-k ids are uniform
   over the vocabulary, which no real LM does: the worst case for the id column.
 
-On disk: the shard's top_ids + top_logprobs column chunks (Parquet, zstd), compact format
-(schema 2: sorted-gap ids, uint8 logprobs at 1/16 nat) vs the previous int32 + float16 columns.
+On disk: the shard's top-k column chunks (Parquet, zstd), compact format (schema 3, see
+``cotdistill.common.samples``) vs the int32 + float16 columns of schema 1.
 On the wire: the protobuf TokenLogprobs the teacher streams (packed int32 ids, float32
 logprobs). KD loss: forward KL over the renormalized teacher top-k, sum p (log p - log q), mean
 over tokens, from stored vs exact values.
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import write_result
-from cotdistill.common.samples import SCHEMA_V1, SampleRecord, read_samples, shard_bytes
+from cotdistill.common.samples import SCHEMA_V1, TOP_COLUMNS, SampleRecord, read_samples, shard_bytes
 from cotdistill.v1 import common_pb2
 
 K = 20
@@ -41,6 +41,18 @@ def kd_forward_kl(top_lp: np.ndarray, top_ids: np.ndarray, student_lp: np.ndarra
     logp = top_lp - np.logaddexp.reduce(top_lp, axis=1, keepdims=True)
     q = np.take_along_axis(student_lp, top_ids.astype(np.int64), axis=1)
     return np.asarray((np.exp(logp) * (logp - q)).sum(axis=1))
+
+
+def kd_forward_kl_tail(top_lp: np.ndarray, top_ids: np.ndarray, student_lp: np.ndarray) -> np.ndarray:
+    """The same with a (k+1)-th bucket holding 1 - sum(top-k) on each side (``tail_bucket``). (T,)"""
+    q = np.take_along_axis(student_lp, top_ids.astype(np.int64), axis=1)
+
+    def with_tail(x: np.ndarray) -> np.ndarray:
+        tail = np.log(np.clip(1 - np.exp(np.logaddexp.reduce(x, axis=1)), 1e-12, None))
+        return np.hstack([x, tail[:, None]])
+
+    logp, logq = with_tail(top_lp), with_tail(q)
+    return np.asarray((np.exp(logp) * (logp - logq)).sum(axis=1))
 
 
 def top_k_ids(logprobs: np.ndarray) -> np.ndarray:
@@ -145,7 +157,7 @@ def top_column_bytes(data: bytes) -> tuple[int, int]:
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         for c in range(group.num_columns):
-            if group.column(c).path_in_schema.startswith(("top_ids.", "top_logprobs.")):
+            if group.column(c).path_in_schema.split(".")[0] in TOP_COLUMNS:
                 top += group.column(c).total_compressed_size
     return top, len(data)
 
@@ -200,6 +212,12 @@ def measure(name: str, sampled: np.ndarray, ids: np.ndarray, lps: np.ndarray, st
         "kd_loss_abs_error": float(abs(stored.mean() - exact.mean())),
         "kd_token_mean_abs_error": float(np.abs(stored - exact).mean()),
         "kd_token_max_abs_error": float(np.abs(stored - exact).max()),
+        "kd_tail_bucket_abs_error": float(
+            abs(
+                kd_forward_kl_tail(table.top_logprobs.astype(np.float64), table.top_ids, student).mean()
+                - kd_forward_kl_tail(lps.astype(np.float64), ids, student).mean()
+            )
+        ),
         "teacher_top1_p": float(np.exp(lps[:, 0]).mean()),
     }
     print(
@@ -207,7 +225,8 @@ def measure(name: str, sampled: np.ndarray, ids: np.ndarray, lps: np.ndarray, st
         f"{figures['disk_bytes_per_token']:.1f} B/token (v1 {figures['disk_bytes_per_token_v1']:.1f}); "
         f"wire {figures['wire_bytes_per_entry']:.2f} B/entry, {figures['wire_bytes_per_token']:.1f} B/token; "
         f"KD loss {figures['kd_loss_exact']:.4f} error {figures['kd_loss_abs_error']:.1e} "
-        f"(per token mean {figures['kd_token_mean_abs_error']:.1e}, max {figures['kd_token_max_abs_error']:.1e})"
+        f"(per token mean {figures['kd_token_mean_abs_error']:.1e}, max {figures['kd_token_max_abs_error']:.1e}; "
+        f"tail_bucket error {figures['kd_tail_bucket_abs_error']:.1e})"
     )
     return figures
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
 from cotdistill.teacher.engine import GenerateRequest, SamplingOptions, ScoreInput
-from cotdistill.teacher.engines.transformers_engine import TransformersEngine, _top_p_filter, truncate_at_stop
+from cotdistill.teacher.engines import transformers_engine
+from cotdistill.teacher.engines.transformers_engine import (
+    GQA_ATTENTION,
+    TransformersEngine,
+    _top_p_filter,
+    auto_dtype,
+    gqa_sdpa_attention,
+    truncate_at_stop,
+)
 from tests.unit.teacher.conftest import collect
 
 PROMPTS = ["Tom has 3 apples. Tom buys 2 more.", "A coin", 'Take the last letters of the words in "Ana Lee"']
@@ -39,6 +49,114 @@ async def test_greedy_topk_matches_a_plain_forward_pass_under_left_padding(engin
         assert torch.equal(torch.tensor(s.top_ids).view(-1, 5), cand.to(torch.int64))
         assert (top[:, :-1] >= top[:, 1:]).all()  # sorted, highest first
         assert s.k == 5 and s.mode == "raw"
+
+
+async def test_samples_of_one_prompt_share_its_prefill_and_still_match_a_forward_pass(
+    engine: TransformersEngine,
+) -> None:
+    # n=3 per prompt: one prefill per distinct prompt, its cache repeated for the three rows.
+    options = SamplingOptions(n=3, temperature=0.0, max_tokens=6, top_k_logprobs=4)
+    forward, prefill_rows = engine.model.forward, []
+
+    def recording(*args: object, **kwargs: torch.Tensor) -> object:
+        if kwargs["input_ids"].shape[1] > 1:
+            prefill_rows.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    engine.model.forward = recording
+    try:
+        completions = await collect(engine, PROMPTS, options)
+    finally:
+        engine.model.forward = forward
+    assert prefill_rows == [3]
+    assert [(c.prompt_index, c.sample_index) for c in completions] == [(p, s) for p in range(3) for s in range(3)]
+    for c in completions:
+        ids = engine.encode(PROMPTS)[c.prompt_index]
+        ref = reference_logprobs(engine, ids, c.scores.token_ids)
+        assert c.scores.token_ids == ref.argmax(-1).tolist()
+        torch.testing.assert_close(
+            torch.tensor(c.scores.top_logprobs).view(-1, 4), ref.topk(4).values, atol=1e-4, rtol=0
+        )
+
+
+def test_sampling_draws_from_the_distribution_and_never_a_zero_mass_token() -> None:
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 1.0, 0.0], [0.1, 0.2, 0.3, 0.4]]).repeat(2000, 1)
+    greedy = torch.zeros(len(probs), dtype=torch.bool)
+    greedy[2::3] = True  # every third row is greedy: its argmax (3), whatever the draw
+    generators = {i: torch.Generator().manual_seed(i) for i in range(0, len(probs), 2)}  # half the rows seeded
+    tokens = TransformersEngine._sample(probs.log(), probs, greedy, list(range(len(probs))), generators)
+    first = torch.bincount(tokens[0::3], minlength=4).float() / 2000
+    torch.testing.assert_close(first, probs[0], atol=0.04, rtol=0)
+    assert (tokens[1::3] == 2).all() and (tokens[2::3] == 3).all()
+    again = TransformersEngine._sample(
+        probs.log(), probs, greedy, list(range(len(probs))), {i: torch.Generator().manual_seed(i) for i in generators}
+    )
+    assert torch.equal(tokens[0::2], again[0::2])  # seeded rows: the same draws
+
+
+def test_auto_dtype_keeps_bf16_checkpoints_in_bf16_only_on_bf16_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Config:
+        def __init__(self, dtype: object) -> None:
+            self.dtype = dtype
+
+    monkeypatch.setattr(transformers_engine, "native_bf16_cpu", lambda: True)
+    assert auto_dtype("cpu", Config(torch.bfloat16)) == "bfloat16"
+    assert auto_dtype("cpu", Config("float32")) == "float32"
+    assert auto_dtype("cuda:0", Config("float32")) == "bfloat16"
+    monkeypatch.setattr(transformers_engine, "native_bf16_cpu", lambda: False)
+    assert auto_dtype("cpu", Config(torch.bfloat16)) == "float32"
+
+
+def test_gqa_attention_equals_transformers_sdpa_under_a_padding_mask() -> None:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    class Attention:
+        num_key_value_groups = 7
+        is_causal = True
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(4, 14, 5, 64), torch.randn(4, 2, 9, 64), torch.randn(4, 2, 9, 64)
+    mask = torch.ones(5, 9, dtype=torch.bool).tril(4).expand(4, 1, 5, 9).clone()
+    mask[0, :, :, :3] = False  # row 0 is left-padded
+    ours, _ = gqa_sdpa_attention(Attention(), q, k, v, mask, scaling=0.125)
+    theirs, _ = sdpa_attention_forward(Attention(), q, k, v, mask, scaling=0.125)  # copies K/V per head
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def gqa_engine(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersEngine]:
+    """The tiny teacher with grouped-query attention: 4 query heads on 2 K/V heads."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(tiny_models["teacher"])
+    config.num_attention_heads, config.num_key_value_heads = 4, 2
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("gqa-teacher")
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_models["teacher"]).save_pretrained(out)
+    loop = asyncio.new_event_loop()
+    engine = TransformersEngine(str(out), num_threads=1, device="cpu")
+    loop.run_until_complete(engine.start())
+    yield engine
+    loop.run_until_complete(engine.close())
+    loop.close()
+
+
+async def test_a_gqa_model_under_left_padding_matches_eager_attention(gqa_engine: TransformersEngine) -> None:
+    from transformers import AutoModelForCausalLM
+
+    assert gqa_engine.model.config._attn_implementation == GQA_ATTENTION
+    eager = AutoModelForCausalLM.from_pretrained(gqa_engine.model_path, attn_implementation="eager").eval()
+    options = SamplingOptions(n=2, temperature=0.0, max_tokens=8, top_k_logprobs=5)
+    for c in await collect(gqa_engine, PROMPTS, options):
+        ids = gqa_engine.encode(PROMPTS)[c.prompt_index]
+        with torch.inference_mode():
+            logits = eager(input_ids=torch.tensor([ids + c.scores.token_ids])).logits[0].float()
+        ref = torch.log_softmax(logits[len(ids) - 1 : len(ids) - 1 + len(c.scores.token_ids)], dim=-1)
+        assert c.scores.token_ids == ref.argmax(-1).tolist()
+        torch.testing.assert_close(
+            torch.tensor(c.scores.top_logprobs).view(-1, 5), ref.topk(5).values, atol=1e-4, rtol=0
+        )
 
 
 async def test_sampled_logprobs_raw_and_processed_modes(engine: TransformersEngine) -> None:

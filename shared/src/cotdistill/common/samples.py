@@ -23,22 +23,34 @@ token_logprobs    list<float16>       logprob of each generated token (T)
 top_k             int32               candidates per token (k; 0 when none were kept)
 top_ids           list<uint16|uint32> T*k candidate ids, compact (see below)
 top_logprobs      list<uint8>         T*k candidate logprobs, quantized (see below)
+top_mass          list<int16>         T: probability mass of each token's k candidates
+top_vocab         list<int32>         the shard's candidate vocabulary (all of it in row 0)
 ================  ==================  =====================================================
 
-Compact top-k encoding (schema version 2, ``top_encoding = "sorted-gap/q8"``), about 1.5-2 bytes
-per (id, logprob) entry instead of 6 (int32 + float16), see ``bench/bench_storage.py``:
+Compact top-k encoding (schema version 3, ``top_encoding = "vocab-set/rel-grid"``), 1.6-1.7
+bytes per (id, logprob) entry on a 152k-vocabulary teacher instead of 6 (int32 + float16) or
+2.1 (schema 2); see ``bench/bench_storage_real.py`` and docs/real-models.md:
 
-* each token's k candidates are stored sorted by id; ids are shifted by one (padding id -1
-  becomes 0) and stored as gaps to the previous candidate of the same token, so they are small
-  numbers that zstd packs well. uint16 when every gap fits, else uint32.
-* logprobs become ``round(-logprob / step)`` clipped to 0..255 (uint8), in the same id order;
-  ``step`` (nats, default 1/16, so the range is [-15.9, 0]) is in the shard metadata. Values
-  below the range (p < 1.2e-7) clip to its end; the KD loss over the renormalized top-k moves by
-  well under 1e-3 (the rounding errors are unbiased and average out over tokens).
-* readers undo both and sort each token's candidates by logprob again, highest first, so the
-  contract of :class:`SampleTable` is the same as for exact values.
+* ``top_vocab``: every candidate id of the shard once, most frequent first (grouped by
+  ``floor(log2(count))``, ascending ids within a group, so the column delta-codes well). A
+  token's candidates become indices into it, stored as a *set*: sorted, shifted by one (padding
+  id -1 becomes 0) and gap-coded. Frequent candidates have small indices, so the gaps are small
+  (uint16 when every gap fits, else uint32; byte-stream-split so zstd sees each byte plane).
+* ``top_logprobs``: in that same order, how far each candidate lies below the token's best one,
+  ``r = best - logprob``, rounded to the nearest level of a grid that is fine where the mass is
+  and coarse where it is not: 1/16 nat up to 4 nats, then 1/8, 1/4, 1/2 and 1 nat steps from
+  4, 8, 12 and 16 nats (``top_logprob_grid`` in the metadata; 255 means -inf: absent).
+* ``top_mass``: ``logit(sum of the k probabilities)`` in 1/64-nat steps. The reader scales the
+  decoded candidates so they sum to this mass, so ``1 - sum`` (the trainer's tail bucket) stays
+  right; values alone at a few percent precision each made the tail of a confident token noise.
+  A mass of 1 or more (k = vocabulary, or candidates that are no distribution) comes back as 1.
 
-Version 1 shards (int32 ids, float16 logprobs, in rank order) are still read.
+The KD loss moves by ~6e-5 on real Qwen2.5-Coder-0.5B shards in both ``renormalize`` and
+``tail_bucket`` modes (schema 2: 4e-7 and 8.6e-3). Readers undo all of it and sort each token's
+candidates by logprob, highest first, so the contract of :class:`SampleTable` is unchanged.
+
+Version 2 shards (``sorted-gap/q8``: id-sorted candidates as id gaps, logprobs as uint8 in
+1/16-nat steps) and version 1 shards (int32 ids, float16 logprobs, in rank order) are still read.
 
 Shard-level facts (teacher model, tokenizer hash, logprob mode, sampling parameters) live in the
 Parquet key-value metadata under ``cotdistill`` as JSON, so every artifact says what made it.
@@ -60,13 +72,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 METADATA_KEY = b"cotdistill"
-SCHEMA_VERSION = 2
-TOP_ENCODING = "sorted-gap/q8"
-DEFAULT_LOGPROB_STEP = 1 / 16
-"""Quantization step of stored top-k logprobs, in nats: 255 steps cover [-15.94, 0]."""
+SCHEMA_VERSION = 3
+TOP_ENCODING = "vocab-set/rel-grid"
+TOP_ENCODING_V2 = "sorted-gap/q8"
+LOGPROB_GRID: tuple[tuple[float, float], ...] = ((0.0, 1 / 16), (4.0, 1 / 8), (8.0, 1 / 4), (12.0, 1 / 2), (16.0, 1.0))
+"""(from, step) in nats below a token's best candidate: 120 levels up to 16 nats, then 1 nat steps."""
+MASS_STEP = 1 / 64
+"""Step of ``logit(top-k mass)``: the mass and the tail ``1 - mass`` both within 0.8% relative."""
+ABSENT_CODE = 255
 COMPRESSION_LEVEL = 9
 TOP_COMPRESSION_LEVEL = 19
-"""zstd level of the two top-k columns: ~8% smaller than level 9, still fast at shard sizes."""
+"""zstd level of the top-k columns: ~8% smaller than level 9, still fast at shard sizes."""
+TOP_COLUMNS = ("top_ids", "top_logprobs", "top_mass", "top_vocab")
+_ENCODING_KEYS = ("schema_version", "top_encoding", "top_logprob_step", "top_logprob_grid", "top_mass_step")
 
 _TEXT_COLUMNS: list[tuple[str, pa.DataType]] = [
     ("example_id", pa.string()),
@@ -88,8 +106,16 @@ _TEXT_COLUMNS: list[tuple[str, pa.DataType]] = [
 
 
 def schema(id_type: pa.DataType = pa.uint16()) -> pa.Schema:
-    """The shard schema; ``id_type`` is the type of the top-k id gaps (uint16 or uint32)."""
-    return pa.schema([*_TEXT_COLUMNS, ("top_ids", pa.list_(id_type)), ("top_logprobs", pa.list_(pa.uint8()))])
+    """The shard schema; ``id_type`` is the type of the top-k index gaps (uint16 or uint32)."""
+    return pa.schema(
+        [
+            *_TEXT_COLUMNS,
+            ("top_ids", pa.list_(id_type)),
+            ("top_logprobs", pa.list_(pa.uint8())),
+            ("top_mass", pa.list_(pa.int16())),
+            ("top_vocab", pa.list_(pa.int32())),
+        ]
+    )
 
 
 SCHEMA = schema()
@@ -129,35 +155,107 @@ class SampleRecord:
             )
 
 
-def encode_top_k(
-    ids: np.ndarray, logprobs: np.ndarray, step: float = DEFAULT_LOGPROB_STEP
-) -> tuple[np.ndarray, np.ndarray]:
-    """Compact form of top-k candidates: (id gaps, uint8 logprob codes), both of shape (T, k).
+def grid_levels(grid: Sequence[Sequence[float]] = LOGPROB_GRID) -> np.ndarray:
+    """The 255 reconstruction levels (nats below the best candidate) of a logprob grid."""
+    levels: list[float] = []
+    for i, (start, step) in enumerate(grid):
+        end = grid[i + 1][0] if i + 1 < len(grid) else np.inf
+        count = round((end - start) / step) if np.isfinite(end) else ABSENT_CODE
+        levels.extend(start + step * np.arange(count))
+    return np.asarray(levels[:ABSENT_CODE], dtype=np.float64)
 
-    ``ids`` (T, k) int, -1 for padding; ``logprobs`` (T, k) float in nats, -inf for padding.
-    Gaps are uint16 when they all fit, else uint32.
+
+def shard_vocab(ids: np.ndarray) -> np.ndarray:
+    """The shard's candidate vocabulary (int32): distinct ids >= 0, most frequent first.
+
+    Ids are grouped by ``floor(log2(count))`` (frequent groups first) and ascending within a
+    group: nearly frequency order, so the frequent candidates get small indices, while the column
+    itself is runs of increasing ids that delta-code to a few bits each.
+    """
+    ids = np.asarray(ids).reshape(-1)
+    values, counts = np.unique(ids[ids >= 0], return_counts=True)
+    order = np.lexsort((values, -np.floor(np.log2(counts))))
+    return values[order].astype(np.int32)
+
+
+@dataclass(frozen=True)
+class TopKColumns:
+    """Schema-3 top-k columns of T tokens x k candidates (see the module docstring)."""
+
+    gaps: np.ndarray  # (T, k) uint16 | uint32: gaps of the sorted (vocabulary index + 1)
+    codes: np.ndarray  # (T, k) uint8: grid code of (best - logprob), same order; 255 = -inf
+    mass: np.ndarray  # (T,) int16: logit(top-k probability mass) / MASS_STEP
+
+
+def encode_top_k(ids: np.ndarray, logprobs: np.ndarray, vocab: np.ndarray) -> TopKColumns:
+    """Compact form of top-k candidates against the shard vocabulary ``vocab``.
+
+    ``ids`` (T, k) int, -1 for padding, every other id in ``vocab``; ``logprobs`` (T, k) float in
+    nats, -inf (or NaN) for padding and absent candidates. Any candidate order is accepted.
     """
     ids = np.asarray(ids, dtype=np.int64)
     logprobs = np.asarray(logprobs, dtype=np.float64)
-    if ids.size and (ids.min() < -1 or ids.max() >= np.iinfo(np.uint32).max):
-        raise ValueError(f"top_ids: ids must be in [-1, 2^32-1), got [{ids.min()}, {ids.max()}]")
-    order = np.argsort(ids, axis=1, kind="stable")
-    shifted = np.take_along_axis(ids, order, axis=1) + 1  # padding (-1) sorts first as 0
-    gaps = np.diff(shifted, axis=1, prepend=0)
-    codes = np.rint(-np.take_along_axis(logprobs, order, axis=1) / step)
-    codes = np.clip(np.nan_to_num(codes, nan=255.0, posinf=255.0), 0, 255).astype(np.uint8)
+    vocab = np.asarray(vocab, dtype=np.int64)
+    t = ids.shape[0]
+    # Vocabulary index + 1 of every candidate (0 = padding), through the sorted vocabulary.
+    by_id = np.argsort(vocab, kind="stable")
+    slot = np.clip(np.searchsorted(vocab[by_id], ids), 0, max(len(vocab) - 1, 0))
+    known = (ids < 0) | ((vocab[by_id][slot] == ids) if len(vocab) else False)
+    if not np.all(known):
+        raise ValueError(f"top_ids: id {ids[~known][0]} is not in the shard vocabulary")
+    index = np.where(ids < 0, 0, (by_id[slot] + 1) if len(vocab) else 0)
+    order = np.argsort(index, axis=1, kind="stable")
+    gaps = np.diff(np.take_along_axis(index, order, axis=1), axis=1, prepend=0)
     gap_type = np.uint16 if gaps.size == 0 or gaps.max() <= np.iinfo(np.uint16).max else np.uint32
-    return gaps.astype(gap_type), codes
+
+    present = np.isfinite(logprobs) & (ids >= 0)
+    kept = np.where(present, logprobs, -np.inf)
+    best = kept.max(axis=1, keepdims=True) if kept.size else np.full((t, 1), -np.inf)
+    levels = grid_levels()
+    codes = np.searchsorted((levels[1:] + levels[:-1]) / 2, np.where(present, best - kept, 0.0))
+    codes = np.where(present, codes, ABSENT_CODE).astype(np.uint8)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(np.isfinite(best), best, 0.0)  # a row's best is its largest term: no overflow
+        log_mass = (shift + np.log(np.exp(kept - shift).sum(axis=1, keepdims=True)))[:, 0]
+        # logit(m) = log m - log(1 - m), from log m without cancellation near m = 1.
+        logit = log_mass - np.log(-np.expm1(np.minimum(log_mass, -1e-300)))
+    bound = np.iinfo(np.int16).max
+    mass = np.clip(np.rint(np.nan_to_num(logit, nan=-bound, neginf=-bound) / MASS_STEP), -bound, bound)
+    return TopKColumns(gaps.astype(gap_type), np.take_along_axis(codes, order, axis=1), mass.astype(np.int16))
 
 
 def decode_top_k(
-    gaps: np.ndarray, codes: np.ndarray, step: float = DEFAULT_LOGPROB_STEP
+    columns: TopKColumns,
+    vocab: np.ndarray,
+    grid: Sequence[Sequence[float]] = LOGPROB_GRID,
+    mass_step: float = MASS_STEP,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode_top_k`: (ids int32 (T, k), logprobs float32 (T, k)), rank order.
 
-    Each row is sorted by logprob, highest first (ties keep id order); padding is id -1 with
-    logprob -inf.
+    Each row is sorted by logprob, highest first (ties in stored order); padding is id -1 with
+    logprob -inf. The candidates are scaled to the stored top-k mass. ``grid`` and
+    ``mass_step`` are the ones the shard was written with (its metadata).
     """
+    index = np.cumsum(columns.gaps.astype(np.int64), axis=1)
+    lookup = np.concatenate([[-1], np.asarray(vocab, dtype=np.int64)])
+    ids = lookup[np.clip(index, 0, len(lookup) - 1)]
+    present = columns.codes != ABSENT_CODE
+    shape = np.where(present, -np.append(grid_levels(grid), 0.0)[columns.codes], -np.inf)
+    logit = columns.mass.astype(np.float64)[:, None] * mass_step
+    log_mass = -np.logaddexp(0.0, -logit)  # log sigmoid
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.log(np.exp(shape).sum(axis=1, keepdims=True))  # the best candidate is 0: no overflow
+        logprobs = np.where(present, shape - norm + log_mass, -np.inf).astype(np.float32)
+    order = np.argsort(-logprobs, axis=1, kind="stable")
+    return (
+        np.take_along_axis(ids, order, axis=1).astype(np.int32),
+        np.take_along_axis(logprobs, order, axis=1),
+    )
+
+
+def _decode_top_k_v2(gaps: np.ndarray, codes: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Schema-2 columns (id-sorted id gaps, uint8 ``-logprob/step``) -> rank-order ids, logprobs."""
     ids = np.cumsum(gaps.astype(np.int64), axis=1) - 1
     logprobs = codes.astype(np.float32) * np.float32(-step)
     logprobs[ids < 0] = -np.inf
@@ -169,38 +267,33 @@ def decode_top_k(
     return np.take_along_axis(rank_ids, pad_last, axis=1), np.take_along_axis(rank_lp, pad_last, axis=1)
 
 
-def records_to_table(
-    records: Iterable[SampleRecord], metadata: dict[str, Any] | None = None, *, step: float = DEFAULT_LOGPROB_STEP
-) -> pa.Table:
+def records_to_table(records: Iterable[SampleRecord], metadata: dict[str, Any] | None = None) -> pa.Table:
     """Columnar Arrow table of ``records`` (top-k encoded compactly) with the shard metadata."""
     rows = list(records)
     for r in rows:
         r.validate()
     columns: dict[str, list[Any]] = {name: [getattr(r, name) for r in rows] for name, _ in _TEXT_COLUMNS}
     columns["token_logprobs"] = [np.asarray(v, dtype=np.float16) for v in columns["token_logprobs"]]
-    gaps: list[np.ndarray] = []
-    codes: list[np.ndarray] = []
-    for r in rows:
-        t, k = len(r.token_ids), r.top_k
-        g, c = encode_top_k(
-            np.asarray(r.top_ids, dtype=np.int64).reshape(t, k),
-            np.asarray(r.top_logprobs, dtype=np.float64).reshape(t, k),
-            step,
-        )
-        gaps.append(g.reshape(-1))
-        codes.append(c.reshape(-1))
-    wide = any(g.dtype == np.uint32 for g in gaps)
-    id_type = pa.uint32() if wide else pa.uint16()
-    columns["top_ids"] = [g.astype(np.uint32 if wide else np.uint16) for g in gaps]
-    columns["top_logprobs"] = codes
-    shard_schema = schema(id_type)
+    top_ids = [np.asarray(r.top_ids, dtype=np.int64).reshape(len(r.token_ids), r.top_k) for r in rows]
+    vocab = shard_vocab(np.concatenate([i.reshape(-1) for i in top_ids])) if rows else np.zeros(0, np.int32)
+    encoded = [
+        encode_top_k(ids, np.asarray(r.top_logprobs, dtype=np.float64).reshape(ids.shape), vocab)
+        for ids, r in zip(top_ids, rows, strict=True)
+    ]
+    wide = any(e.gaps.dtype == np.uint32 for e in encoded)
+    columns["top_ids"] = [e.gaps.reshape(-1).astype(np.uint32 if wide else np.uint16) for e in encoded]
+    columns["top_logprobs"] = [e.codes.reshape(-1) for e in encoded]
+    columns["top_mass"] = [e.mass for e in encoded]
+    columns["top_vocab"] = [vocab if i == 0 else vocab[:0] for i in range(len(rows))]
+    shard_schema = schema(pa.uint32() if wide else pa.uint16())
     arrays = [pa.array(columns[f.name], type=f.type) for f in shard_schema]
     table = pa.Table.from_arrays(arrays, schema=shard_schema)
     meta = {
-        **(metadata or {}),
+        **{k: v for k, v in (metadata or {}).items() if k not in _ENCODING_KEYS},  # a rewritten old shard's
         "schema_version": SCHEMA_VERSION,
         "top_encoding": TOP_ENCODING,
-        "top_logprob_step": step,
+        "top_logprob_grid": [list(level) for level in LOGPROB_GRID],
+        "top_mass_step": MASS_STEP,
     }
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
 
@@ -213,28 +306,27 @@ def _write_table(table: pa.Table, where: str | io.BytesIO, compression: str) -> 
         compression_level=(
             {
                 **{(f"{n}.list.element" if pa.types.is_list(t) else n): COMPRESSION_LEVEL for n, t in _TEXT_COLUMNS},
-                "top_ids.list.element": TOP_COMPRESSION_LEVEL,
-                "top_logprobs.list.element": TOP_COMPRESSION_LEVEL,
+                **{f"{n}.list.element": TOP_COMPRESSION_LEVEL for n in TOP_COLUMNS},
             }
             if compression == "zstd"
             else None
         ),
-        # Dictionaries help repeated strings and the 256 logprob codes, not the id gaps.
+        # Dictionaries help repeated strings and the 255 logprob codes, not the numeric columns.
         use_dictionary=["dataset", "split", "finish_reason", "top_logprobs.list.element"],
-        column_encoding={"top_ids.list.element": "BYTE_STREAM_SPLIT"},
+        column_encoding={
+            "top_ids.list.element": "BYTE_STREAM_SPLIT",
+            "top_mass.list.element": "BYTE_STREAM_SPLIT",
+            "top_vocab.list.element": "DELTA_BINARY_PACKED",
+        },
     )
 
 
 def shard_bytes(
-    records: Iterable[SampleRecord],
-    metadata: dict[str, Any] | None = None,
-    *,
-    compression: str = "zstd",
-    step: float = DEFAULT_LOGPROB_STEP,
+    records: Iterable[SampleRecord], metadata: dict[str, Any] | None = None, *, compression: str = "zstd"
 ) -> bytes:
     """The Parquet bytes of a shard (for object stores, where the upload itself is atomic)."""
     buffer = io.BytesIO()
-    _write_table(records_to_table(records, metadata, step=step), buffer, compression)
+    _write_table(records_to_table(records, metadata), buffer, compression)
     return buffer.getvalue()
 
 
@@ -244,12 +336,11 @@ def write_shard(
     metadata: dict[str, Any] | None = None,
     *,
     compression: str = "zstd",
-    step: float = DEFAULT_LOGPROB_STEP,
 ) -> Path:
     """Write one Parquet shard atomically (temp file + fsync + rename): never half a shard."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = records_to_table(records, metadata, step=step)
+    table = records_to_table(records, metadata)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
     os.close(fd)
     try:
@@ -356,12 +447,22 @@ def _read_shard(path: str | os.PathLike[str] | BinaryIO) -> _ShardArrays:
     token_logprobs, _ = _flat(table.column("token_logprobs"), np.float32)
     if len(token_logprobs) != n_tokens:  # some samples came without logprobs
         token_logprobs = np.zeros(n_tokens, np.float32)
-    if meta.get("top_encoding") == TOP_ENCODING:
+    encoding = meta.get("top_encoding")
+    if encoding == TOP_ENCODING:
         gaps, _ = _flat(table.column("top_ids"), np.uint32)
         codes, _ = _flat(table.column("top_logprobs"), np.uint8)
-        top_ids, top_logprobs = decode_top_k(
+        mass, _ = _flat(table.column("top_mass"), np.int16)
+        vocab, _ = _flat(table.column("top_vocab"), np.int32)
+        columns = TopKColumns(gaps.reshape(n_tokens, k), codes.reshape(n_tokens, k), mass)
+        top_ids, top_logprobs = decode_top_k(columns, vocab, meta["top_logprob_grid"], float(meta["top_mass_step"]))
+    elif encoding == TOP_ENCODING_V2:
+        gaps, _ = _flat(table.column("top_ids"), np.uint32)
+        codes, _ = _flat(table.column("top_logprobs"), np.uint8)
+        top_ids, top_logprobs = _decode_top_k_v2(
             gaps.reshape(n_tokens, k), codes.reshape(n_tokens, k), float(meta["top_logprob_step"])
         )
+    elif encoding is not None:
+        raise ValueError(f"{path}: unknown top-k encoding {encoding!r} (written by a newer cotdistill?)")
     else:  # version 1: exact order, int32 ids, float16 logprobs
         ids, _ = _flat(table.column("top_ids"), np.int32)
         lps, _ = _flat(table.column("top_logprobs"), np.float32)

@@ -42,7 +42,9 @@ class TeacherSettings(ServiceSettings):
     max_model_len: int = Field(0, ge=0, description="Context length cap in tokens; 0 uses the model's.")
     device: str = Field("auto", description="transformers: auto, cpu or cuda[:i].")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype: auto is float32 on CPU and bfloat16 on GPU."
+        "auto",
+        description="Weights dtype: auto is bfloat16 on GPU; on CPU a bfloat16 checkpoint stays bfloat16 where the"
+        " CPU has native bf16 (AVX512-BF16/AMX), else float32.",
     )
     num_threads: int = Field(0, ge=0, le=1024, description="torch intra-op threads; 0 keeps torch's default.")
     max_batch_sequences: int = Field(

@@ -51,6 +51,70 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return value
 
 
+def auto_dtype(device: str, config: Any) -> str:
+    """``dtype="auto"``: bfloat16 on CUDA; on a CPU, a bfloat16 checkpoint stays bfloat16 where
+    the CPU computes bf16 natively (AVX512-BF16 or AMX), else float32.
+
+    Measured on Qwen2.5-Coder-0.5B (2 cores, 1 thread): bf16 decodes 2.6x faster than fp32, as
+    vLLM's CPU backend runs it; logits are then bf16-rounded like vLLM's, log-softmax in fp32.
+    """
+    if device.startswith("cuda"):
+        return "bfloat16"
+    stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "")
+    return "bfloat16" if stored.endswith("bfloat16") and native_bf16_cpu() else "float32"
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 arithmetic (Linux ``/proc/cpuinfo`` flags; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+GQA_ATTENTION = "cotdistill_sdpa_gqa"
+
+
+def gqa_sdpa_attention(
+    module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any
+) -> tuple[Any, None]:
+    """transformers' ``sdpa`` attention, except that with a padding mask and fewer K/V heads than
+    query heads it lets torch group the heads (``enable_gqa``) instead of copying K/V per head.
+
+    transformers copies (``repeat_kv``) whenever there is a mask, because CUDA kernels then fall
+    back to math; on CPU the copies were a quarter of a Qwen-0.5B decode step (14 query heads on
+    2 K/V heads, 80 left-padded rows) and ``enable_gqa`` attention is 6x faster than copy + SDPA.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups == 1 or attention_mask is None or query.device.type != "cpu" or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=kwargs.get("dropout", 0.0),
+        scale=kwargs.get("scaling"),
+        enable_gqa=True,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_gqa_attention() -> str:
+    """Register :func:`gqa_sdpa_attention` (with sdpa's masks) with transformers; its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GQA_ATTENTION, gqa_sdpa_attention)
+    AttentionMaskInterface.register(GQA_ATTENTION, sdpa_mask)
+    return GQA_ATTENTION
+
+
 @dataclass(eq=False)
 class _RequestState:
     request: GenerateRequest
@@ -99,7 +163,7 @@ class TransformersEngine:
     Args:
         model_path: a local model directory (config, safetensors, tokenizer).
         device: "auto" (CUDA when visible, else CPU), "cpu" or "cuda[:i]".
-        dtype: "auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16" or "float16".
+        dtype: "auto" (see :func:`auto_dtype`), "float32", "bfloat16" or "float16".
         max_batch_sequences: rows (prompt x sample) decoded together.
         max_model_len: context length cap; 0 uses the model's ``max_position_embeddings``.
         max_top_k: the largest k requests may ask for.
@@ -145,7 +209,7 @@ class TransformersEngine:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         where = str(resolve_model(self.model_path))  # a registry name materializes into the models cache
         device = self._device_name
@@ -153,11 +217,16 @@ class TransformersEngine:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype_name = self._dtype_name
         if dtype_name == "auto":
-            dtype_name = "bfloat16" if device.startswith("cuda") else "float32"
+            dtype_name = auto_dtype(device, AutoConfig.from_pretrained(where))
         dtype = getattr(torch, dtype_name)
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(where)
-        model: Any = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        # On CPU, grouped-query attention without copying K/V per query head (see gqa_sdpa_attention).
+        attention = {"attn_implementation": register_gqa_attention()} if device == "cpu" else {}
+        try:
+            model: Any = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **attention)
+        except ValueError:  # an architecture without pluggable attention keeps its default
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
         self.model = model.to(self.device).eval()
         config = model.config
         self.vocab_size = int(config.vocab_size)
@@ -326,13 +395,18 @@ class TransformersEngine:
         opts = [r.state.request.options for r in rows]
         lens = [len(r.prompt_ids) for r in rows]
         width = max(lens)
-        input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, width - lens[i] :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, width - lens[i] :] = 1
+        # Rows with the same prompt (the n samples of a prompt) share one prefill: it runs on the
+        # distinct prompts and the cache is then repeated for every row (D=2 halves the prefill).
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in rows]
+        input_ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(distinct), width), dtype=torch.long)
+        for i, prompt in enumerate(distinct):
+            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[i, width - len(prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, positions = input_ids.to(dev), mask.to(dev), positions.to(dev)
+        expand = torch.tensor(source, device=dev) if len(distinct) < b else None
 
         max_new = [max(1, min(o.max_tokens, self.context_length - n)) for o, n in zip(opts, lens, strict=True)]
         steps = max(max_new)
@@ -366,7 +440,6 @@ class TransformersEngine:
         cur_ids, cur_pos = input_ids, positions
         any_top_p = bool((top_ps < 1).any())
         all_greedy = bool(greedy.all())
-        unseeded_sampled = [i for i in range(b) if i not in generators and not bool(greedy[i])]
 
         for t in range(steps):
             out = self.model(
@@ -379,6 +452,9 @@ class TransformersEngine:
             )
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float()  # [A, V]
+            if t == 0 and expand is not None:  # one prefill per distinct prompt -> one row per sample
+                cache.batch_select_indices(expand)
+                logits, mask, cur_pos = logits[expand], mask[expand], cur_pos[expand]
             raw = torch.log_softmax(logits, dim=-1)
             a_temps, a_greedy = temps[active], greedy[active]
             if all_greedy:
@@ -389,8 +465,7 @@ class TransformersEngine:
                 probs = torch.softmax(scaled, dim=-1)
                 if any_top_p:
                     probs = _top_p_filter(probs, top_ps[active])
-                tokens = logits.argmax(dim=-1)
-                tokens = self._sample(tokens, probs, active_list, generators, unseeded_sampled)
+                tokens = self._sample(logits, probs, a_greedy, active_list, generators)
             lp = raw
             a_processed = processed[active]
             if bool(a_processed.any()):
@@ -445,27 +520,27 @@ class TransformersEngine:
             cur_ids, cur_pos = next_ids, next_pos
 
     @staticmethod
-    def _sample(
-        greedy_tokens: Any,
-        probs: Any,
-        active_list: list[int],
-        generators: dict[int, Any],
-        unseeded_sampled: list[int],
-    ) -> Any:
-        """Sampled token per active row: greedy rows keep argmax, seeded rows use their generator."""
+    def _sample(logits: Any, probs: Any, greedy: Any, active_list: list[int], generators: dict[int, Any]) -> Any:
+        """Sampled token per active row: greedy rows take the argmax; the others invert their CDF
+        at a uniform draw, from the row's own generator when seeded. One cumsum over the batch,
+        not a ``multinomial`` call per row: those took ~7 ms a row on a 152k vocabulary (CPU)."""
         import torch
 
-        tokens = greedy_tokens.clone()
-        if unseeded_sampled:
-            wanted = set(unseeded_sampled)
-            positions = [pos for pos, i in enumerate(active_list) if i in wanted]
-            if positions:
-                index = torch.tensor(positions, device=probs.device)
-                tokens[index] = torch.multinomial(probs[index], 1).squeeze(1)
-        for pos, i in enumerate(active_list):
-            gen = generators.get(i)
-            if gen is not None:
-                tokens[pos] = torch.multinomial(probs[pos], 1, generator=gen)[0]
+        tokens = torch.zeros(len(active_list), dtype=torch.long, device=probs.device)
+        if bool(greedy.any()):
+            rows = greedy.nonzero().squeeze(1)
+            tokens[rows] = logits[rows].argmax(dim=-1)
+        rows = (~greedy).nonzero().squeeze(1)
+        if len(rows):
+            uniform = torch.rand(len(rows), device=probs.device)  # unseeded rows keep these
+            for j, pos in enumerate(rows.tolist()):
+                gen = generators.get(active_list[pos])
+                if gen is not None:
+                    uniform[j] = torch.rand((), generator=gen, device=probs.device)
+            cdf = probs[rows].cumsum(dim=-1)
+            # right=True: the first token whose cumulative mass exceeds the draw, never a 0-mass one.
+            drawn = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True).squeeze(1)
+            tokens[rows] = drawn.clamp(max=cdf.shape[1] - 1)
         return tokens
 
     def _completion(
