@@ -114,12 +114,16 @@ def apply_scaling_defaults(spec: trainer_pb2.RunSpec, settings: TrainerSettings)
     if scaling.strategy == trainer_pb2.PARALLEL_STRATEGY_FSDP and spec.student.HasField("lora"):
         raise InvalidArgument("scaling.strategy", "FSDP with LoRA adapters is not supported; use DDP")
     scaling.num_workers = scaling.num_workers or settings.default_num_workers
-    scaling.cpus_per_worker = scaling.cpus_per_worker or settings.default_cpus_per_worker
+    capacity = settings.ray_num_cpus or os.cpu_count() or 1
+    if not scaling.cpus_per_worker:
+        # Ray gives each worker as many torch threads as it has CPUs: one worker alone on a local
+        # runtime trains on all of them rather than one.
+        local_share = float(max(1, capacity // scaling.num_workers)) if not settings.ray_address else 1.0
+        scaling.cpus_per_worker = settings.default_cpus_per_worker or local_share
     if scaling.use_gpu:
         scaling.gpus_per_worker = scaling.gpus_per_worker or 1.0
     if not settings.ray_address:
         # A local Ray never grows: a run wider than the machine would wait forever for workers.
-        capacity = settings.ray_num_cpus or os.cpu_count() or 1
         needed = scaling.num_workers * scaling.cpus_per_worker
         if needed > capacity:
             raise InvalidArgument(
@@ -179,6 +183,7 @@ class RunManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._draining = False
+        self._created: dict[str, float] = {}  # run id -> StartRun time (s), for PhaseEvent.elapsed_s
 
     # Start-up and shutdown -------------------------------------------------------------------
 
@@ -345,6 +350,7 @@ class RunManager:
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
+            self._created.pop(run_id, None)
             self.metrics.forget_run(run_id)
 
     def _drive_inner(self, run_id: str, entry: _Active, resumed: bool) -> None:
@@ -485,6 +491,11 @@ class RunManager:
     # Notifications ---------------------------------------------------------------------------
 
     def _log(self, event: trainer_pb2.RunEvent) -> None:
+        if event.HasField("phase") and not event.phase.elapsed_s:
+            created = self._created.get(event.run_id)
+            if created is None:
+                created = self._created[event.run_id] = self.store.get(event.run_id).created_at.ToNanoseconds() / 1e9
+            event.phase.elapsed_s = max(0.0, event.time.ToNanoseconds() / 1e9 - created)
         self.store.append_event(event)
         self._notify(event.run_id)
 

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -37,6 +38,7 @@ from typing import Any, cast
 from cotdistill.common.errors import CotdistillError
 from cotdistill.trainer.events import WorkerEvent, step_event
 from cotdistill.trainer.manager import RunFailed
+from cotdistill.trainer.ray_ownership import OWNER_ENV, Owner, reap, reap_stale, spawn_watchdog
 from cotdistill.trainer.settings import TrainerSettings
 from cotdistill.v1 import trainer_pb2
 
@@ -168,6 +170,9 @@ class RayReporter:
             pending["duration_s"] = time.perf_counter() - started
             self.push(pending)
         self._last_event_time = time.perf_counter()
+
+    def on_phase(self, name: str, detail: str) -> None:
+        self.push(WorkerEvent(kind="phase", phase=name, text=detail))
 
     def on_validation(self, step: int, metrics: Mapping[str, float]) -> None:
         self._last_event_time = time.perf_counter()
@@ -327,6 +332,11 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._started = False
         self._local = not settings.ray_address
+        self._owner: Owner | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        if self._local:
+            # A previous service on these artifacts may have died without stopping its Ray.
+            reap_stale(settings.artifacts_path)
 
     def ensure_ray(self) -> None:
         """Start (local) or join (cluster) the Ray runtime once per process (a few attempts)."""
@@ -347,6 +357,8 @@ class RayExecutor:
                     log.warning("ray start-up failed (attempt %d); retrying", attempt, exc_info=True)
                     with contextlib.suppress(Exception):
                         ray.shutdown()
+                    if self._owner is not None:
+                        reap(self._owner)  # a half-started GCS or raylet of the failed attempt
             self._started = True
             log.info("ray runtime ready: %s", ray.cluster_resources())
 
@@ -356,6 +368,12 @@ class RayExecutor:
         if self._local:
             # Ray's 30 s default for the GCS to come up is too short on a busy small machine.
             os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
+            # Every process of this runtime inherits the owner marker (see ray_ownership).
+            if self._owner is None:
+                self._owner = Owner.current(self.settings.artifacts_path)
+            os.environ[OWNER_ENV] = self._owner.marker
+            if self._watchdog is None or self._watchdog.poll() is not None:
+                self._watchdog = spawn_watchdog(self._owner)
             # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR;
             # every Ray server of a local runtime listens on loopback only.
             ray.init(
@@ -374,12 +392,21 @@ class RayExecutor:
         self.ensure_ray()
 
     def close(self) -> None:
+        """Shut Ray down; for a local runtime also end every process it left (agents, workers)."""
         import ray
 
         with self._lock:
             if self._started and ray.is_initialized():
                 ray.shutdown()
             self._started = False
+            if self._owner is not None:
+                leftovers = reap(self._owner, term_first=True)
+                if leftovers:
+                    log.info("stopped %d Ray processes that outlived ray.shutdown()", len(leftovers))
+            if self._watchdog is not None and self._watchdog.poll() is None:
+                self._watchdog.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._watchdog.wait(timeout=5)
 
     def execute(self, run: trainer_pb2.Run, emit: Callable[[WorkerEvent], None], stop: threading.Event) -> None:
         import ray
@@ -387,6 +414,8 @@ class RayExecutor:
         from ray.train.torch import TorchTrainer
         from ray.train.v2.api.exceptions import TrainingFailedError
 
+        if not self._started:
+            emit(WorkerEvent(kind="phase", phase="starting_ray", text="local" if self._local else "join"))
         try:
             self.ensure_ray()
         except Exception as err:
@@ -429,6 +458,14 @@ class RayExecutor:
         )
         pump = _Pump(channel, emit, stop)
         pump.start()
+        emit(
+            WorkerEvent(
+                kind="phase",
+                phase="starting_workers",
+                text=f"{max(1, scaling.num_workers)} worker(s) x {per_worker['CPU']:g} CPU"
+                + (f", {per_worker['GPU']:g} GPU" if use_gpu else ""),
+            )
+        )
         try:
             trainer.fit()
         except TrainingFailedError as err:
