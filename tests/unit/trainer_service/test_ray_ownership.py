@@ -32,7 +32,10 @@ def _sleeper(marker: str | None = None, *, own_session: bool = False) -> subproc
     if marker is not None:
         env[OWNER_ENV] = marker
     # Ignores SIGTERM, as Ray's agents were seen to: only SIGKILL ends it.
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+        "time.sleep(120)"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], env=env, start_new_session=own_session, stdout=subprocess.PIPE
     )

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 WATCH_POLL_S = 2.0
 # How long a watcher of an ended run waits for the state event that follows the record's change.
 TERMINAL_EVENT_WAIT_S = 0.5
+# How often CancelRun looks whether the workers have stopped.
+CANCEL_POLL_S = 0.05
 MAX_WORKERS = 1024
 MAX_FAILURES = 100
 
@@ -145,6 +148,7 @@ class _Active:
     shutdown: bool = False
     finished_step: int = -1
     stopped_early: bool = False
+    finished: threading.Event = field(default_factory=threading.Event)  # the workers said "finished"
     future: concurrent.futures.Future[None] | None = None
     spec: trainer_pb2.RunSpec | None = None
     # Background checkpoint evaluations (on the manager's loop), in checkpoint order; one at a
@@ -278,16 +282,22 @@ class RunManager:
             return self._finish(run_id, trainer_pb2.RUN_STATE_CANCELLED, reason)
         entry.cancel_reason = reason
         entry.stop.set()
-        self._log(message_event(run_id, "cancel requested; stopping at the next step boundary"))
-        assert entry.future is not None
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(entry.future), timeout=self.settings.cancel_grace_s)
-        except TimeoutError:
-            return self._finish(
-                run_id,
-                trainer_pb2.RUN_STATE_CANCELLED,
-                f"{reason}; workers did not stop within {self.settings.cancel_grace_s:g} s",
-            )
+        self._log(message_event(run_id, "cancel requested; stopping at the next micro-batch"))
+        future = entry.future
+        deadline = time.monotonic() + self.settings.cancel_grace_s
+        # The run is over once its workers report that they stopped (after saving the work done);
+        # Ray Train's tear-down of the worker group can take seconds more and happens behind it.
+        while not (future.done() or (entry.finished.is_set() and entry.stopped_early)):
+            if time.monotonic() >= deadline:
+                return self._finish(
+                    run_id,
+                    trainer_pb2.RUN_STATE_CANCELLED,
+                    f"{reason}; workers did not stop within {self.settings.cancel_grace_s:g} s",
+                )
+            await asyncio.sleep(CANCEL_POLL_S)
+        if not future.done():  # stopped early: the record ends now, Ray tears down behind it
+            step = self.store.get(run_id).step
+            return self._finish(run_id, trainer_pb2.RUN_STATE_CANCELLED, f"{reason} at step {step}")
         return self.store.get(run_id)
 
     async def watch(self, run_id: str, from_sequence: int) -> AsyncIterator[trainer_pb2.RunEvent]:
@@ -402,6 +412,7 @@ class RunManager:
         if kind == "finished":
             entry.finished_step = int(event.get("step", 0))
             entry.stopped_early = bool(event.get("stopped", False))
+            entry.finished.set()
             return
         if kind == "step":
             step, total = int(event.get("step", 0)), int(event.get("total_steps", 0))

@@ -47,6 +47,20 @@ log = logging.getLogger(__name__)
 # Ray's C++ failure handler would take over SIGTERM and abort the service: its own handler must
 # stay in charge so a shutdown stops runs at a step boundary. Ray reads this once, at import.
 os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+# A lean Ray for a service that trains on its own machine; each can be overridden from the
+# environment. Ray Train's controller notices that workers started or finished at its poll
+# interval: 0.2 s instead of the default 2 s takes seconds off each run's start and end (a
+# 5-step fit measured 13-21 s against 31 s). Ray Train's own metrics and the preemption watcher
+# are not used here (the service exports its own metrics), and usage reporting needs a network.
+LEAN_RAY_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "1",
+}
+for _key, _value in LEAN_RAY_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 DRAIN_INTERVAL_S = 0.25
 STOP_POLL_INTERVAL_S = 0.5
@@ -259,8 +273,8 @@ def _train_worker(config: dict[str, Any]) -> None:
     config["channel"].push.remote(
         [WorkerEvent(kind="message", text=f"worker rank {rank}/{world_size} pid {os.getpid()}")]
     )
+    # Validated at StartRun, and again by the recipe's setup (files may have gone since).
     recipe_config = RecipeConfig.from_proto(spec, config["output_dir"])
-    recipe_config.validate()
     resume_from = resolve_pointer(ray.train.get_checkpoint())
     start = f"resuming from {resume_from}" if resume_from else "starting from the base model"
     reporter.message(f"{WORKER_GROUP_STARTED}: {world_size} worker(s), {strategy}; {start}")
@@ -372,6 +386,9 @@ class RayExecutor:
             if self._owner is None:
                 self._owner = Owner.current(self.settings.artifacts_path)
             os.environ[OWNER_ENV] = self._owner.marker
+            # Ray renames its processes (setproctitle); by default that overwrites the environment
+            # block where the marker lives. SPT_NOENV keeps it (titles stay within argv's length).
+            os.environ["SPT_NOENV"] = "1"
             if self._watchdog is None or self._watchdog.poll() is not None:
                 self._watchdog = spawn_watchdog(self._owner)
             # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR;

@@ -168,8 +168,8 @@ class StudentLM(nn.Module):
             and hf.get_output_embeddings() is not None
             and hasattr(hf, getattr(hf, "base_model_prefix", "") or "_none_")
         )
-        vocab = int(getattr(config, "vocab_size", 0) or 0)
-        self.chunk_rows = chunk_rows or auto_chunk_rows(vocab)
+        self.vocab_size = int(getattr(config, "vocab_size", 0) or 0)
+        self.chunk_rows = chunk_rows  # 0: chosen per device at the first forward pass
 
     @property
     def hf_model(self) -> Any:
@@ -193,6 +193,8 @@ class StudentLM(nn.Module):
         backbone = getattr(hf, hf.base_model_prefix)
         hidden = backbone(**self._decoder_inputs(batch)).last_hidden_state.flatten(0, 1)[select]
         head = hf.get_output_embeddings()
+        if not self.chunk_rows:
+            self.chunk_rows = auto_chunk_rows(self.vocab_size or int(head.weight.shape[0]), hidden.device)
         return chunked_head_objective(
             hidden,
             head.weight,
