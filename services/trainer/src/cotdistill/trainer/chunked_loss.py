@@ -91,7 +91,7 @@ class _ChunkedHead(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]  # autograd.Function's signature is generic
+    def forward(
         ctx: Any,
         hidden: torch.Tensor,
         weight: torch.Tensor,

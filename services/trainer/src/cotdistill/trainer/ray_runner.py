@@ -61,6 +61,7 @@ LEAN_RAY_ENV = {
 }
 for _key, _value in LEAN_RAY_ENV.items():
     os.environ.setdefault(_key, _value)
+WORKER_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 DRAIN_INTERVAL_S = 0.25
 STOP_POLL_INTERVAL_S = 0.5
@@ -389,6 +390,11 @@ class RayExecutor:
             # Ray renames its processes (setproctitle); by default that overwrites the environment
             # block where the marker lives. SPT_NOENV keeps it (titles stay within argv's length).
             os.environ["SPT_NOENV"] = "1"
+            # Training workers free a batch's activations every step: glibc should hand that back
+            # rather than keep it per thread arena (peak RSS 4.1 GB instead of 5.2 GB for SmolLM2 at
+            # batch 8; see recipe.tune_allocator, which does what it can in a running process).
+            for key, value in WORKER_MALLOC_ENV.items():
+                os.environ.setdefault(key, value)
             if self._watchdog is None or self._watchdog.poll() is not None:
                 self._watchdog = spawn_watchdog(self._owner)
             # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR;
