@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_result
-from bench.real_models import LoadSampler, run_variant, student_dir, teacher_dir, teacher_shards
+from bench.real_models import LoadSampler, run_variant, student_dir, teacher_dir, teacher_shards, trainer_worker_env
 
 THROUGHPUT = "bench.bench_trainer_real_throughput"
 STEPS = 6
@@ -44,7 +44,7 @@ def main() -> None:
                     "out": str(Path(tmp) / f"{name}-{r}"),
                     **extra,
                 }
-                runs[name].append(run_variant(THROUGHPUT, "ours", args))
+                runs[name].append(run_variant(THROUGHPUT, "ours", args, env=trainer_worker_env()))
                 print(name, r, runs[name][-1], flush=True)
     step_s = {name: min(sum(x["step_seconds"]) / len(x["step_seconds"]) for x in rs) for name, rs in runs.items()}
     peak = {name: min(x["peak_rss_mib"] for x in rs) for name, rs in runs.items()}

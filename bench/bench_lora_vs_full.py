@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_result
-from bench.real_models import LoadSampler, gsm8k_jsonl, run_variant, student_dir
+from bench.real_models import LoadSampler, gsm8k_jsonl, run_variant, student_dir, trainer_worker_env
 
 THROUGHPUT = "bench.bench_trainer_real_throughput"
 STEPS = 6
@@ -31,7 +31,7 @@ def main() -> None:
                 args = {"model": str(student), "steps": STEPS, "data": str(data), "out": str(Path(tmp) / f"{name}{r}")}
                 if name == "lora":
                     args["lora"] = 8
-                runs[name].append(run_variant(THROUGHPUT, "ours", args))
+                runs[name].append(run_variant(THROUGHPUT, "ours", args, env=trainer_worker_env()))
                 print(name, r, runs[name][-1], flush=True)
     tps = {name: max(x["tokens_per_second"] for x in rs) for name, rs in runs.items()}
     peak = {name: min(x["peak_rss_mib"] for x in rs) for name, rs in runs.items()}

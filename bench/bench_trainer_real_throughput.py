@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import write_result
-from bench.real_models import LoadSampler, gsm8k_jsonl, peak_rss_mib, run_variant, student_dir
+from bench.real_models import (
+    LoadSampler,
+    gsm8k_jsonl,
+    peak_rss_mib,
+    run_variant,
+    student_dir,
+    trainer_worker_env,
+)
 
 MODULE = "bench.bench_trainer_real_throughput"
 STEPS = 5
@@ -308,14 +315,15 @@ def main() -> None:
             for r in range(ROUNDS):
                 for name in VARIANTS:
                     args = {**common, "out": str(root / f"{name}-{r}"), "data": str(data), "pairs": pairs}
-                    results[name].append(run_variant(MODULE, name, args))
+                    env = trainer_worker_env() if name == "ours" else None
+                    results[name].append(run_variant(MODULE, name, args, env=env))
                     print(name, r, results[name][-1], flush=True)
             # Memory: one epoch of MEMORY_EXAMPLES (so the largest batch is among the steps), then
             # the parts, with the activations of that largest batch.
             small = gsm8k_jsonl(root / "memory.jsonl", MEMORY_EXAMPLES)
             steps = MEMORY_EXAMPLES // BATCH
             memory_args = {**common, "steps": steps, "out": str(root / "memory"), "data": str(small), "memory": True}
-            memory_run = run_variant(MODULE, "ours", memory_args)
+            memory_run = run_variant(MODULE, "ours", memory_args, env=trainer_worker_env())
             print("memory", memory_run, flush=True)
     best = {name: max(runs, key=lambda x: x["tokens_per_second"]) for name, runs in results.items()}
     tps = {name: round(b["tokens_per_second"], 1) for name, b in best.items()}

@@ -115,16 +115,29 @@ class LoadSampler:
         return {"min": round(min(s), 2), "mean": round(sum(s) / len(s), 2), "max": round(max(s), 2)}
 
 
+def trainer_worker_env() -> dict[str, str]:
+    """The environment the trainer service gives its Ray workers (malloc settings), for ``run_variant``."""
+    from cotdistill.trainer.ray_runner import WORKER_MALLOC_ENV
+
+    return dict(WORKER_MALLOC_ENV)
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process, MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_variant(module: str, variant: str, args: dict[str, Any], timeout_s: float = 1800) -> dict[str, Any]:
-    """Run ``python -m MODULE --variant VARIANT --args JSON`` and return the JSON it prints last."""
+def run_variant(
+    module: str, variant: str, args: dict[str, Any], timeout_s: float = 3600, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``python -m MODULE --variant VARIANT --args JSON`` and return the JSON it prints last.
+
+    ``env`` adds environment variables (e.g. the malloc settings the trainer gives its workers).
+    """
     cmd = [sys.executable, "-m", module, "--variant", variant, "--args", json.dumps(args)]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s, env=full_env)
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {variant} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -70,7 +70,7 @@ class Executor(Protocol):
     """Runs one training run to its end (blocking; called on a manager thread)."""
 
     def execute(self, run: trainer_pb2.Run, emit: Callable[[WorkerEvent], None], stop: threading.Event) -> None:
-        """Train ``run`` until done or until ``stop`` is set (then stop at a step boundary).
+        """Train ``run`` until done or until ``stop`` is set (then stop before the next micro-batch).
 
         Raises:
             RunFailed: training failed after the retries the spec allows.
@@ -218,7 +218,7 @@ class RunManager:
             self._wake(run_id)
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stop every active run at a step boundary (they stay active and resume on restart)."""
+        """Stop every active run before its next micro-batch (they stay active and resume on restart)."""
         self._closing = True
         self.stop_watchers()
         with self._lock:

@@ -45,7 +45,7 @@ from cotdistill.v1 import trainer_pb2
 log = logging.getLogger(__name__)
 
 # Ray's C++ failure handler would take over SIGTERM and abort the service: its own handler must
-# stay in charge so a shutdown stops runs at a step boundary. Ray reads this once, at import.
+# stay in charge so a shutdown stops runs cleanly. Ray reads this once, at import.
 os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 # A lean Ray for a service that trains on its own machine; each can be overridden from the
 # environment. Ray Train's controller notices that workers started or finished at its poll

@@ -108,10 +108,10 @@ def tune_allocator() -> bool:
 
     Each step allocates and frees a batch's activations (2 GB for SmolLM2-135M at batch 8). By
     default glibc keeps freed heap memory and gives each allocating thread its own arena, so the
-    resident set grows past the live data: peak RSS measured 5.2 GB over three steps, 4.1 GB with
-    a trim threshold of 0 and two arenas, at the same speed (the OS hands the pages back quickly).
-    The same as ``MALLOC_TRIM_THRESHOLD_=0 MALLOC_ARENA_MAX=2`` in the environment, but effective
-    in a process that is already running, such as a Ray worker.
+    resident set grows past the live data. Measured over three steps: peak RSS 5.2 GB by default,
+    4.6 GB with this call at setup, 4.1 GB with ``MALLOC_TRIM_THRESHOLD_=0 MALLOC_ARENA_MAX=2``
+    set before the process starts (arenas made earlier stay), which is what the trainer service
+    gives its local Ray workers; the speed did not change measurably.
     """
     import ctypes
     import ctypes.util

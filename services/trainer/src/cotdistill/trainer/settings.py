@@ -66,7 +66,7 @@ class TrainerSettings(ServiceSettings):
         ),
     )
     cancel_grace_s: float = Field(
-        60.0, gt=0, le=3600, description="How long CancelRun waits for workers to stop at a step boundary."
+        60.0, gt=0, le=3600, description="How long CancelRun waits for the workers to stop (at their next micro-batch)."
     )
 
     @model_validator(mode="after")
