@@ -19,8 +19,8 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def render_table() -> str:
     rows = [
-        "| benchmark | metric | ours | baseline | ratio | goal | machine | date |",
-        "|---|---|---|---|---|---|---|---|",
+        "| benchmark | metric | ours | baseline | ratio | goal | machine | load | date |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(RESULTS.glob("*.json")):
         r = json.loads(path.read_text())
@@ -28,9 +28,22 @@ def render_table() -> str:
         rows.append(
             f"| {r['title']} (`{r['name']}`) | {r['metric']} | {r['value']:.4g} | "
             f"{r['baseline']['name']}: {r['baseline']['value']:.4g} | **{r['ratio']:.2f}x** | {r['goal']} | "
-            f"{m['cpu']}, {m['cores']} cores | {r['date']} |"
+            f"{m['cpu']}, {m['cores']} cores | {_load(r.get('figures', {}))} | {r['date']} |"
         )
     return "\n".join(rows)
+
+
+def _load(figures: dict[str, object]) -> str:
+    """The 1-minute load average the benchmark recorded while it ran ("" when it did not)."""
+    load = figures.get("load_average_1m")
+    if isinstance(load, dict) and load and all(isinstance(v, (int, float)) for v in load.values()):
+        values = [float(v) for v in load.values()]  # {min, mean, max} or {before, after}
+        return f"{min(values):.1f}-{max(values):.1f}"
+    if isinstance(load, (int, float)):
+        return f"{load:.1f}"
+    if isinstance(load, list) and load and all(isinstance(x, (int, float)) for x in load):
+        return f"{min(load):.1f}-{max(load):.1f}"
+    return ""
 
 
 def update_benchmarks_md() -> None:

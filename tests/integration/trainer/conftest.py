@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
-from tests.integration.conftest import ServiceProcess, start_service, wait_until
+from tests.integration.conftest import ServiceProcess, grpc_serving, start_service, wait_until
 
 # Lighter Ray for a 2-core machine (see ../shared/notes/STACK.md).
 RAY_ENV = {
@@ -49,23 +48,41 @@ class TrainerUnderTest:
         return self.tmp / "trainer-artifacts"
 
     def restart(self) -> None:
+        """SIGTERM, check that no process of its Ray runtime is left, start again."""
+        pid = self.service.proc.pid
         assert self.service.terminate(timeout_s=60) == 0, self.service.log()[-4000:]
+        assert ray_processes_of(pid) == [], "Ray processes outlived a SIGTERMed trainer"
         self.service = _start(self.tmp)
+
+    def start(self) -> None:
+        """Start again after the test killed the service."""
+        self.service = _start(self.tmp)
+
+
+def ray_processes_of(service_pid: int) -> list[int]:
+    """Pids of the processes of the local Ray runtime that the trainer process ``service_pid`` started."""
+    from cotdistill.trainer.ray_ownership import marked_processes
+
+    return sorted(pid for pid, owner in marked_processes().items() if owner.pid == service_pid)
+
+
+def watchdog_of(service_pid: int) -> int | None:
+    """Pid of the watchdog process that reaps the Ray runtime of ``service_pid`` when it dies."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cotdistill.trainer.ray_ownership" in argv and any(a.startswith(f"{service_pid}.".encode()) for a in argv):
+            return int(proc.name)
+    return None
 
 
 def _start(tmp: Path) -> ServiceProcess:
     service = start_service("trainer", tmp, RAY_ENV)
-
-    def ready() -> bool:
-        try:
-            with grpc.insecure_channel(service.address) as channel:
-                grpc.channel_ready_future(channel).result(timeout=0.5)
-            return True
-        except grpc.FutureTimeoutError:
-            return False
-
-    # The port opens once Ray is up (COTDISTILL_TRAINER_RAY_START=eager): seconds on an idle machine.
-    wait_until(ready, 300, "the trainer service to listen", service)
+    # SERVING comes after the local Ray runtime is up (COTDISTILL_TRAINER_RAY_START=eager): seconds
+    # on an idle machine, more on a busy one.
+    wait_until(lambda: grpc_serving(service.address), 300, "the trainer service to serve", service)
     return service
 
 

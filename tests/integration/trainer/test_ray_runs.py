@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -182,6 +183,30 @@ def test_cancel_stops_the_run_and_keeps_a_checkpoint(trainer: TrainerUnderTest, 
     assert 2 <= cancelled.step < 100_000
     assert cancelled.checkpoints and cancelled.checkpoints[-1].step == cancelled.step  # the work done is kept
     assert (Path(cancelled.checkpoints[-1].path) / "config.json").is_file()
+
+
+def test_cancel_inside_gradient_accumulation_stops_within_5_s_keeping_the_last_checkpoint(
+    trainer: TrainerUnderTest, task: dict[str, Path]
+) -> None:
+    """200 micro-batches a step: cancel right after step 1's checkpoint stops step 2 midway."""
+    spec = _spec(task, "cancel-accumulation", max_steps=1000, interval=1, num_workers=1)
+    spec.hyperparameters.gradient_accumulation = 200
+    channel, stub = _stub(trainer)
+    with channel:
+        run = stub.StartRun(trainer_pb2.StartRunRequest(spec=spec)).run
+        for response in stub.WatchRun(trainer_pb2.WatchRunRequest(run_id=run.run_id), timeout=WATCH_TIMEOUT_S):
+            if response.event.HasField("checkpoint") and response.event.checkpoint.step == 1:
+                break
+        started = time.monotonic()
+        cancelled = stub.CancelRun(trainer_pb2.CancelRunRequest(run_id=run.run_id), timeout=WATCH_TIMEOUT_S).run
+        took = time.monotonic() - started
+        events = _watch_all(stub, run.run_id)
+    assert cancelled.state == trainer_pb2.RUN_STATE_CANCELLED, cancelled.error
+    assert took < 5.0, f"CancelRun took {took:.1f} s"
+    # Stopped inside step 2's window (at a step boundary it would have run all 200 micro-batches).
+    assert cancelled.step == 1 and _steps(events) == [1]
+    assert [c.step for c in cancelled.checkpoints] == [1]  # the last checkpoint is kept
+    assert (Path(cancelled.checkpoints[-1].path) / "model.safetensors").is_file()
 
 
 def test_a_failing_worker_fails_the_run_with_its_reason(

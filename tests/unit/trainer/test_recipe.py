@@ -181,6 +181,57 @@ def test_cancellation_stops_after_the_current_step(
     assert reporter.checkpoints == []
 
 
+class StopAtMicroBatch(Recorder):
+    """Asks to stop at the n-th ``should_stop`` call: the recipe asks once per micro-batch."""
+
+    def __init__(self, at_call: int) -> None:
+        super().__init__()
+        self.calls = 0
+        self.at_call = at_call
+
+    def should_stop(self) -> bool:
+        self.calls += 1
+        return self.calls >= self.at_call
+
+
+def test_cancellation_inside_gradient_accumulation_stops_at_the_next_micro_batch(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """4 micro-batches a step; stop asked before the 7th: step 2 is dropped half-way through."""
+    hp = {"max_steps": 50, "gradient_accumulation": 4}
+    reporter = StopAtMicroBatch(at_call=7)
+    recipe, _ = run(make_config(task_models, samples, tmp_path, hyperparameters=hp), reporter)
+    assert recipe.stopped and reporter.calls == 7  # 6 micro-batches ran, not the 8 of step 2
+    assert [s for s, _ in reporter.steps] == [1]
+    # Counters are back at the step boundary (a checkpoint now resumes exactly at step 2) and the
+    # partial gradients of step 2 are gone.
+    assert (recipe.state.step, recipe.state.micro_step, recipe.state.batch_in_epoch) == (1, 4, 4)
+    assert all(p.grad is None for p in recipe.model.parameters())
+
+
+def test_lora_in_bf16_keeps_a_frozen_bf16_base_without_optimizer_state(
+    task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
+) -> None:
+    config = make_config(
+        task_models,
+        samples,
+        tmp_path,
+        student={"lora": {"rank": 4}},
+        hyperparameters={"precision": "bf16", "max_steps": 2},
+    )
+    recipe, reporter = run(config)
+    named = dict(recipe.model.named_parameters())
+    trainable = {n for n, p in named.items() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    frozen = [p for n, p in named.items() if n not in trainable]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)  # the base in bf16
+    assert all(p.dtype == torch.float32 for n, p in named.items() if n in trainable)  # adapters fp32
+    state_params = {id(p) for p in recipe.optimizer.state}
+    assert state_params == {id(named[n]) for n in trainable}  # AdamW moments only for the adapters
+    assert all(p.grad is None for p in frozen)
+    assert math.isfinite(reporter.steps[-1][1]["loss"])
+
+
 def test_packed_rows_give_the_same_loss_as_padded_examples(
     task_models: dict[str, Path], samples: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -36,6 +36,7 @@ class ScriptedExecutor:
             raise RunFailed("worker 0 failed: RuntimeError: boom")
         total = 1000 if name == "block" else 4
         step = 0
+        emit(WorkerEvent(kind="phase", phase="loading_model", text="scripted"))
         while step < total and not stop.is_set():
             step += 1
             emit(step_event(step, total, {"loss": 1.0 / step, "learning_rate": 1e-3, "tokens_per_second": 50.0}))
@@ -110,6 +111,8 @@ async def test_run_succeeds_and_streams_dense_events(service: Client) -> None:
     states = [e.state.state for e in events if e.HasField("state")]
     assert states == [trainer_pb2.RUN_STATE_PENDING, trainer_pb2.RUN_STATE_RUNNING, trainer_pb2.RUN_STATE_SUCCEEDED]
     assert events[-1].HasField("state")  # the terminal state event ends the stream
+    phases = [e.phase for e in events if e.HasField("phase")]
+    assert [p.name for p in phases] == ["loading_model"] and 0 <= phases[0].elapsed_s < 60
 
     run = (await stub.GetRun(trainer_pb2.GetRunRequest(run_id=started.run_id))).run
     assert (run.state, run.step, run.total_steps) == (trainer_pb2.RUN_STATE_SUCCEEDED, 4, 4)

@@ -83,6 +83,7 @@ async def test_start_and_watch_follows_the_run_to_its_end(tmp_path: Path) -> Non
         _finish(run, console)
         text = out.getvalue()
         assert "accepted" in text and "checkpoint step 4" in text and "succeeded" in text
+        assert "loading the student (scripted)" in text  # the phase before the first step
 
         spec.name = "fail"
         failed = await start_and_watch(f"127.0.0.1:{service.port}", spec, console)

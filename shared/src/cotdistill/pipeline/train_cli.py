@@ -158,6 +158,16 @@ def _rpc_error(err: grpc.aio.AioRpcError, address: str) -> CotdistillError:
     return CotdistillError(f"trainer at {address}: {err.code().name}: {details}")
 
 
+PHASE_LABELS = {
+    "starting_ray": "starting Ray",
+    "starting_workers": "starting the Ray Train workers",
+    "loading_model": "loading the student",
+    "loading_data": "reading and tokenizing the data",
+    "first_step": "first step",
+}
+"""What the progress bar says for each ``PhaseEvent.name``."""
+
+
 class _ProgressView:
     """Turns run events into a rich progress bar plus one line per notable event."""
 
@@ -174,6 +184,7 @@ class _ProgressView:
             console=console,
             transient=False,
         )
+        self.name = name
         self.task = self.progress.add_task(name, total=None, loss="-", tps="-")
 
     def __enter__(self) -> _ProgressView:
@@ -186,10 +197,17 @@ class _ProgressView:
     def show(self, event: trainer_pb2.RunEvent) -> None:
         kind = event.WhichOneof("event")
         say = self.progress.console.print
-        if kind == "step":
+        if kind == "phase":
+            # Before the first step the bar says what the run is waiting for, not just 0/?.
+            label = PHASE_LABELS.get(event.phase.name, event.phase.name.replace("_", " "))
+            detail = f" ({event.phase.detail})" if event.phase.detail else ""
+            self.progress.update(self.task, description=f"{self.name}: {label}")
+            say(f"[dim]{label}{detail}, {event.phase.elapsed_s:.1f} s after start[/]")
+        elif kind == "step":
             s = event.step
             self.progress.update(
                 self.task,
+                description=self.name,
                 completed=s.step,
                 total=s.total_steps or None,
                 loss=f"{s.loss:.4f}",

@@ -142,7 +142,7 @@ class ObjectiveSpec(_message.Message):
     def __init__(self, sft_weight: _Optional[float] = ..., kd_weight: _Optional[float] = ..., divergence: _Optional[_Union[Divergence, str]] = ..., jsd_beta: _Optional[float] = ..., top_k_mass: _Optional[_Union[TopKMass, str]] = ..., kd_temperature: _Optional[float] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
-    __slots__ = ("learning_rate", "max_steps", "epochs", "batch_size", "gradient_accumulation", "warmup_steps", "schedule", "weight_decay", "max_grad_norm", "precision", "gradient_checkpointing", "seed")
+    __slots__ = ("learning_rate", "max_steps", "epochs", "batch_size", "gradient_accumulation", "warmup_steps", "schedule", "weight_decay", "max_grad_norm", "precision", "gradient_checkpointing", "seed", "loss_chunk_tokens")
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class Hyperparameters(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    LOSS_CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     learning_rate: float
     max_steps: int
     epochs: float
@@ -167,7 +168,8 @@ class Hyperparameters(_message.Message):
     precision: Precision
     gradient_checkpointing: bool
     seed: int
-    def __init__(self, learning_rate: _Optional[float] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., schedule: _Optional[_Union[LrSchedule, str]] = ..., weight_decay: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., precision: _Optional[_Union[Precision, str]] = ..., gradient_checkpointing: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    loss_chunk_tokens: int
+    def __init__(self, learning_rate: _Optional[float] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[float] = ..., batch_size: _Optional[int] = ..., gradient_accumulation: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., schedule: _Optional[_Union[LrSchedule, str]] = ..., weight_decay: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., precision: _Optional[_Union[Precision, str]] = ..., gradient_checkpointing: _Optional[bool] = ..., seed: _Optional[int] = ..., loss_chunk_tokens: _Optional[int] = ...) -> None: ...
 
 class ScalingSpec(_message.Message):
     __slots__ = ("num_workers", "use_gpu", "gpus_per_worker", "cpus_per_worker", "strategy", "max_failures")
@@ -299,6 +301,16 @@ class EvaluationEvent(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     def __init__(self, step: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
+class PhaseEvent(_message.Message):
+    __slots__ = ("name", "elapsed_s", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    elapsed_s: float
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., detail: _Optional[str] = ...) -> None: ...
+
 class StateEvent(_message.Message):
     __slots__ = ("state", "reason")
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -308,7 +320,7 @@ class StateEvent(_message.Message):
     def __init__(self, state: _Optional[_Union[RunState, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "sequence", "time", "step", "checkpoint", "evaluation", "state", "message")
+    __slots__ = ("run_id", "sequence", "time", "step", "checkpoint", "evaluation", "state", "message", "phase")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -317,6 +329,7 @@ class RunEvent(_message.Message):
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     sequence: int
     time: _timestamp_pb2.Timestamp
@@ -325,7 +338,8 @@ class RunEvent(_message.Message):
     evaluation: EvaluationEvent
     state: StateEvent
     message: str
-    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[_Union[StepEvent, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointInfo, _Mapping]] = ..., evaluation: _Optional[_Union[EvaluationEvent, _Mapping]] = ..., state: _Optional[_Union[StateEvent, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    phase: PhaseEvent
+    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[_Union[StepEvent, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointInfo, _Mapping]] = ..., evaluation: _Optional[_Union[EvaluationEvent, _Mapping]] = ..., state: _Optional[_Union[StateEvent, _Mapping]] = ..., message: _Optional[str] = ..., phase: _Optional[_Union[PhaseEvent, _Mapping]] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("spec",)

@@ -102,6 +102,9 @@ class HyperparametersConfig(_Section):
     max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
     precision: PrecisionName = "fp32"
     gradient_checkpointing: bool = False
+    loss_chunk_tokens: int = Field(
+        0, ge=0, description="supervised positions per LM-head/loss chunk; 0 = about 64 MiB of fp32 logits"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -232,6 +235,7 @@ class RecipeConfig(_Section):
                 "max_grad_norm": hp.max_grad_norm,
                 "precision": precisions.get(hp.precision, "fp32"),
                 "gradient_checkpointing": hp.gradient_checkpointing,
+                "loss_chunk_tokens": hp.loss_chunk_tokens,
                 "seed": hp.seed,
             },
             "checkpoints": {

@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from cotdistill.v1 import trainer_pb2
 
-EventKind = Literal["step", "checkpoint", "evaluation", "message", "finished"]
+EventKind = Literal["step", "checkpoint", "evaluation", "message", "phase", "finished"]
 
 TERMINAL_STATES = frozenset(
     {trainer_pb2.RUN_STATE_SUCCEEDED, trainer_pb2.RUN_STATE_FAILED, trainer_pb2.RUN_STATE_CANCELLED}
@@ -31,6 +31,7 @@ class WorkerEvent(TypedDict):
     * checkpoint: step, path, validation_loss (may be absent), is_best, duration_s
     * evaluation: step, metrics
     * message: text
+    * phase: phase (starting_workers, loading_model, loading_data, first_step), text (detail)
     * finished: step, stopped (True when the loop ended early because a stop was requested)
     """
 
@@ -49,6 +50,7 @@ class WorkerEvent(TypedDict):
     duration_s: NotRequired[float]
     metrics: NotRequired[dict[str, float]]
     text: NotRequired[str]
+    phase: NotRequired[str]
     stopped: NotRequired[bool]
 
 
@@ -131,6 +133,8 @@ def to_proto(run_id: str, event: WorkerEvent) -> trainer_pb2.RunEvent:
         )
     elif kind == "message":
         out.message = event.get("text", "")
+    elif kind == "phase":
+        out.phase.CopyFrom(trainer_pb2.PhaseEvent(name=event.get("phase", ""), detail=event.get("text", "")))
     else:
         raise ValueError(f"worker event kind {kind!r} is not logged")
     return out
@@ -148,6 +152,11 @@ def checkpoint_info(event: WorkerEvent) -> trainer_pb2.CheckpointInfo:
 
 def state_event(run_id: str, state: trainer_pb2.RunState, reason: str = "") -> trainer_pb2.RunEvent:
     return trainer_pb2.RunEvent(run_id=run_id, time=now(), state=trainer_pb2.StateEvent(state=state, reason=reason))
+
+
+def phase_event(run_id: str, name: str, detail: str = "") -> trainer_pb2.RunEvent:
+    """A PhaseEvent (``elapsed_s`` is filled in by the manager, which knows when the run began)."""
+    return trainer_pb2.RunEvent(run_id=run_id, time=now(), phase=trainer_pb2.PhaseEvent(name=name, detail=detail))
 
 
 def message_event(run_id: str, text: str) -> trainer_pb2.RunEvent:

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 WATCH_POLL_S = 2.0
 # How long a watcher of an ended run waits for the state event that follows the record's change.
 TERMINAL_EVENT_WAIT_S = 0.5
+# How often CancelRun looks whether the workers have stopped.
+CANCEL_POLL_S = 0.05
 MAX_WORKERS = 1024
 MAX_FAILURES = 100
 
@@ -68,7 +71,7 @@ class Executor(Protocol):
     """Runs one training run to its end (blocking; called on a manager thread)."""
 
     def execute(self, run: trainer_pb2.Run, emit: Callable[[WorkerEvent], None], stop: threading.Event) -> None:
-        """Train ``run`` until done or until ``stop`` is set (then stop at a step boundary).
+        """Train ``run`` until done or until ``stop`` is set (then stop before the next micro-batch).
 
         Raises:
             RunFailed: training failed after the retries the spec allows.
@@ -137,12 +140,16 @@ def apply_scaling_defaults(spec: trainer_pb2.RunSpec, settings: TrainerSettings)
     if scaling.strategy == trainer_pb2.PARALLEL_STRATEGY_FSDP and spec.student.HasField("lora"):
         raise InvalidArgument("scaling.strategy", "FSDP with LoRA adapters is not supported; use DDP")
     scaling.num_workers = scaling.num_workers or settings.default_num_workers
-    scaling.cpus_per_worker = scaling.cpus_per_worker or settings.default_cpus_per_worker
+    capacity = settings.ray_num_cpus or os.cpu_count() or 1
+    if not scaling.cpus_per_worker:
+        # Ray gives each worker as many torch threads as it has CPUs: one worker alone on a local
+        # runtime trains on all of them rather than one.
+        local_share = float(max(1, capacity // scaling.num_workers)) if not settings.ray_address else 1.0
+        scaling.cpus_per_worker = settings.default_cpus_per_worker or local_share
     if scaling.use_gpu:
         scaling.gpus_per_worker = scaling.gpus_per_worker or 1.0
     if not settings.ray_address:
         # A local Ray never grows: a run wider than the machine would wait forever for workers.
-        capacity = settings.ray_num_cpus or os.cpu_count() or 1
         needed = scaling.num_workers * scaling.cpus_per_worker
         if needed > capacity:
             raise InvalidArgument(
@@ -164,6 +171,7 @@ class _Active:
     shutdown: bool = False
     finished_step: int = -1
     stopped_early: bool = False
+    finished: threading.Event = field(default_factory=threading.Event)  # the workers said "finished"
     future: concurrent.futures.Future[None] | None = None
     spec: trainer_pb2.RunSpec | None = None
     # Background checkpoint evaluations (on the manager's loop), in checkpoint order; one at a
@@ -203,6 +211,7 @@ class RunManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._draining = False
+        self._created: dict[str, float] = {}  # run id -> StartRun time (s), for PhaseEvent.elapsed_s
 
     # Start-up and shutdown -------------------------------------------------------------------
 
@@ -235,7 +244,7 @@ class RunManager:
             self._wake(run_id)
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stop every active run at a step boundary (they stay active and resume on restart)."""
+        """Stop every active run before its next micro-batch (they stay active and resume on restart)."""
         self._closing = True
         self.stop_watchers()
         with self._lock:
@@ -302,16 +311,22 @@ class RunManager:
             return self._finish(run_id, trainer_pb2.RUN_STATE_CANCELLED, reason)
         entry.cancel_reason = reason
         entry.stop.set()
-        self._log(message_event(run_id, "cancel requested; stopping at the next step boundary"))
-        assert entry.future is not None
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(entry.future), timeout=self.settings.cancel_grace_s)
-        except TimeoutError:
-            return self._finish(
-                run_id,
-                trainer_pb2.RUN_STATE_CANCELLED,
-                f"{reason}; workers did not stop within {self.settings.cancel_grace_s:g} s",
-            )
+        self._log(message_event(run_id, "cancel requested; stopping at the next micro-batch"))
+        future = entry.future
+        deadline = time.monotonic() + self.settings.cancel_grace_s
+        # The run is over once its workers report that they stopped (after saving the work done);
+        # Ray Train's tear-down of the worker group can take seconds more and happens behind it.
+        while not (future.done() or (entry.finished.is_set() and entry.stopped_early)):
+            if time.monotonic() >= deadline:
+                return self._finish(
+                    run_id,
+                    trainer_pb2.RUN_STATE_CANCELLED,
+                    f"{reason}; workers did not stop within {self.settings.cancel_grace_s:g} s",
+                )
+            await asyncio.sleep(CANCEL_POLL_S)
+        if not future.done():  # stopped early: the record ends now, Ray tears down behind it
+            step = self.store.get(run_id).step
+            return self._finish(run_id, trainer_pb2.RUN_STATE_CANCELLED, f"{reason} at step {step}")
         return self.store.get(run_id)
 
     async def watch(self, run_id: str, from_sequence: int) -> AsyncIterator[trainer_pb2.RunEvent]:
@@ -374,6 +389,7 @@ class RunManager:
         finally:
             with self._lock:
                 self._active.pop(run_id, None)
+            self._created.pop(run_id, None)
             self.metrics.forget_run(run_id)
 
     def _drive_inner(self, run_id: str, entry: _Active, resumed: bool) -> None:
@@ -425,6 +441,7 @@ class RunManager:
         if kind == "finished":
             entry.finished_step = int(event.get("step", 0))
             entry.stopped_early = bool(event.get("stopped", False))
+            entry.finished.set()
             return
         if kind == "step":
             step, total = int(event.get("step", 0)), int(event.get("total_steps", 0))
@@ -514,6 +531,11 @@ class RunManager:
     # Notifications ---------------------------------------------------------------------------
 
     def _log(self, event: trainer_pb2.RunEvent) -> None:
+        if event.HasField("phase") and not event.phase.elapsed_s:
+            created = self._created.get(event.run_id)
+            if created is None:
+                created = self._created[event.run_id] = self.store.get(event.run_id).created_at.ToNanoseconds() / 1e9
+            event.phase.elapsed_s = max(0.0, event.time.ToNanoseconds() / 1e9 - created)
         self.store.append_event(event)
         self._notify(event.run_id)
 

@@ -157,7 +157,31 @@ def topk_distillation_from_logprobs(
     beta: float = 0.5,
 ) -> torch.Tensor:
     """:func:`topk_distillation` on precomputed student log-softmax (N, V): shares it with the NLL."""
-    valid = torch.isfinite(teacher_logprobs).any(-1)
+    rows = kd_rows(teacher_logprobs)
+    total = topk_divergence_sum(student_logprobs, teacher_ids, teacher_logprobs, kind=kind, mass=mass, beta=beta)
+    return total / max(int(rows.sum()), 1)
+
+
+def kd_rows(teacher_logprobs: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: positions with at least one teacher candidate (the rows KD averages over)."""
+    return torch.isfinite(teacher_logprobs).any(-1)
+
+
+def topk_divergence_sum(
+    student_logprobs: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    *,
+    kind: Divergence = "forward_kl",
+    mass: TopKMass = "renormalize",
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Sum (not mean) of the per-position divergence over positions that have a candidate.
+
+    A sum so that chunks of positions can be scored separately and added up
+    (:mod:`cotdistill.trainer.chunked_loss`); divide by ``kd_rows(...).sum()`` for the mean.
+    """
+    valid = kd_rows(teacher_logprobs)
     if not bool(valid.all()):
         # Rows without any candidate carry no teacher signal: drop them rather than mask (no NaN).
         student_logprobs, teacher_ids, teacher_logprobs = (
@@ -168,7 +192,7 @@ def topk_distillation_from_logprobs(
     if teacher_ids.numel() == 0:
         return student_logprobs.sum() * 0.0
     log_p, log_q = topk_distributions(student_logprobs, teacher_ids, teacher_logprobs, mass)
-    return divergence(log_p, log_q, kind, beta).mean()
+    return divergence(log_p, log_q, kind, beta).sum()
 
 
 @dataclass(frozen=True)
@@ -195,23 +219,66 @@ def distillation_objective(
     student_logits: (N, V); labels: (N,) int64; teacher_ids / teacher_logprobs: (N, k) or None.
     Returns ``(loss, parts)`` with parts ``{"sft": nll, "kd": divergence}`` (detached). The
     log-softmax is computed once and shared when the temperature is 1, so KD adds only the
-    (N, k) gather and the divergence on top of SFT.
+    (N, k) gather and the divergence on top of SFT. This materializes the whole (N, V) tensor;
+    :func:`cotdistill.trainer.chunked_loss.chunked_head_objective` computes the same value a
+    chunk of positions at a time.
+    """
+    if weights.kd_weight > 0 and (teacher_ids is None or teacher_logprobs is None):
+        raise ValueError("kd_weight > 0 needs teacher_ids and teacher_logprobs")
+    counts = ObjectiveCounts.of(labels, teacher_logprobs if weights.kd_weight > 0 else None)
+    nll_sum, kd_sum = objective_sums(student_logits, labels, teacher_ids, teacher_logprobs, weights)
+    return combine(nll_sum, kd_sum, counts, weights)
+
+
+@dataclass(frozen=True)
+class ObjectiveCounts:
+    """Denominators of the two means: supervised positions, and those with a teacher candidate."""
+
+    tokens: int
+    kd_rows: int
+
+    @classmethod
+    def of(cls, labels: torch.Tensor, teacher_logprobs: torch.Tensor | None) -> ObjectiveCounts:
+        rows = int(kd_rows(teacher_logprobs).sum()) if teacher_logprobs is not None else 0
+        return cls(int(labels.numel()), rows)
+
+
+def objective_sums(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_ids: torch.Tensor | None,
+    teacher_logprobs: torch.Tensor | None,
+    weights: ObjectiveWeights,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sums over positions of the token NLL and of the top-k divergence (None without KD).
+
+    student_logits: (n, V), any float dtype (the softmax runs in fp32 or better).
+    Sums, not means, so any split of the N positions into chunks adds up to the same value.
     """
     logprobs = functional.log_softmax(_at_least_fp32(student_logits), dim=-1)
-    nll = token_nll(logprobs, labels)
+    nll_sum = -logprobs.gather(-1, labels.unsqueeze(-1)).sum() if labels.numel() else logprobs.sum() * 0.0
+    if weights.kd_weight <= 0 or teacher_ids is None or teacher_logprobs is None:
+        return nll_sum, None
+    kd_logprobs = (
+        logprobs
+        if weights.temperature == 1.0
+        else functional.log_softmax(_at_least_fp32(student_logits) / weights.temperature, dim=-1)
+    )
+    kd_sum = topk_divergence_sum(
+        kd_logprobs, teacher_ids, teacher_logprobs, kind=weights.kind, mass=weights.mass, beta=weights.beta
+    )
+    return nll_sum, kd_sum
+
+
+def combine(
+    nll_sum: torch.Tensor, kd_sum: torch.Tensor | None, counts: ObjectiveCounts, weights: ObjectiveWeights
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``sft_weight * mean NLL + kd_weight * mean divergence`` from the sums; parts detached."""
+    nll = nll_sum / max(counts.tokens, 1)
     loss = weights.sft_weight * nll if weights.sft_weight else nll.detach() * 0.0
     parts = {"sft": nll.detach()}
-    if weights.kd_weight > 0:
-        if teacher_ids is None or teacher_logprobs is None:
-            raise ValueError("kd_weight > 0 needs teacher_ids and teacher_logprobs")
-        kd_logprobs = (
-            logprobs
-            if weights.temperature == 1.0
-            else functional.log_softmax(_at_least_fp32(student_logits) / weights.temperature, dim=-1)
-        )
-        kd = topk_distillation_from_logprobs(
-            kd_logprobs, teacher_ids, teacher_logprobs, kind=weights.kind, mass=weights.mass, beta=weights.beta
-        )
+    if kd_sum is not None:
+        kd = kd_sum / max(counts.kd_rows, 1)
         loss = loss + weights.kd_weight * kd
         parts["kd"] = kd.detach()
     return loss, parts

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -37,14 +38,30 @@ from typing import Any, cast
 from cotdistill.common.errors import CotdistillError
 from cotdistill.trainer.events import WorkerEvent, step_event
 from cotdistill.trainer.manager import RunFailed
+from cotdistill.trainer.ray_ownership import OWNER_ENV, Owner, reap, reap_stale, spawn_watchdog
 from cotdistill.trainer.settings import TrainerSettings
 from cotdistill.v1 import trainer_pb2
 
 log = logging.getLogger(__name__)
 
 # Ray's C++ failure handler would take over SIGTERM and abort the service: its own handler must
-# stay in charge so a shutdown stops runs at a step boundary. Ray reads this once, at import.
+# stay in charge so a shutdown stops runs cleanly. Ray reads this once, at import.
 os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+# A lean Ray for a service that trains on its own machine; each can be overridden from the
+# environment. Ray Train's controller notices that workers started or finished at its poll
+# interval: 0.2 s instead of the default 2 s takes seconds off each run's start and end (a
+# 5-step fit measured 13-21 s against 31 s). Ray Train's own metrics and the preemption watcher
+# are not used here (the service exports its own metrics), and usage reporting needs a network.
+LEAN_RAY_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "1",
+}
+for _key, _value in LEAN_RAY_ENV.items():
+    os.environ.setdefault(_key, _value)
+WORKER_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 DRAIN_INTERVAL_S = 0.25
 STOP_POLL_INTERVAL_S = 0.5
@@ -169,6 +186,9 @@ class RayReporter:
             self.push(pending)
         self._last_event_time = time.perf_counter()
 
+    def on_phase(self, name: str, detail: str) -> None:
+        self.push(WorkerEvent(kind="phase", phase=name, text=detail))
+
     def on_validation(self, step: int, metrics: Mapping[str, float]) -> None:
         self._last_event_time = time.perf_counter()
         self.push(WorkerEvent(kind="evaluation", step=int(step), metrics={k: float(v) for k, v in metrics.items()}))
@@ -254,8 +274,8 @@ def _train_worker(config: dict[str, Any]) -> None:
     config["channel"].push.remote(
         [WorkerEvent(kind="message", text=f"worker rank {rank}/{world_size} pid {os.getpid()}")]
     )
+    # Validated at StartRun, and again by the recipe's setup (files may have gone since).
     recipe_config = RecipeConfig.from_proto(spec, config["output_dir"])
-    recipe_config.validate()
     resume_from = resolve_pointer(ray.train.get_checkpoint())
     start = f"resuming from {resume_from}" if resume_from else "starting from the base model"
     reporter.message(f"{WORKER_GROUP_STARTED}: {world_size} worker(s), {strategy}; {start}")
@@ -327,6 +347,11 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._started = False
         self._local = not settings.ray_address
+        self._owner: Owner | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        if self._local:
+            # A previous service on these artifacts may have died without stopping its Ray.
+            reap_stale(settings.artifacts_path)
 
     def ensure_ray(self) -> None:
         """Start (local) or join (cluster) the Ray runtime once per process (a few attempts)."""
@@ -347,6 +372,8 @@ class RayExecutor:
                     log.warning("ray start-up failed (attempt %d); retrying", attempt, exc_info=True)
                     with contextlib.suppress(Exception):
                         ray.shutdown()
+                    if self._owner is not None:
+                        reap(self._owner)  # a half-started GCS or raylet of the failed attempt
             self._started = True
             log.info("ray runtime ready: %s", ray.cluster_resources())
 
@@ -356,6 +383,20 @@ class RayExecutor:
         if self._local:
             # Ray's 30 s default for the GCS to come up is too short on a busy small machine.
             os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "60")
+            # Every process of this runtime inherits the owner marker (see ray_ownership).
+            if self._owner is None:
+                self._owner = Owner.current(self.settings.artifacts_path)
+            os.environ[OWNER_ENV] = self._owner.marker
+            # Ray renames its processes (setproctitle); by default that overwrites the environment
+            # block where the marker lives. SPT_NOENV keeps it (titles stay within argv's length).
+            os.environ["SPT_NOENV"] = "1"
+            # Training workers free a batch's activations every step: glibc should hand that back
+            # rather than keep it per thread arena (peak RSS 4.1 GB instead of 5.2 GB for SmolLM2 at
+            # batch 8; see recipe.tune_allocator, which does what it can in a running process).
+            for key, value in WORKER_MALLOC_ENV.items():
+                os.environ.setdefault(key, value)
+            if self._watchdog is None or self._watchdog.poll() is not None:
+                self._watchdog = spawn_watchdog(self._owner)
             # "local" always starts a fresh runtime, never a stale cluster left in RAY_TMPDIR;
             # every Ray server of a local runtime listens on loopback only.
             ray.init(
@@ -374,12 +415,21 @@ class RayExecutor:
         self.ensure_ray()
 
     def close(self) -> None:
+        """Shut Ray down; for a local runtime also end every process it left (agents, workers)."""
         import ray
 
         with self._lock:
             if self._started and ray.is_initialized():
                 ray.shutdown()
             self._started = False
+            if self._owner is not None:
+                leftovers = reap(self._owner, term_first=True)
+                if leftovers:
+                    log.info("stopped %d Ray processes that outlived ray.shutdown()", len(leftovers))
+            if self._watchdog is not None and self._watchdog.poll() is None:
+                self._watchdog.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._watchdog.wait(timeout=5)
 
     def execute(self, run: trainer_pb2.Run, emit: Callable[[WorkerEvent], None], stop: threading.Event) -> None:
         import ray
@@ -387,6 +437,8 @@ class RayExecutor:
         from ray.train.torch import TorchTrainer
         from ray.train.v2.api.exceptions import TrainingFailedError
 
+        if not self._started:
+            emit(WorkerEvent(kind="phase", phase="starting_ray", text="local" if self._local else "join"))
         try:
             self.ensure_ray()
         except Exception as err:
@@ -429,6 +481,14 @@ class RayExecutor:
         )
         pump = _Pump(channel, emit, stop)
         pump.start()
+        emit(
+            WorkerEvent(
+                kind="phase",
+                phase="starting_workers",
+                text=f"{max(1, scaling.num_workers)} worker(s) x {per_worker['CPU']:g} CPU"
+                + (f", {per_worker['GPU']:g} GPU" if use_gpu else ""),
+            )
+        )
         try:
             trainer.fit()
         except TrainingFailedError as err:

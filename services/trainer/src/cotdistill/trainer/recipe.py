@@ -16,6 +16,7 @@ plugging :class:`DistributedHooks` (DDP wrapping, data sharding, rank) and a :cl
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -35,6 +36,7 @@ from torch import nn
 from cotdistill.common.alignment import Aligner, tokenizer_fingerprint
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.trainer import checkpoints as ckpt
+from cotdistill.trainer.chunked_loss import auto_chunk_rows, chunked_head_objective
 from cotdistill.trainer.config import RecipeConfig, detect_kind
 from cotdistill.trainer.data import (
     IGNORE,
@@ -64,8 +66,17 @@ class Reporter(Protocol):
     def on_validation(self, step: int, metrics: dict[str, float]) -> None: ...
 
     def should_stop(self) -> bool:
-        """True asks the loop to stop after the current optimizer step (cancellation)."""
+        """True asks the loop to stop before its next micro-batch (cancellation, shutdown).
+
+        Asked once per micro-batch on every rank (the Ray reporter makes it a collective).
+        """
         ...
+
+    def on_phase(self, name: str, detail: str) -> None:
+        """What the run is doing before training: loading_model, loading_data, first_step.
+
+        Optional: the recipe calls it only on reporters that have it.
+        """
 
 
 class LogReporter:
@@ -83,6 +94,49 @@ class LogReporter:
 
     def should_stop(self) -> bool:
         return False
+
+    def on_phase(self, name: str, detail: str) -> None:
+        log.info("phase %s %s", name, detail)
+
+
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
+_M_ARENA_MAX = -8
+
+
+def tune_allocator() -> bool:
+    """Make glibc return freed memory at once and use few arenas (Linux; False elsewhere).
+
+    Each step allocates and frees a batch's activations (2 GB for SmolLM2-135M at batch 8). By
+    default glibc keeps freed heap memory and gives each allocating thread its own arena, so the
+    resident set grows past the live data. Measured over three steps: peak RSS 5.2 GB by default,
+    4.6 GB with this call at setup, 4.1 GB with ``MALLOC_TRIM_THRESHOLD_=0 MALLOC_ARENA_MAX=2``
+    set before the process starts (arenas made earlier stay), which is what the trainer service
+    gives its local Ray workers; the speed did not change measurably.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_TRIM_THRESHOLD, 0)) and bool(libc.mallopt(_M_ARENA_MAX, 2))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
+def make_adamw(params: list[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, fused where torch has a fused kernel for the parameters' device and dtype.
+
+    On CPU the default multi-tensor ("foreach") AdamW allocates several parameter-sized
+    temporaries per step: on a 135M-parameter student it measured 1.9-16 s a step on this
+    2-core machine against 0.1 s for the fused kernel, the same update in one pass.
+    """
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 @dataclass
@@ -108,17 +162,29 @@ class DistributedHooks:
 
 
 class StudentLM(nn.Module):
-    """Wraps a Hugging Face model so the forward pass returns logits only where there is a loss.
+    """Wraps a Hugging Face model so that its forward pass returns the objective of a micro-batch.
 
-    forward(batch) -> (N, V) logits at the N positions with ``labels != -100``. For plain causal
-    LMs the LM head runs on those N hidden states only (prompt and padding positions never
-    reach the (., V) projection); this module is what DDP wraps, so gradient sync still happens.
+    forward(batch, select) -> (loss, parts) over the N positions ``select`` (``labels != -100``).
+    For plain causal LMs the LM head runs only on those N hidden states (prompt and padding
+    positions never reach the (., V) projection), ``chunk_rows`` of them at a time with the
+    loss and its gradient computed per chunk (:mod:`.chunked_loss`), so no (N, V) fp32 tensor
+    is ever whole. The objective is inside ``forward`` because this module is what DDP/FSDP wrap:
+    FSDP gathers the head's weight only within the wrapped forward.
     """
 
-    def __init__(self, model: nn.Module, encoder_decoder: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder_decoder: bool,
+        objective: ObjectiveWeights | None = None,
+        chunk_rows: int = 0,
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.encoder_decoder = encoder_decoder
+        self.objective = objective or ObjectiveWeights()
+        self.compute_dtype = compute_dtype
         hf = self.hf_model
         config = getattr(hf, "config", None)
         # Heads with extra logit transforms (softcapping, scaling) go through the model's own forward.
@@ -129,6 +195,8 @@ class StudentLM(nn.Module):
             and hf.get_output_embeddings() is not None
             and hasattr(hf, getattr(hf, "base_model_prefix", "") or "_none_")
         )
+        self.vocab_size = int(getattr(config, "vocab_size", 0) or 0)
+        self.chunk_rows = chunk_rows  # 0: chosen per device at the first forward pass
 
     @property
     def hf_model(self) -> Any:
@@ -136,8 +204,38 @@ class StudentLM(nn.Module):
         model: Any = self.model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def forward(self, batch: dict[str, torch.Tensor], select: torch.Tensor) -> torch.Tensor:
-        """batch: collated tensors (B, T); select: (N,) flat indices into B*T. Returns (N, V)."""
+    def forward(
+        self, batch: dict[str, torch.Tensor], select: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """batch: collated tensors (B, T); select: (N,) flat indices into B*T. Returns (loss, parts)."""
+        labels = batch["labels"].flatten()[select]
+        kd_ids = kd_lps = None
+        if self.objective.kd_weight > 0:
+            kd_ids = batch["kd_ids"].flatten(0, 1)[select].long()
+            kd_lps = batch["kd_logprobs"].flatten(0, 1)[select].float()
+        if not self.fast_head:
+            logits = self.logits(batch, select)
+            return distillation_objective(logits, labels, kd_ids, kd_lps, self.objective)
+        hf = self.hf_model
+        backbone = getattr(hf, hf.base_model_prefix)
+        hidden = backbone(**self._decoder_inputs(batch)).last_hidden_state.flatten(0, 1)[select]
+        head = hf.get_output_embeddings()
+        if not self.chunk_rows:
+            self.chunk_rows = auto_chunk_rows(self.vocab_size or int(head.weight.shape[0]), hidden.device)
+        return chunked_head_objective(
+            hidden,
+            head.weight,
+            getattr(head, "bias", None),
+            labels,
+            kd_ids,
+            kd_lps,
+            self.objective,
+            chunk_rows=self.chunk_rows,
+            compute_dtype=self.compute_dtype,
+        )
+
+    def logits(self, batch: dict[str, torch.Tensor], select: torch.Tensor) -> torch.Tensor:
+        """(N, V) logits at ``select`` through the model's own forward (T5, softcapped heads)."""
         if self.encoder_decoder:
             out = self.model(
                 input_ids=batch["input_ids"],
@@ -147,19 +245,17 @@ class StudentLM(nn.Module):
                 use_cache=False,
             )
             return out.logits.flatten(0, 1)[select]
-        kwargs = {
+        return self.model(**self._decoder_inputs(batch)).logits.flatten(0, 1)[select]
+
+    @staticmethod
+    def _decoder_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {
             "input_ids": batch["input_ids"],
             "position_ids": batch["position_ids"],
             # None + restarting position_ids = packed rows: HF builds a block-diagonal causal mask.
             "attention_mask": batch.get("attention_mask"),
             "use_cache": False,
         }
-        if not self.fast_head:
-            return self.model(**kwargs).logits.flatten(0, 1)[select]
-        hf = self.hf_model
-        backbone = getattr(hf, hf.base_model_prefix)
-        hidden = backbone(**kwargs).last_hidden_state
-        return hf.get_output_embeddings()(hidden.flatten(0, 1)[select])
 
 
 def lr_lambda(schedule: str, warmup: int, total: int) -> Any:
@@ -234,24 +330,18 @@ class TrainRecipe:
         """Load the student, build the data, optimizer and schedule; restore a checkpoint if given."""
         cfg = self.config
         cfg.validate()
+        tune_allocator()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         hp = cfg.hyperparameters
         self._seed_everything(hp.seed)
         self.encoder_decoder = detect_kind(cfg.student.model) == "encoder_decoder"
+        self._phase("loading_model", Path(cfg.student.model).name)
         self.tokenizer = self._load_tokenizer()
         model = self._load_model(resume_from)
         self.student_vocab_size = int(model.get_input_embeddings().num_embeddings)
+        self._phase("loading_data", f"{len(cfg.data.train_paths)} path(s)")
         self.train_loader, self.val_batches = self._build_data(model)
-        self.model = self.hooks.prepare_model(StudentLM(model, self.encoder_decoder).to(self.device))
-        self.train_loader = self.hooks.prepare_data_loader(self.train_loader)
-        steps_per_epoch = max(1, len(self.train_loader) // hp.gradient_accumulation)
-        self.total_steps = hp.max_steps or max(1, math.ceil(hp.epochs * steps_per_epoch))
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(hp.schedule, hp.warmup_steps, self.total_steps)
-        )
         obj = cfg.objective
         self.weights = ObjectiveWeights(
             sft_weight=obj.sft_weight,
@@ -261,8 +351,30 @@ class TrainRecipe:
             beta=obj.jsd_beta,
             temperature=obj.kd_temperature,
         )
+        student = StudentLM(
+            model,
+            self.encoder_decoder,
+            self.weights,
+            chunk_rows=hp.loss_chunk_tokens,
+            compute_dtype=torch.bfloat16 if hp.precision == "bf16" else None,
+        )
+        self.model = self.hooks.prepare_model(student.to(self.device))
+        self.train_loader = self.hooks.prepare_data_loader(self.train_loader)
+        steps_per_epoch = max(1, len(self.train_loader) // hp.gradient_accumulation)
+        self.total_steps = hp.max_steps or max(1, math.ceil(hp.epochs * steps_per_epoch))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_adamw(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(hp.schedule, hp.warmup_steps, self.total_steps)
+        )
         if resume_from:
             self._restore(resume_from)
+
+    def _phase(self, name: str, detail: str = "") -> None:
+        """Tell the reporter what the run is doing before its first step (WatchRun shows it)."""
+        on_phase = getattr(self.reporter, "on_phase", None)
+        if on_phase is not None:
+            on_phase(name, detail)
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -286,7 +398,10 @@ class TrainRecipe:
         lora = cfg.student.lora
         # A full fine-tune resumes from the checkpoint's weights; LoRA from the base + saved adapter.
         source = resume_from if resume_from and lora is None else cfg.student.model
-        model = auto.from_pretrained(source, dtype=torch.float32)
+        # A LoRA run never updates the base: in bf16 precision it is stored in bf16 (half the
+        # memory, and autocast has nothing to re-cast each step); adapters stay fp32 (peft).
+        frozen_bf16 = lora is not None and cfg.hyperparameters.precision == "bf16"
+        model = auto.from_pretrained(source, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
         if cfg.hyperparameters.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if lora is not None:
@@ -399,31 +514,40 @@ class TrainRecipe:
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         """Objective of one micro-batch; returns (loss, parts, supervised tokens)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        labels = batch["labels"].flatten()
-        select = (labels != IGNORE).nonzero().squeeze(1)
+        select = (batch["labels"].flatten() != IGNORE).nonzero().squeeze(1)
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if self.config.hyperparameters.precision == "bf16"
             else nullcontext()
         )
         with autocast:
-            logits = self.model(batch, select)
-        kd_ids = kd_lps = None
-        if self.weights.kd_weight > 0:
-            kd_ids = batch["kd_ids"].flatten(0, 1)[select].long()
-            kd_lps = batch["kd_logprobs"].flatten(0, 1)[select].float()
-        loss, parts = distillation_objective(logits, labels[select], kd_ids, kd_lps, self.weights)
+            loss, parts = self.model(batch, select)
         return loss, parts, int(select.numel())
 
     def train(self) -> None:
-        """Run optimizer steps until ``total_steps`` or until the reporter asks to stop."""
+        """Run optimizer steps until ``total_steps`` or until the reporter asks to stop.
+
+        ``Reporter.should_stop()`` is asked before every micro-batch, so a cancellation waits for
+        at most one micro-batch, not a whole gradient-accumulation window. Stopping inside a
+        window drops its partial gradients and rewinds the loop counters to the last optimizer
+        step, so a checkpoint taken then resumes exactly there.
+        """
         hp, ck = self.config.hyperparameters, self.config.checkpoints
         accum = hp.gradient_accumulation
         self.model.train()
         window_tokens, window_start = 0, time.perf_counter()
         sums: dict[str, float] = {}
+        at_boundary = copy.deepcopy(self.state)
+        if self.state.step == 0:
+            self._phase("first_step", f"{self.total_steps} steps, {accum} micro-batch(es) each")
         while self.state.step < self.total_steps and not self.stopped:
             for batch in self._epoch_batches():
+                if self.reporter.should_stop():
+                    if self.state.micro_step % accum:
+                        self.state = at_boundary  # drop the partial window: resume at the step boundary
+                        self.optimizer.zero_grad(set_to_none=True)
+                    self.stopped = True
+                    break
                 self.state.batch_in_epoch += 1
                 self.state.micro_step += 1
                 boundary = self.state.micro_step % accum == 0
@@ -458,9 +582,8 @@ class TrainRecipe:
                     validation_loss = self.validate()
                 if ck.interval_steps and step % ck.interval_steps == 0 and step < self.total_steps:
                     self.save_checkpoint(step, validation_loss=validation_loss)
-                if self.reporter.should_stop():
-                    self.stopped = True
-                if self.stopped or step >= self.total_steps:
+                at_boundary = copy.deepcopy(self.state)
+                if step >= self.total_steps:
                     break
             else:
                 self.state.epoch += 1

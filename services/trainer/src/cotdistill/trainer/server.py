@@ -66,7 +66,7 @@ async def build(
 
 
 async def run(settings: TrainerSettings) -> None:
-    """Serve until SIGTERM/SIGINT; then end watch streams, drain RPCs and stop runs at a step boundary."""
+    """Serve until SIGTERM/SIGINT; then end watch streams, drain RPCs and stop runs before their next micro-batch."""
     service, manager = await build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,7 +74,7 @@ async def run(settings: TrainerSettings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("trainer: shutdown requested; active runs stop at a step boundary and resume on restart")
+    log.info("trainer: shutdown requested; active runs stop before their next micro-batch and resume on restart")
     manager.stop_watchers()
     await service.stop(settings.grace_period_s)
     log.info("trainer: stopped")

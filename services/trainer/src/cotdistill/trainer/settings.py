@@ -49,7 +49,15 @@ class TrainerSettings(CallerPathSettings):
         1, ge=1, le=64, description="Runs training at once; later runs wait in PENDING for a slot."
     )
     default_num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers when a spec leaves it 0.")
-    default_cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs per worker when a spec leaves it 0.")
+    default_cpus_per_worker: float | None = Field(
+        None,
+        gt=0,
+        le=1024,
+        description=(
+            "CPUs per worker when a spec leaves it 0; unset means the local Ray runtime's CPUs shared among the "
+            "run's workers (each worker trains with that many torch threads), or 1 on a cluster."
+        ),
+    )
     gpu_fallback_to_cpu: bool = Field(
         True,
         description=(
@@ -58,7 +66,7 @@ class TrainerSettings(CallerPathSettings):
         ),
     )
     cancel_grace_s: float = Field(
-        60.0, gt=0, le=3600, description="How long CancelRun waits for workers to stop at a step boundary."
+        60.0, gt=0, le=3600, description="How long CancelRun waits for the workers to stop (at their next micro-batch)."
     )
 
     @model_validator(mode="after")

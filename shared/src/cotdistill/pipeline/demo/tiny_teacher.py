@@ -26,15 +26,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cotdistill.common import tasks
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-RECIPE_VERSION = 1
-"""Bump when the training code changes what a recipe produces (invalidates every cache entry)."""
+RECIPE_VERSION = 2
+"""Bump when the training code changes what a recipe produces (invalidates every cache entry).
+
+2: batches are packed (same examples per step, no padding compute), not padded."""
 
 ID_DATASETS = ("synthetic_arithmetic", "synthetic_last_letters", "synthetic_coin_flip")
 _FAMILY = {
@@ -149,6 +151,49 @@ def build_teacher(recipe: TeacherRecipe, cache_root: Path, progress: Progress | 
     return out
 
 
+def pack_batch(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[Any, Any, Any]:
+    """(input_ids, position_ids, labels) of a batch packed into rows twice as wide as its longest example.
+
+    batch: (token ids, prompt length) per example. First-fit decreasing puts the examples into as
+    few rows as fit (a random batch of the teacher's mixed tasks is 45% padding when each example
+    gets its own row); position ids restart at 0 for every example, which Hugging Face turns into
+    block-diagonal causal attention, so no example sees another. Labels are -100 on prompts and
+    padding; the first label of each example is a prompt token, so no loss crosses a boundary.
+    (The trainer service packs the same way; the demo may not import a service.)
+    """
+    import torch
+
+    width = 2 * max(len(ids) for ids, _ in batch)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(batch)), key=lambda i: -len(batch[i][0])):
+        n = len(batch[i][0])
+        fit = next((r for r, free in enumerate(room) if n <= free), None)
+        if fit is None:
+            rows.append([i])
+            room.append(width - n)
+        else:
+            rows[fit].append(i)
+            room[fit] -= n
+    width_used = 0
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for r, members in enumerate(rows):
+        pos = 0
+        for i in members:
+            ids, prompt_len = batch[i]
+            n = len(ids)
+            input_ids[r, pos : pos + n] = torch.tensor(ids)
+            position_ids[r, pos : pos + n] = torch.arange(n)
+            labels[r, pos + prompt_len : pos + n] = torch.tensor(ids[prompt_len:])
+            pos += n
+        width_used = max(width_used, pos)
+        # Padding is its own short "sequence" (positions from 0), so nothing attends into it.
+        position_ids[r, pos:] = torch.arange(width - pos)
+    return input_ids[:, :width_used], position_ids[:, :width_used], labels[:, :width_used]
+
+
 def _train(recipe: TeacherRecipe, out: Path, progress: Progress | None) -> dict[str, float]:
     import torch
     import transformers
@@ -192,28 +237,21 @@ def _train(recipe: TeacherRecipe, out: Path, progress: Progress | None) -> dict[
     order = list(range(len(rows)))
     rng.shuffle(order)
     cursor, tokens, started, loss_value = 0, 0, time.monotonic(), float("nan")
-    pad = int(tokenizer.pad_token_id)
     for step in range(recipe.steps):
         if cursor + recipe.batch_size > len(order):
             rng.shuffle(order)
             cursor = 0
         batch = [rows[i] for i in order[cursor : cursor + recipe.batch_size]]
         cursor += recipe.batch_size
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, (ids, prompt_len) in enumerate(batch):
-            input_ids[r, : len(ids)] = torch.tensor(ids)
-            labels[r, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
-            mask[r, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        input_ids, position_ids, labels = pack_batch(batch, int(tokenizer.pad_token_id))
+        # No attention mask: position ids that restart per example make the attention block-diagonal.
+        loss = model(input_ids=input_ids, position_ids=position_ids, labels=labels, use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        tokens += int(mask.sum())
+        tokens += sum(len(ids) for ids, _ in batch)
         loss_value = float(loss.detach())
         if progress is not None and (step % 10 == 0 or step == recipe.steps - 1):
             progress(step + 1, recipe.steps, loss_value)
