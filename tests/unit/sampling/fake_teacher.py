@@ -28,7 +28,9 @@ class FakeTeacher(teacher_pb2_grpc.TeacherServiceServicer):
     tokenizer_hash: str = "abc123"
     model_id: str = "fake-teacher"
     faults: list[Fault | None] = field(default_factory=list)  # one per Sample call; None: no fault
-    calls: list[str] = field(default_factory=list)  # request ids seen
+    calls: list[str] = field(default_factory=list)  # request ids seen ("score" for Score calls)
+    score_requests: list[teacher_pb2.ScoreRequest] = field(default_factory=list)
+    chat_template: str = ""
     delay_s: float = 0.0
 
     async def Info(
@@ -40,7 +42,11 @@ class FakeTeacher(teacher_pb2_grpc.TeacherServiceServicer):
             max_top_k=20,
             context_length=512,
             tokenizer=common_pb2.TokenizerInfo(
-                name="fake", vocab_size=300, tokenizer_vocab_size=300, content_hash=self.tokenizer_hash
+                name="fake",
+                vocab_size=300,
+                tokenizer_vocab_size=300,
+                content_hash=self.tokenizer_hash,
+                chat_template=self.chat_template,
             ),
         )
 
@@ -66,6 +72,39 @@ class FakeTeacher(teacher_pb2_grpc.TeacherServiceServicer):
                     await asyncio.sleep(self.delay_s)
                 yield response(prompt, p_index, s_index, k)
                 sent += 1
+
+    async def Score(
+        self, request: teacher_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> teacher_pb2.ScoreResponse:
+        self.calls.append("score")
+        self.score_requests.append(request)
+        fault = self.faults.pop(0) if self.faults else None
+        if fault is not None:
+            await context.abort(fault.code, "scripted fault")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        k = request.top_k_logprobs
+        out = []
+        for item in request.items:
+            ids = [ord(ch) % 300 for ch in item.completion]  # one "token" per character
+            prompt_text = (
+                item.prompt or "<chat>" + "|".join(m.content for m in item.chat.messages) + item.chat.assistant_prefix
+            )
+            out.append(
+                teacher_pb2.ScoredCompletion(
+                    id=item.id,
+                    prompt_tokens=len(prompt_text),
+                    prompt_text=prompt_text,
+                    logprobs=common_pb2.TokenLogprobs(
+                        token_ids=ids,
+                        token_logprobs=[-0.25] * len(ids),
+                        k=k,
+                        top_ids=[(i + j) % 300 for i in ids for j in range(k)],
+                        top_logprobs=[-0.1 * (j + 1) for _ in ids for j in range(k)],
+                    ),
+                )
+            )
+        return teacher_pb2.ScoreResponse(completions=out)
 
 
 def response(prompt: teacher_pb2.Prompt, p_index: int, s_index: int, k: int) -> teacher_pb2.SampleResponse:

@@ -81,7 +81,7 @@ class JobSpec:
 
     def fingerprint(self) -> str:
         """Hex digest of the spec; two jobs with equal fingerprints produce interchangeable units."""
-        return _digest(self.as_dict())
+        return digest(self.as_dict())
 
 
 @dataclass(frozen=True)
@@ -130,10 +130,10 @@ def plan_units(examples: Sequence[ExampleRef], spec: JobSpec) -> list[WorkUnit]:
     for index, start in enumerate(range(0, len(examples), spec.unit_size)):
         chunk = tuple(examples[start : start + spec.unit_size])
         seed = unit_seed(spec.params.seed, index)
-        unit_id = _digest({**base, "index": index, "seed": seed, "examples": [[e.id, e.prompt] for e in chunk]})[:20]
+        unit_id = digest({**base, "index": index, "seed": seed, "examples": [[e.id, e.prompt] for e in chunk]})[:20]
         units.append(WorkUnit(index=index, unit_id=unit_id, examples=chunk, seed=seed))
     return units
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
