@@ -12,11 +12,11 @@ import pytest
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError, CotdistillError
+from cotdistill.common.retry import RetryPolicy
 from cotdistill.common.samples import read_samples, shard_metadata
 from cotdistill.pipeline.sampling.job import JobFailed, SamplingJob
 from cotdistill.pipeline.sampling.manifest import load_manifest
 from cotdistill.pipeline.sampling.pool import open_pool
-from cotdistill.pipeline.sampling.retry import RetryPolicy
 from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, UnitParams, plan_units
 from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, start_fake
 

@@ -57,12 +57,13 @@ def user_turn_markers(template: str) -> tuple[str, str] | None:
     afters: list[str] = []
     for conversation in probes:
         try:
-            rendered, _ = render_jinja_template(
+            out: Any = render_jinja_template(
                 [conversation], chat_template=template, add_generation_prompt=True, bos_token="", eos_token=""
             )
         except Exception:  # templates may refuse a shape (e.g. no system role): use the others
             continue
-        text = rendered[0]
+        # (rendered texts, generation indices); one conversation in, one text out.
+        text = str(out[0][0])
         if text.count(_PROBE) != 1:
             continue
         before, _, after = text.partition(_PROBE)

@@ -30,6 +30,7 @@ import grpc
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import CotdistillError, Unavailable
 from cotdistill.common.grpc_client import Replica, ReplicaPool
+from cotdistill.common.retry import IncompleteUnit, RetryPolicy
 from cotdistill.common.samples import SampleRecord, shard_bytes, write_shard
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
 from cotdistill.pipeline.sampling.manifest import (
@@ -43,8 +44,7 @@ from cotdistill.pipeline.sampling.manifest import (
     save_manifest,
 )
 from cotdistill.pipeline.sampling.metrics import SamplingMetrics
-from cotdistill.pipeline.sampling.retry import IncompleteUnit, RetryPolicy
-from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, WorkUnit
+from cotdistill.pipeline.sampling.units import ExampleRef, JobIdentity, JobSpec, WorkUnit
 from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ Matcher = Callable[[str | None, str], bool]
 
 class JobFailed(CotdistillError):
     """Some units could not be sampled; the completed ones are kept and a re-run resumes."""
-
-
-class JobIdentity(Protocol):
-    """What a job is, for the manifest: a spec with a stable dict form and its fingerprint."""
-
-    def as_dict(self) -> dict[str, Any]: ...
-
-    def fingerprint(self) -> str: ...
 
 
 class ProgressSink(Protocol):

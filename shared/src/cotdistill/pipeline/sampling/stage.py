@@ -18,6 +18,7 @@ from rich.console import Console
 from cotdistill.common import tasks
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
+from cotdistill.common.retry import RetryPolicy
 from cotdistill.common.run_config import FilterSection, RunConfig, SamplingSection
 from cotdistill.common.samples import SampleRecord, read_records, shard_bytes, write_shard
 from cotdistill.pipeline.sampling.job import JobResult, SamplingJob
@@ -25,7 +26,6 @@ from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
 from cotdistill.pipeline.sampling.metrics import serve_from_env
 from cotdistill.pipeline.sampling.pool import open_pool
 from cotdistill.pipeline.sampling.progress import RichProgress
-from cotdistill.pipeline.sampling.retry import RetryPolicy
 from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, UnitParams, WorkUnit, plan_units
 
 TRAIN_DIR = "train"

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
 
@@ -82,6 +82,15 @@ class JobSpec:
     def fingerprint(self) -> str:
         """Hex digest of the spec; two jobs with equal fingerprints produce interchangeable units."""
         return digest(self.as_dict())
+
+
+class JobIdentity(Protocol):
+    """What a job is, for the manifest: a spec with a stable dict form and its fingerprint
+    (:class:`JobSpec` here, ``ScoreSpec`` for the scoring job)."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def fingerprint(self) -> str: ...
 
 
 @dataclass(frozen=True)

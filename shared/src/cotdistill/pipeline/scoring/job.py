@@ -16,9 +16,9 @@ from typing import Any
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
+from cotdistill.common.retry import IncompleteUnit
 from cotdistill.common.samples import SampleRecord
 from cotdistill.pipeline.sampling.job import UnitJob, chat_message, use_chat_template
-from cotdistill.pipeline.sampling.retry import IncompleteUnit
 from cotdistill.pipeline.sampling.units import WorkUnit
 from cotdistill.pipeline.scoring.units import ScoreRef, ScoreSpec
 from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc

@@ -15,13 +15,13 @@ from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
+from cotdistill.common.retry import RetryPolicy
 from cotdistill.common.run_config import RunConfig, ScoringSection
 from cotdistill.pipeline.sampling.job import JobResult
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
 from cotdistill.pipeline.sampling.metrics import serve_from_env
 from cotdistill.pipeline.sampling.pool import open_pool
 from cotdistill.pipeline.sampling.progress import RichProgress
-from cotdistill.pipeline.sampling.retry import RetryPolicy
 from cotdistill.pipeline.sampling.units import WorkUnit
 from cotdistill.pipeline.scoring.job import ScoringJob
 from cotdistill.pipeline.scoring.sources import rationales

@@ -1,4 +1,8 @@
-"""When a failed work unit is tried again, and how long the driver waits first."""
+"""When a failed call to a replica is tried again (on another one), and how long to wait first.
+
+The sampling and scoring jobs retry a failed work unit on another teacher replica; the trainer's
+on-policy scoring client retries a failed Score call the same way.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ RETRYABLE_CODES = frozenset(
 
 
 class IncompleteUnit(Exception):
-    """A Sample stream ended without error but without every (prompt, sample) result."""
+    """A call ended without error but without every expected result (a cut Sample stream, a Score
+    reply short of items): retried like a transport failure."""
 
 
 @dataclass(frozen=True)
