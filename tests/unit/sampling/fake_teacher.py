@@ -30,6 +30,8 @@ class FakeTeacher(teacher_pb2_grpc.TeacherServiceServicer):
     faults: list[Fault | None] = field(default_factory=list)  # one per Sample call; None: no fault
     calls: list[str] = field(default_factory=list)  # request ids seen ("score" for Score calls)
     score_requests: list[teacher_pb2.ScoreRequest] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0  # most Score calls seen at once
     chat_template: str = ""
     delay_s: float = 0.0
 
@@ -81,12 +83,18 @@ class FakeTeacher(teacher_pb2_grpc.TeacherServiceServicer):
         fault = self.faults.pop(0) if self.faults else None
         if fault is not None:
             await context.abort(fault.code, "scripted fault")
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
         k = request.top_k_logprobs
         out = []
         for item in request.items:
-            ids = [ord(ch) % 300 for ch in item.completion]  # one "token" per character
+            # One "token" per character; token-id completions come back as given.
+            ids = list(item.completion_ids) or [ord(ch) % 300 for ch in item.completion]
             prompt_text = (
                 item.prompt or "<chat>" + "|".join(m.content for m in item.chat.messages) + item.chat.assistant_prefix
             )
@@ -102,6 +110,8 @@ class FakeTeacher(teacher_pb2_grpc.TeacherServiceServicer):
                         top_ids=[(i + j) % 300 for i in ids for j in range(k)],
                         top_logprobs=[-0.1 * (j + 1) for _ in ids for j in range(k)],
                     ),
+                    # A candidate's logprob: -id/100 (padding -inf), so tests can check the mapping.
+                    candidate_logprobs=[-c / 100 if c >= 0 else float("-inf") for c in item.candidate_ids],
                 )
             )
         return teacher_pb2.ScoreResponse(completions=out)

@@ -25,14 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import grpc
-
 from cotdistill.common.artifacts import ArtifactStore
-from cotdistill.common.errors import CotdistillError, Unavailable
+from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
-from cotdistill.common.retry import IncompleteUnit, RetryPolicy
+from cotdistill.common.retry import CallFailed, IncompleteUnit, RetryPolicy, on_replicas
 from cotdistill.common.samples import SampleRecord, shard_bytes, write_shard
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
+from cotdistill.common.teacher_info import fetch_teacher_info
 from cotdistill.pipeline.sampling.manifest import (
     SAMPLES_DIR,
     Manifest,
@@ -93,57 +92,6 @@ class JobResult:
     @property
     def tokens(self) -> int:
         return sum(r.tokens for r in self.sampled)
-
-
-def info_to_dict(info: teacher_pb2.InfoResponse) -> dict[str, Any]:
-    """The teacher facts every shard and the manifest record."""
-    tok = info.tokenizer
-    return {
-        "model_id": info.model_id,
-        "backend": info.backend,
-        "version": info.version,
-        "max_top_k": info.max_top_k,
-        "context_length": info.context_length,
-        "tokenizer": {
-            "name": tok.name,
-            "vocab_size": tok.vocab_size,
-            "tokenizer_vocab_size": tok.tokenizer_vocab_size,
-            "content_hash": tok.content_hash,
-            "chat_template": tok.chat_template,
-        },
-    }
-
-
-async def fetch_teacher_info(pool: ReplicaPool, *, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Info of every reachable replica; they must serve the same model and tokenizer.
-
-    Waits up to ``timeout_s`` for at least one replica (a replica loading its model answers
-    UNAVAILABLE). Replicas that never answer are marked failed and used last.
-    """
-    deadline = time.monotonic() + timeout_s
-    infos: dict[str, dict[str, Any]] = {}
-    last_error = "no answer"
-    while not infos and time.monotonic() < deadline:
-        for replica in pool.replicas:
-            stub = teacher_pb2_grpc.TeacherServiceStub(replica.channel)
-            try:
-                reply = await stub.Info(
-                    teacher_pb2.InfoRequest(), timeout=min(5.0, max(0.5, deadline - time.monotonic()))
-                )
-                infos[replica.address] = info_to_dict(reply)
-                pool.mark(replica, True)
-            except grpc.aio.AioRpcError as err:
-                pool.mark(replica, False)
-                last_error = f"{replica.address}: {err.code().name} {err.details()}"
-        if not infos:
-            await asyncio.sleep(0.25)
-    if not infos:
-        raise Unavailable(f"no teacher replica answered Info within {timeout_s:g}s (last: {last_error})")
-    hashes = {(i["model_id"], i["tokenizer"]["content_hash"]) for i in infos.values()}
-    if len(hashes) > 1:
-        detail = ", ".join(f"{a}: {i['model_id']} ({i['tokenizer']['content_hash'][:12]})" for a, i in infos.items())
-        raise CotdistillError(f"teacher replicas serve different models or tokenizers: {detail}")
-    return next(iter(infos.values()))
 
 
 class EventLog:
@@ -312,40 +260,26 @@ class UnitJob(ABC):
                 self.progress.unit_done(record)
 
     async def _run_unit(self, unit: WorkUnit, teacher: dict[str, Any]) -> UnitRecord:
-        tried: set[str] = set()
-        for attempt in range(1, self.retry.max_attempts + 1):
-            replica = self.pool.pick(exclude=tried)
-            tried.add(replica.address)
-            if len(tried) == len(self.pool):
-                tried.clear()  # every replica had its chance: start over rather than give up
+        def started(replica: Replica, attempt: int) -> None:
             self.events.write(
                 "unit_started", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
             )
-            try:
-                records = await self._attempt(unit, replica, attempt)
-            except (grpc.aio.AioRpcError, IncompleteUnit) as err:
-                self.pool.mark(replica, False)
-                what = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.aio.AioRpcError) else str(err)
-                self.events.write(
-                    "unit_failed", unit_id=unit.unit_id, attempt=attempt, replica=replica.address, error=what
-                )
-                if not self.retry.is_retryable(err):
-                    raise _UnitError(f"unit {unit.index} on {replica.address}: {what}", fatal=True) from None
-                if attempt == self.retry.max_attempts:
-                    raise _UnitError(f"unit {unit.index}: {attempt} attempts failed, last {what}") from None
-                delay = self.retry.delay_s(attempt, self._rng)
-                log.warning(
-                    "unit %d failed on %s (%s); retrying on another replica in %.2fs",
-                    unit.index,
-                    replica.address,
-                    what,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            self.pool.mark(replica, True)
-            return await self._store(unit, records, replica, attempt, teacher)
-        raise AssertionError("unreachable")
+
+        def failed(replica: Replica, attempt: int, what: str) -> None:
+            self.events.write("unit_failed", unit_id=unit.unit_id, attempt=attempt, replica=replica.address, error=what)
+
+        async def attempt(replica: Replica, n: int) -> list[SampleRecord]:
+            return await self._attempt(unit, replica, n)
+
+        try:
+            records, replica, n = await on_replicas(
+                self.pool, attempt, self.retry, rng=self._rng, started=started, failed=failed
+            )
+        except CallFailed as err:
+            if not err.retryable:
+                raise _UnitError(f"unit {unit.index} on {err.replica}: {err.what}", fatal=True) from None
+            raise _UnitError(f"unit {unit.index}: {err.attempts} attempts failed, last {err.what}") from None
+        return await self._store(unit, records, replica, n, teacher)
 
     async def _store(
         self,
