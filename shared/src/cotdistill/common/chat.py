@@ -6,6 +6,7 @@ conversation becomes the same text wherever it is sent.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]], assistant
 _PROBE = "\x00cotdistill-probe\x00"
 
 
+@functools.lru_cache(maxsize=16)
 def user_turn_markers(template: str) -> tuple[str, str] | None:
     """(opener, closer): the text a chat template puts right before and after a user turn's content.
 

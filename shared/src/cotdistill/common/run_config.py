@@ -133,6 +133,30 @@ class FilterSection(Section):
     max_rationale_chars: int | None = Field(None, ge=1, description="Drop longer rationales; None keeps all.")
 
 
+class OnPolicySection(Section):
+    """On-policy distillation (GKD / MiniLLM): a share of the training steps runs on the student's
+    own samples, which the trainer's workers send to the teacher replicas' ``Score``."""
+
+    fraction: float = Field(0.0, ge=0, le=1, description="Share of optimizer steps on student samples (GKD's lambda).")
+    teacher_addresses: list[str] = Field(
+        default_factory=list, description="Teacher replicas the workers call; empty means teacher.addresses."
+    )
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "jsd", description="Divergence on the student's samples (reverse_kl: MiniLLM's single-step term)."
+    )
+    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Generalized JSD interpolation weight.")
+    top_k: int = Field(20, ge=1, le=20, description="Candidates per position.")
+    support: Literal["teacher_topk", "student_topk"] = Field(
+        "teacher_topk",
+        description="The teacher's top-k (any tokenizers) or the student's own top-k (a teacher with its vocabulary).",
+    )
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="Tokens the student generates per sample.")
+    temperature: float = Field(1.0, ge=0, le=10, description="The student's sampling temperature.")
+    concurrency: int = Field(4, ge=1, le=64, description="Score calls in flight per worker.")
+    timeout_s: float = Field(120.0, gt=0, description="Deadline of one Score call.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Tries per Score call, each on another replica.")
+
+
 class TrainingSection(Section):
     """Student fine-tuning through the trainer service (``cotdistill train`` and the train stage).
 
@@ -198,6 +222,8 @@ class TrainingSection(Section):
         False, description="Evaluate each checkpoint; evaluator_address defaults to evaluation.evaluator_address."
     )
     evaluator_limit: int = Field(0, ge=0, description="Examples per dataset at checkpoint evaluations; 0 = all.")
+    # -- on-policy distillation (RunSpec.on_policy)
+    on_policy: OnPolicySection = Field(default_factory=OnPolicySection)
 
 
 class EvaluationSection(Section):

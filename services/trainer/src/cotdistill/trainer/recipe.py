@@ -46,6 +46,8 @@ from cotdistill.trainer.data import (
     teacher_tokenizer_ref,
 )
 from cotdistill.trainer.objectives import ObjectiveWeights, distillation_objective
+from cotdistill.trainer.on_policy import is_on_policy_step
+from cotdistill.trainer.rollouts import Rollouts, build_rollouts
 
 log = logging.getLogger("cotdistill.trainer.recipe")
 
@@ -227,6 +229,7 @@ class TrainRecipe:
         self.stopped = False
         self.total_steps = 0
         self.data_stats: dict[str, Any] = {}
+        self.rollouts: Rollouts | None = None  # on-policy micro-batches (config.on_policy)
 
     # ---- setup ----------------------------------------------------------------------------
 
@@ -261,6 +264,15 @@ class TrainRecipe:
             beta=obj.jsd_beta,
             temperature=obj.kd_temperature,
         )
+        op = cfg.on_policy
+        if op.enabled:
+            # On-policy steps: the divergence alone, on the student's samples (no NLL of its own text).
+            self.on_policy_weights = ObjectiveWeights(
+                sft_weight=0.0, kd_weight=1.0, kind=op.divergence, mass=obj.top_k_mass, beta=op.jsd_beta
+            )
+            self.rollouts = build_rollouts(
+                cfg, self.tokenizer, self.student_vocab_size, self._samples, self._metadata, rank=self.hooks.rank
+            )
         if resume_from:
             self._restore(resume_from)
 
@@ -323,6 +335,7 @@ class TrainRecipe:
     def _build_data(self, model: nn.Module) -> tuple[torch.utils.data.DataLoader[Any], list[dict[str, torch.Tensor]]]:
         cfg, hp = self.config, self.config.hyperparameters
         samples, metadata = load_samples(cfg.data.train_paths, only_correct=cfg.data.only_correct)
+        self._samples, self._metadata = samples, metadata  # on-policy questions come from here too
         top_k, aligner = 0, None
         if cfg.objective.kd_weight > 0:
             ks = {s.teacher.top_ids.shape[1] for s in samples if s.teacher is not None}
@@ -396,8 +409,12 @@ class TrainRecipe:
         self._generator.manual_seed(self.config.hyperparameters.seed + epoch)
         return itertools.islice(iter(self.train_loader), self.state.batch_in_epoch, None)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        """Objective of one micro-batch; returns (loss, parts, supervised tokens)."""
+    def _loss(
+        self, batch: dict[str, torch.Tensor], weights: ObjectiveWeights | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """Objective of one micro-batch (``weights``: the run's unless given); returns (loss, parts,
+        supervised tokens)."""
+        weights = weights or self.weights
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         labels = batch["labels"].flatten()
         select = (labels != IGNORE).nonzero().squeeze(1)
@@ -409,10 +426,10 @@ class TrainRecipe:
         with autocast:
             logits = self.model(batch, select)
         kd_ids = kd_lps = None
-        if self.weights.kd_weight > 0:
+        if weights.kd_weight > 0:
             kd_ids = batch["kd_ids"].flatten(0, 1)[select].long()
             kd_lps = batch["kd_logprobs"].flatten(0, 1)[select].float()
-        loss, parts = distillation_objective(logits, labels[select], kd_ids, kd_lps, self.weights)
+        loss, parts = distillation_objective(logits, labels[select], kd_ids, kd_lps, weights)
         return loss, parts, int(select.numel())
 
     def train(self) -> None:
@@ -422,21 +439,35 @@ class TrainRecipe:
         self.model.train()
         window_tokens, window_start = 0, time.perf_counter()
         sums: dict[str, float] = {}
+        figures: dict[str, float] = {}  # on-policy figures, summed over on-policy micro-batches
         while self.state.step < self.total_steps and not self.stopped:
             for batch in self._epoch_batches():
                 self.state.batch_in_epoch += 1
                 self.state.micro_step += 1
                 boundary = self.state.micro_step % accum == 0
+                # GKD: a step on the student's own samples takes the place of a data step.
+                on_policy = self.rollouts is not None and is_on_policy_step(
+                    self.state.step, self.config.on_policy.fraction, hp.seed
+                )
+                if on_policy:
+                    assert self.rollouts is not None
+                    batch, found = self.rollouts.batch(_unwrap(self.model), self.state.step, self.state.micro_step)
+                    for name, value in found.items():
+                        figures[name] = figures.get(name, 0.0) + value
+                    figures["on_policy_micro_batches"] = figures.get("on_policy_micro_batches", 0.0) + 1
                 # DDP: sync gradients only on the micro-batch that ends an optimizer step.
                 model: Any = self.model
                 sync = nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
                 with sync:
-                    loss, parts, _ = self._loss(batch)
+                    loss, parts, _ = self._loss(batch, self.on_policy_weights if on_policy else None)
                     (loss / accum).backward()
                 window_tokens += int(batch["num_tokens"])
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) / accum
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0.0) + float(value) / accum
+                if on_policy:
+                    figures["on_policy_loss"] = figures.get("on_policy_loss", 0.0) + float(parts["kd"])
+                else:
+                    for name, value in parts.items():
+                        sums[name] = sums.get(name, 0.0) + float(value) / accum
                 if not boundary:
                     continue
                 grad_norm = self._optimizer_step(hp.max_grad_norm)
@@ -451,8 +482,10 @@ class TrainRecipe:
                         tokens_per_second=window_tokens * self.hooks.world_size / elapsed,
                         grad_norm=grad_norm,
                     )
+                    if self.rollouts is not None:
+                        metrics.update(self._on_policy_figures(figures, n * accum))
                     self.reporter.on_step(step, self.total_steps, metrics)
-                    window_tokens, window_start, sums = 0, time.perf_counter(), {}
+                    window_tokens, window_start, sums, figures = 0, time.perf_counter(), {}, {}
                 validation_loss = None
                 if self.val_batches and ck.validation_interval_steps and step % ck.validation_interval_steps == 0:
                     validation_loss = self.validate()
@@ -467,6 +500,16 @@ class TrainRecipe:
                 self.state.batch_in_epoch = 0
         if not self.stopped:
             self.save_checkpoint(self.state.step)
+
+    def _on_policy_figures(self, figures: dict[str, float], micro_batches: int) -> dict[str, float]:
+        """A logging window's on-policy figures: the share of its micro-batches on student
+        samples, per-micro-batch means of the rollout figures, and the Score client's stats."""
+        assert self.rollouts is not None
+        count = figures.pop("on_policy_micro_batches", 0.0)
+        out = {"on_policy_fraction": count / max(1, micro_batches)}
+        out.update({name: value / count for name, value in figures.items()} if count else {})
+        out.update(self.rollouts.scorer.stats.take())
+        return out
 
     def _optimizer_step(self, max_grad_norm: float) -> float:
         """Clip (when > 0), step, schedule; returns the gradient norm before clipping."""
@@ -561,7 +604,10 @@ class TrainRecipe:
 
     def cleanup(self) -> None:
         """Release the model, optimizer and data (the process may train another run next)."""
-        for name in ("model", "optimizer", "scheduler", "train_loader", "val_batches"):
+        if self.rollouts is not None:
+            self.rollouts.scorer.close()
+            self.rollouts = None
+        for name in ("model", "optimizer", "scheduler", "train_loader", "val_batches", "_samples"):
             if hasattr(self, name):
                 delattr(self, name)
         if torch.cuda.is_available():

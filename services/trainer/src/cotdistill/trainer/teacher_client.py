@@ -53,6 +53,8 @@ class ScoreQuery:
     completion_ids: Sequence[int] = ()
     candidate_ids: Sequence[int] = ()
     candidates_per_token: int = 0
+    chat: tuple[tuple[str, str], ...] = ()  # (role, content) turns instead of prompt text
+    assistant_prefix: str = ""  # with chat: text that opens the assistant's turn
 
 
 @dataclass
@@ -238,9 +240,16 @@ class TeacherScorer:
 
 
 def _item(query: ScoreQuery, index: int) -> teacher_pb2.ScoreItem:
+    chat = None
+    if query.chat:
+        chat = teacher_pb2.ChatPrompt(
+            messages=[teacher_pb2.ChatMessage(role=r, content=c) for r, c in query.chat],
+            assistant_prefix=query.assistant_prefix,
+        )
     return teacher_pb2.ScoreItem(
         id=str(index),
-        prompt=query.prompt,
+        prompt="" if chat is not None else query.prompt,
+        chat=chat,
         prompt_rendered=query.prompt_rendered,
         completion=query.completion,
         completion_ids=list(query.completion_ids),
