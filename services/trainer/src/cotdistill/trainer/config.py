@@ -12,8 +12,9 @@ Run it standalone with ``python -m cotdistill.trainer.recipe CONFIG.yaml [key=va
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -334,7 +335,7 @@ class RecipeConfig(_Section):
         )
 
 
-def _on_policy(spec: trainer_pb2.OnPolicySpec, divergences: dict[int, str]) -> dict[str, object]:
+def _on_policy(spec: trainer_pb2.OnPolicySpec, divergences: Mapping[Any, str]) -> dict[str, object]:
     """OnPolicySpec with the defaults its comments document (proto3 zeros mean "default")."""
     from cotdistill.v1 import trainer_pb2 as pb
 

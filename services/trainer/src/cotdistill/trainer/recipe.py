@@ -452,8 +452,8 @@ class TrainRecipe:
                 if on_policy:
                     assert self.rollouts is not None
                     batch, found = self.rollouts.batch(_unwrap(self.model), self.state.step, self.state.micro_step)
-                    for name, value in found.items():
-                        figures[name] = figures.get(name, 0.0) + value
+                    for name, figure in found.items():
+                        figures[name] = figures.get(name, 0.0) + figure
                     figures["on_policy_micro_batches"] = figures.get("on_policy_micro_batches", 0.0) + 1
                 # DDP: sync gradients only on the micro-batch that ends an optimizer step.
                 model: Any = self.model
