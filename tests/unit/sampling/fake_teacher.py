@@ -7,6 +7,7 @@ It answers Info and streams deterministic Sample results; ``faults`` scripts wha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -145,3 +146,18 @@ async def start_fake(teacher: FakeTeacher) -> tuple[grpc.aio.Server, str]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, f"127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def fake_teachers(n: int = 2, **kwargs: object) -> AsyncIterator[list[tuple[FakeTeacher, str]]]:
+    """``n`` fake replicas, each (teacher, address); stopped on exit."""
+    started = []
+    try:
+        for _ in range(n):
+            fake = FakeTeacher(**kwargs)  # type: ignore[arg-type]
+            server, address = await start_fake(fake)
+            started.append((fake, server, address))
+        yield [(f, a) for f, _, a in started]
+    finally:
+        for _, server, _ in started:
+            await server.stop(None)

@@ -20,21 +20,15 @@ from cotdistill.common.samples import SampleRecord, read_records, read_samples, 
 from cotdistill.pipeline.sampling.stage import run_filter
 from cotdistill.pipeline.scoring.stage import plan, run_scoring
 from cotdistill.pipeline.scoring.units import ScoreRef
-from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, start_fake
+from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, fake_teachers
 
 DATASET = "synthetic_arithmetic"
 
 
 @pytest.fixture
 async def teachers() -> AsyncIterator[list[tuple[FakeTeacher, str]]]:
-    started = []
-    for _ in range(2):
-        fake = FakeTeacher()
-        server, address = await start_fake(fake)
-        started.append((fake, server, address))
-    yield [(f, a) for f, _, a in started]
-    for _, server, _ in started:
-        await server.stop(None)
+    async with fake_teachers(2) as started:
+        yield started
 
 
 def config(tmp_path: Path, addresses: list[str], **scoring: object) -> RunConfig:

@@ -14,21 +14,15 @@ import pytest
 from cotdistill.common.errors import InvalidArgument, Unavailable
 from cotdistill.common.retry import RetryPolicy
 from cotdistill.trainer.teacher_client import ScoreQuery, TeacherScorer
-from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, start_fake
+from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, fake_teachers
 
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0)
 
 
 @pytest.fixture
 async def teachers() -> AsyncIterator[list[tuple[FakeTeacher, str]]]:
-    started = []
-    for _ in range(2):
-        fake = FakeTeacher(delay_s=0.02)
-        server, address = await start_fake(fake)
-        started.append((fake, server, address))
-    yield [(f, a) for f, _, a in started]
-    for _, server, _ in started:
-        await server.stop(None)
+    async with fake_teachers(2, delay_s=0.02) as started:
+        yield started
 
 
 def scorer(addresses: list[str], **kw: object) -> TeacherScorer:

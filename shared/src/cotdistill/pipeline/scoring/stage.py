@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.retry import RetryPolicy
+from cotdistill.common.grpc_client import ReplicaPool
 from cotdistill.common.run_config import RunConfig, ScoringSection
-from cotdistill.pipeline.sampling.job import JobResult
+from cotdistill.pipeline.sampling.job import JobResult, UnitJob
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
-from cotdistill.pipeline.sampling.metrics import serve_from_env
-from cotdistill.pipeline.sampling.pool import open_pool
-from cotdistill.pipeline.sampling.progress import RichProgress
+from cotdistill.pipeline.sampling.stage import run_teacher_job
 from cotdistill.pipeline.sampling.units import WorkUnit
 from cotdistill.pipeline.scoring.job import ScoringJob
 from cotdistill.pipeline.scoring.sources import rationales
@@ -61,28 +60,11 @@ async def run_scoring(config: RunConfig, store: ArtifactStore, console: Console 
     """Plan and run (or resume) the recipe's scoring job; scored samples land under ``samples/``."""
     section = config.scoring
     spec, units = plan(section)
-    pool = open_pool(config.teacher.addresses)
-    try:
-        with serve_from_env(config.name) as metrics:
-            job = ScoringJob(
-                spec,
-                units,
-                store,
-                pool,
-                concurrency=section.concurrency,
-                timeout_s=config.teacher.timeout_s,
-                retry=RetryPolicy(
-                    max_attempts=section.max_attempts,
-                    base_delay_s=section.retry_delay_s,
-                    max_delay_s=max(section.retry_delay_s, 10.0),
-                ),
-                progress=RichProgress(console, verb="scoring", items="rationales") if console is not None else None,
-                info_timeout_s=config.teacher.connect_timeout_s,
-                metrics=metrics,
-            )
-            return await job.run()
-    finally:
-        await pool.close()
+
+    def build(pool: ReplicaPool, **common: Any) -> UnitJob:
+        return ScoringJob(spec, units, store, pool, **common)
+
+    return await run_teacher_job(config, section, build, console, verb="scoring", items="rationales")
 
 
 def score_stage(config: RunConfig, store: ArtifactStore, console: Console) -> None:
