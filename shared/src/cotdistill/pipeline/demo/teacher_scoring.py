@@ -215,7 +215,7 @@ def run(options: Options) -> dict[str, Any]:
 
 def _accuracies(run_dir: Path) -> list[dict[str, Any]]:
     """(step, format, {dataset: (accuracy, n)}) of every evaluation result in ``run_dir/eval``."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in sorted((run_dir / "eval").glob("*.json")):
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or "results" not in data:
