@@ -141,6 +141,11 @@ demo-real: setup ## Real models: Qwen2.5-Coder-0.5B (vLLM) -> SmolLM2-135M on Mu
 	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
 	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo.real $(DEMO_ARGS)'
 
+.PHONY: teacher-scoring
+teacher-scoring: setup ## Real models: SFT on teacher samples vs KD on gold rationales vs on-policy -> docs/teacher-scoring/
+	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
+	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo.teacher_scoring $(DEMO_ARGS)'
+
 .PHONY: repro
 repro: setup ## The papers' findings in miniature -> docs/repro/report.md (<= 45 min on 2 cores)
 	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray

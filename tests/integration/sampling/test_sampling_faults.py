@@ -12,6 +12,9 @@ Every fault lands while a unit is in flight, without depending on timing: a repl
 the frozen replica. That unit cannot finish (the replica runs nothing until SIGCONT), so the kill
 always finds it in flight. (Killing "after N units completed" could land between units, and then
 there was no unit to lose: the test failed about once in four suite runs.)
+
+The scoring job (`cotdistill score`, the same machinery) gets the replica kill too, landed the
+same way: see :func:`test_scoring_replica_killed_holding_a_unit_it_is_scored_elsewhere`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,3 +242,99 @@ def test_replica_killed_mid_job_its_units_move_to_the_other(replicas: list[Servi
             e["event"] == "unit_completed" and e["unit_id"] == failure["unit_id"] and e["replica"] == survivor.address
             for e in log_events
         )
+
+
+RATIONALES = 40  # scored one per unit: the job takes long enough to freeze the victim first
+
+
+def test_scoring_replica_killed_holding_a_unit_it_is_scored_elsewhere(
+    replicas: list[ServiceProcess], tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """One replica is killed while it holds a scoring unit; the unit is scored on the other, every
+    gold rationale is stored exactly once, and the filter keeps them all.
+
+    The fault lands deterministically: the victim is frozen (SIGSTOP) once the job has started, so
+    the next unit it gets hangs; the test waits until the job's last event is that unit starting
+    on the victim (with concurrency 1 nothing else can move), then SIGKILLs it: the call fails
+    with UNAVAILABLE mid-unit, never before or after it. The module's second replica is the
+    survivor (the sampling test may have killed the first); the victim is started here.
+    """
+    survivor = replicas[1]
+    env = {**TEACHER_ENV, "COTDISTILL_TEACHER_MODEL": str(tiny_models["teacher"])}
+    (tmp_path / "victim").mkdir()
+    victim = start_service("teacher", tmp_path / "victim", env)
+    try:
+        wait_until(lambda: grpc_serving(victim.address), 120, "victim SERVING", victim)
+        _score_and_kill(victim, survivor, tmp_path)
+    finally:
+        if victim.proc.poll() is None:
+            victim.proc.send_signal(signal.SIGCONT)
+            victim.terminate(timeout_s=10)
+
+
+def _score_and_kill(victim: ServiceProcess, survivor: ServiceProcess, tmp_path: Path) -> None:
+    recipe = {
+        "name": "scored",
+        "output_dir": str(tmp_path / "runs"),
+        "teacher": {"addresses": [survivor.address, victim.address], "timeout_s": 60, "connect_timeout_s": 30},
+        "scoring": {
+            "dataset": "synthetic_arithmetic",
+            "split": "train",
+            "limit": RATIONALES,
+            "top_k_logprobs": 5,
+            "unit_size": 1,
+            "concurrency": 1,
+            "retry_delay_s": 0.1,
+        },
+    }
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    samples, log = tmp_path / "runs" / "scored" / "samples", tmp_path / "driver.log"
+    with log.open("ab") as handle:
+        driver = subprocess.Popen(
+            [str(VENV_BIN / "cotdistill"), "score", str(config)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "120"},
+        )
+    try:
+        # Polled tightly: the job's 40 units take a second or more; the victim must freeze first.
+        deadline = time.monotonic() + 90
+        while not any(e["event"] == "job_started" for e in events(samples)):
+            assert time.monotonic() < deadline and driver.poll() is None, log.read_text()
+            time.sleep(0.005)
+        victim.proc.send_signal(signal.SIGSTOP)
+
+        def holds_a_unit() -> bool:
+            last = events(samples)[-1]
+            return last["event"] == "unit_started" and last["replica"] == victim.address
+
+        # Stable for 0.5 s: the unit went to the frozen victim and nothing else moves.
+        wait_until(lambda: holds_a_unit() and (time.sleep(0.5) or holds_a_unit()), 60, "a unit held by the victim")
+        held = events(samples)[-1]["unit_id"]
+        assert driver.poll() is None, f"the job finished before the fault:\n{log.read_text()}"
+        victim.proc.send_signal(signal.SIGKILL)
+        assert driver.wait(120) == 0, log.read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+    table = read_samples(samples)
+    pairs = Counter(zip(table.example_id, table.sample_index.tolist(), strict=True))
+    assert set(pairs) == {(f"synthetic_arithmetic:train:{i}", 0) for i in range(RATIONALES)}
+    assert set(pairs.values()) == {1}, f"duplicates: {[p for p, n in pairs.items() if n > 1]}"
+    assert table.k == 5 and len(table.token_ids) == int(table.token_offsets[-1]) > 0
+    log_events = events(samples)
+    failed = [e for e in log_events if e["event"] == "unit_failed"]
+    # The held unit failed first; later units the dead victim gets after its cool-down fail fast too.
+    assert failed[0]["unit_id"] == held and "UNAVAILABLE" in str(failed[0]["error"])
+    assert {e["replica"] for e in failed} == {victim.address}
+    done = Counter(str(e["unit_id"]) for e in log_events if e["event"] == "unit_completed")
+    assert len(done) == RATIONALES and set(done.values()) == {1}
+    for failure in failed:  # each failed unit was scored by the survivor
+        assert any(
+            e["event"] == "unit_completed" and e["unit_id"] == failure["unit_id"] and e["replica"] == survivor.address
+            for e in log_events
+        )
+    stats = json.loads((samples.parent / "train" / "filter_stats.json").read_text())
+    assert stats["total"] == stats["kept"] == RATIONALES  # gold rationales: all correct, none truncated

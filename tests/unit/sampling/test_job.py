@@ -12,13 +12,13 @@ import pytest
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError, CotdistillError
+from cotdistill.common.retry import RetryPolicy
 from cotdistill.common.samples import read_samples, shard_metadata
 from cotdistill.pipeline.sampling.job import JobFailed, SamplingJob
 from cotdistill.pipeline.sampling.manifest import load_manifest
 from cotdistill.pipeline.sampling.pool import open_pool
-from cotdistill.pipeline.sampling.retry import RetryPolicy
 from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, UnitParams, plan_units
-from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, start_fake
+from tests.unit.sampling.fake_teacher import FakeTeacher, Fault, fake_teachers
 
 N_EXAMPLES, D, UNIT = 10, 3, 3
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.0, max_delay_s=0.0)
@@ -34,14 +34,8 @@ EXAMPLES = [ExampleRef(id=f"ex{i}", prompt=f"Q: {i}?", gold="4") for i in range(
 
 @pytest.fixture
 async def teachers() -> AsyncIterator[list[tuple[FakeTeacher, str]]]:
-    started = []
-    for _ in range(2):
-        fake = FakeTeacher()
-        server, address = await start_fake(fake)
-        started.append((fake, server, address))
-    yield [(f, a) for f, _, a in started]
-    for _, server, _ in started:
-        await server.stop(None)
+    async with fake_teachers(2) as started:
+        yield started
 
 
 async def run_job(store: ArtifactStore, addresses: list[str], job_spec: JobSpec | None = None, **kw: object):  # type: ignore[no-untyped-def]

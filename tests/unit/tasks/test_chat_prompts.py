@@ -128,3 +128,29 @@ def test_a_format_without_one_question_slot_is_refused(monkeypatch: pytest.Monke
     monkeypatch.setattr(module, "student_prompt", lambda fmt, q, **_: f"{q} and again {q}")
     with pytest.raises(InvalidArgument, match="does not place the question once"):
         student_chat_template("ft_cot")
+
+
+@pytest.mark.parametrize("model", ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+@pytest.mark.parametrize("fmt", ["zero_shot_cot", "few_shot_cot", "fu_complex"])
+def test_the_question_is_read_back_from_a_rendered_teacher_prompt(
+    real_tokenizers: dict[str, Path], example: tasks.Example, model: str, fmt: str
+) -> None:
+    from cotdistill.common.chat import chat_template, last_user_message, render_chat
+
+    tok = _tokenizer(real_tokenizers[model])
+    for system in (None, "Be brief."):
+        chat = tasks.teacher_chat_prompt(fmt, example, system=system)
+        rendered = render_chat(tok, chat.as_dicts(), chat.prefix)
+        assert rendered is not None
+        assert last_user_message(rendered, chat_template(tok)) == example.question
+
+
+def test_user_turn_markers_of_a_plain_template_and_of_none() -> None:
+    from cotdistill.common.chat import last_user_message, user_turn_markers
+
+    template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant]"
+    assert user_turn_markers(template) == ("[user] ", "\n[assistant]")
+    assert last_user_message("[user] a\n[assistant] b\n[user] two\nlines\n[assistant]go", template) == "two\nlines"
+    assert last_user_message("Q: no markers here\nA:", template) is None
+    assert user_turn_markers("no template at all") is None
+    assert last_user_message("anything", "") is None

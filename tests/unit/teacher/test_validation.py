@@ -6,7 +6,7 @@ import pytest
 
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.teacher import validation
-from cotdistill.teacher.engine import EngineInfo
+from cotdistill.teacher.engine import EngineInfo, TokenizerDescription
 from cotdistill.teacher.settings import TeacherSettings
 from cotdistill.v1 import common_pb2, teacher_pb2
 
@@ -90,6 +90,54 @@ def test_score_checks() -> None:
         validation.check_score_request(request, INFO, SETTINGS)
     with pytest.raises(InvalidArgument, match=r"^items\[0\]\.completion: prompt \+ completion are 65"):
         validation.check_score_lengths([[1] * 5], [[2] * 60], 64)
+
+
+SCORING_INFO = EngineInfo(
+    model_id="m",
+    backend="transformers",
+    tokenizer=TokenizerDescription("t", 100, 100, 1, 2, None, "h"),
+    context_length=64,
+    max_top_k=20,
+    scores_candidates=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("item", "info", "field", "message"),
+    [
+        ({"prompt": "p", "chat": {"messages": [{"role": "user", "content": "q"}]}, "completion": "c"},
+         INFO, "items[0].prompt", "must be empty when chat is set"),
+        ({"prompt": "p", "completion": "c", "completion_ids": [3]}, INFO, "items[0].completion", "must be empty"),
+        ({"prompt": "p", "completion_ids": [3, 100]}, SCORING_INFO, "items[0].completion_ids", "token id 100"),
+        ({"prompt": "p", "completion_ids": [3, 4], "candidate_ids": [1, 2], "candidates_per_token": 1},
+         INFO, "items[0].candidate_ids", "the vllm backend of this replica cannot score given ids"),
+        ({"prompt": "p", "completion": "c", "candidate_ids": [1], "candidates_per_token": 1},
+         SCORING_INFO, "items[0].candidate_ids", "needs completion_ids"),
+        ({"prompt": "p", "completion_ids": [3, 4], "candidate_ids": [1, 2, 3], "candidates_per_token": 2},
+         SCORING_INFO, "items[0].candidate_ids", "needs len(completion_ids) * candidates_per_token = 2*2"),
+        ({"prompt": "p", "completion_ids": [3], "candidate_ids": [1] * 11, "candidates_per_token": 11},
+         SCORING_INFO, "items[0].candidates_per_token", "between 1 and 10"),
+        ({"prompt": "p", "completion_ids": [3], "candidate_ids": [-2], "candidates_per_token": 1},
+         SCORING_INFO, "items[0].candidate_ids", "token id -2 is outside [-1, 100)"),
+    ],
+)  # fmt: skip
+def test_score_items_with_chat_ids_and_candidates_name_the_bad_field(
+    item: dict[str, object], info: EngineInfo, field: str, message: str
+) -> None:
+    request = teacher_pb2.ScoreRequest(items=[teacher_pb2.ScoreItem(**item)])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument) as err:
+        validation.check_score_request(request, info, SETTINGS)
+    assert err.value.field == field and message in str(err.value)
+
+
+def test_valid_score_items_with_chat_ids_and_candidates_pass() -> None:
+    items = [
+        teacher_pb2.ScoreItem(chat=teacher_pb2.ChatPrompt(messages=[teacher_pb2.ChatMessage(role="user", content="q")]),
+                              completion="c"),
+        teacher_pb2.ScoreItem(prompt="p", prompt_rendered=True, completion_ids=[3, 4], candidate_ids=[1, -1, 5, 6],
+                              candidates_per_token=2),
+    ]  # fmt: skip
+    validation.check_score_request(teacher_pb2.ScoreRequest(items=items, top_k_logprobs=5), SCORING_INFO, SETTINGS)
 
 
 def test_openai_backend_settings_are_required() -> None:

@@ -207,3 +207,29 @@ def test_yaml_recipe_errors_carry_file_and_line(tmp_path: Path) -> None:
     path.write_text("student:\n  model: /m\noutput_dir: /o\nobjective:\n  divergence: forward_kl\n  jsd_beta: 3\n")
     with pytest.raises(ConfigError, match=r"run.yaml:6: objective.jsd_beta"):
         load_config(RecipeConfig, path)
+
+
+def test_on_policy_spec_defaults_and_checks() -> None:
+    off = RecipeConfig.from_proto(pb.RunSpec(student=pb.StudentSpec(model="/m")), "/out")
+    assert not off.on_policy.enabled and off.on_policy.divergence == "jsd"
+    spec = pb.RunSpec(
+        student=pb.StudentSpec(model="/m"),
+        on_policy=pb.OnPolicySpec(
+            fraction=0.5, teacher_addresses=["t:1"], support=pb.ON_POLICY_SUPPORT_STUDENT_TOPK, temperature=0.0
+        ),
+    )
+    op = RecipeConfig.from_proto(spec, "/out").on_policy
+    assert (op.fraction, op.teacher_addresses, op.support) == (0.5, ["t:1"], "student_topk")
+    assert (op.divergence, op.jsd_beta, op.top_k, op.max_new_tokens, op.temperature) == ("jsd", 0.5, 20, 128, 0.0)
+    assert (op.concurrency, op.timeout_s, op.max_attempts) == (4, 120.0, 4)
+    spec.on_policy.divergence = pb.DIVERGENCE_REVERSE_KL
+    assert RecipeConfig.from_proto(spec, "/out").on_policy.divergence == "reverse_kl"
+    del spec.on_policy.teacher_addresses[:]
+    with pytest.raises(InvalidArgument) as err:
+        RecipeConfig.from_proto(spec, "/out")
+    assert err.value.field == "on_policy" and "teacher_addresses" in str(err.value)
+    spec.on_policy.teacher_addresses.append("t:1")
+    spec.on_policy.fraction = 1.5
+    with pytest.raises(InvalidArgument) as err:
+        RecipeConfig.from_proto(spec, "/out")
+    assert err.value.field == "on_policy.fraction"

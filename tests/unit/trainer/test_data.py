@@ -30,6 +30,20 @@ def test_question_is_recovered_from_teacher_prompts() -> None:
     assert question_from_prompt("Already a plain question?") == "Already a plain question?"
 
 
+def test_chat_rendered_teacher_prompts_give_back_their_question(tmp_path: Path) -> None:
+    from cotdistill.common.samples import SampleRecord, write_shard
+
+    template = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}<|assistant|>\n"
+    prompt = "<|system|>\nBe brief.<|end|>\n<|user|>\nTom has 3 apples.\nHow many?<|end|>\n<|assistant|>\nLet's think"
+    assert question_from_prompt(prompt, template) == "Tom has 3 apples.\nHow many?"
+    assert question_from_prompt(prompt) == prompt.strip()  # without the template: no Q: block to find
+    record = SampleRecord(example_id="e", sample_index=0, prompt=prompt, rationale=" 3.", prediction="3", correct=True)
+    meta = {"prompt_template": "chat", "teacher": {"tokenizer": {"chat_template": template}}}
+    write_shard(tmp_path / "part-00000.parquet", [record], meta)
+    (sample,), _ = load_samples([str(tmp_path)])
+    assert sample.question == "Tom has 3 apples.\nHow many?" and sample.teacher_prompt == prompt
+
+
 def test_formats_and_answer_only_partners() -> None:
     sample = Sample(question="Last letter of abc?", rationale="The word abc ends with c.", answer="c")
     assert render_pair(sample, "ft_cot", False) == (

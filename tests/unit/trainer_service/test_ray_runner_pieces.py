@@ -6,7 +6,7 @@ import math
 import pickle
 
 from cotdistill.common.errors import InvalidArgument
-from cotdistill.trainer.events import step_event
+from cotdistill.trainer.events import step_event, to_proto
 from cotdistill.trainer.ray_runner import WorkerError, _failure_reason
 
 
@@ -25,3 +25,8 @@ def test_step_event_takes_loss_parts_from_the_recipes_metrics() -> None:
     assert event["loss_parts"] == {"sft": 1.0, "kd": 0.5}
     assert (event["learning_rate"], event["grad_norm"], event["step"], event["total_steps"]) == (1e-3, 2.0, 3, 10)
     assert math.isnan(step_event(1, 1, {})["loss"])
+    # On-policy figures are not parts of the loss: they travel in StepEvent.metrics.
+    on = step_event(4, 10, {"loss": 0.7, "sft": 0.2, "on_policy_fraction": 0.5, "teacher_score_latency_s": 0.1})
+    assert on["loss_parts"] == {"sft": 0.2}
+    assert on["metrics"] == {"on_policy_fraction": 0.5, "teacher_score_latency_s": 0.1}
+    assert dict(to_proto("r", on).step.metrics) == {"on_policy_fraction": 0.5, "teacher_score_latency_s": 0.1}

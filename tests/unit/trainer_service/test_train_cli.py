@@ -63,6 +63,25 @@ def test_build_spec_maps_every_section(tmp_path: Path) -> None:
     assert (spec.checkpoints.interval_steps, spec.checkpoints.keep_last) == (3, 2)
 
 
+def test_on_policy_maps_to_the_runspec_and_defaults_to_the_recipes_teacher(tmp_path: Path) -> None:
+    assert build_spec(_config(tmp_path), ArtifactStore(tmp_path)).on_policy.fraction == 0  # off by default
+    config = RunConfig.model_validate(
+        {
+            "name": "cli",
+            "output_dir": str(tmp_path / "runs"),
+            "teacher": {"addresses": ["10.0.0.1:50051", "10.0.0.2:50051"]},
+            "training": {
+                "student": "models/s",
+                "on_policy": {"fraction": 0.25, "divergence": "reverse_kl", "support": "student_topk", "top_k": 8},
+            },
+        }
+    )
+    op = build_spec(config, ArtifactStore(tmp_path)).on_policy
+    assert op.fraction == 0.25 and list(op.teacher_addresses) == ["10.0.0.1:50051", "10.0.0.2:50051"]
+    assert op.divergence == trainer_pb2.DIVERGENCE_REVERSE_KL and op.top_k == 8
+    assert op.support == trainer_pb2.ON_POLICY_SUPPORT_STUDENT_TOPK and op.HasField("temperature")
+
+
 def test_train_paths_default_to_the_runs_filtered_samples(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "runs" / "cli")
     assert list(build_spec(_config(tmp_path), store).data.train_paths) == []

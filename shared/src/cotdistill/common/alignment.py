@@ -631,19 +631,24 @@ class Aligner:
         present = mapped >= 0
         return np.where(present, mapped, 0).astype(np.int64), np.where(present, top_logprobs, ABSENT).astype(np.float32)
 
-    def targets(self, student_ids: np.ndarray, teacher: TeacherTokens) -> tuple[np.ndarray, np.ndarray, int]:
+    def targets(
+        self, student_ids: np.ndarray, teacher: TeacherTokens, *, one_hot_unmatched: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """KD targets for a student token sequence that spells (about) the teacher's text.
 
         student_ids: (S,) the student's tokens. Returns ``(ids (S, k) int64, logprobs (S, k)
         float32, n_matched)``: matched tokens carry the mapped teacher top-k, the others a
-        one-hot on their own id (logprob 0 in slot 0, -inf elsewhere).
+        one-hot on their own id (logprob 0 in slot 0, -inf elsewhere), or, with
+        ``one_hot_unmatched=False``, no candidate at all (all -inf: no loss there; on-policy
+        training must not push the student towards its own unscored tokens).
         """
         k = teacher.top_ids.shape[1]
         s = len(student_ids)
         ids = np.zeros((s, k), dtype=np.int64)
         lps = np.full((s, k), ABSENT, dtype=np.float32)
-        ids[:, 0] = student_ids
-        lps[:, 0] = 0.0
+        if one_hot_unmatched:
+            ids[:, 0] = student_ids
+            lps[:, 0] = 0.0
         if k == 0 or s == 0 or len(teacher.ids) == 0:
             return ids, lps, 0
         if self.same and len(teacher.ids) == s and np.array_equal(teacher.ids, student_ids):

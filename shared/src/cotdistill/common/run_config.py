@@ -12,8 +12,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DatasetGroupName = Literal["in_distribution", "out_of_distribution", "generic"]
-StageName = Literal["sample", "filter", "train", "evaluate", "select", "serve"]
+StageName = Literal["sample", "score", "filter", "train", "evaluate", "select", "serve"]
 ALL_STAGES: tuple[StageName, ...] = ("sample", "filter", "train", "evaluate", "select", "serve")
+"""The default stages. ``score`` (KD on given rationales) replaces ``sample`` where it is used:
+``stages: [score, filter, train, ...]``."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -86,6 +88,39 @@ class SamplingSection(Section):
         return self
 
 
+class ScoringSection(Section):
+    """Teacher scoring (the ``score`` stage): given rationales -> the teacher's top-k over their tokens.
+
+    The rationales are the gold ones of ``dataset``/``split`` (GSM8K's solutions, Flan CoT's
+    human rationales, the synthetic tasks' ground truth) or, with ``paths``, those of existing
+    sample shards (another teacher's samples, ``cotdistill data import`` output). Each is scored
+    after this teacher's own prompt for its question, rendered as the sampling stage renders it.
+    """
+
+    dataset: str = Field("synthetic_arithmetic", description="Dataset whose questions (and gold rationales) are used.")
+    split: str = "train"
+    limit: int | None = Field(None, ge=1, description="Use only the first N rationales.")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Parquet sample shards or directories to score instead of the dataset's gold rationales.",
+    )
+    prompt_format: str = Field("zero_shot_cot", description="Named teacher prompt format the rationales follow.")
+    prompt_template: Literal["auto", "chat", "raw"] = Field(
+        "auto", description="Render prompts through the teacher's chat template (auto: when it has one) or raw."
+    )
+    system_prompt: str | None = Field(None, max_length=4096, description="System turn for chat-template prompts.")
+    separator: str | None = Field(
+        None,
+        description="Text between the prompt and a gold rationale; None: a space after a prompt ending in a word "
+        "(e.g. 'Let's think step by step.'), nothing after whitespace or a fresh assistant turn.",
+    )
+    top_k_logprobs: int = Field(20, ge=1, le=20, description="Teacher candidates kept per rationale token.")
+    concurrency: int = Field(8, ge=1, le=4096, description="Work units in flight across replicas.")
+    unit_size: int = Field(16, ge=1, le=4096, description="Rationales per work unit (one Score call).")
+    max_attempts: int = Field(5, ge=1, le=100, description="Tries per work unit (each on another replica).")
+    retry_delay_s: float = Field(0.5, ge=0, le=60, description="Base of the exponential backoff between tries.")
+
+
 class FilterSection(Section):
     """Which teacher samples become training data (the ``filter`` stage)."""
 
@@ -96,6 +131,30 @@ class FilterSection(Section):
     dedupe: bool = Field(True, description="Drop repeated rationales of the same question.")
     min_rationale_chars: int = Field(1, ge=1)
     max_rationale_chars: int | None = Field(None, ge=1, description="Drop longer rationales; None keeps all.")
+
+
+class OnPolicySection(Section):
+    """On-policy distillation (GKD / MiniLLM): a share of the training steps runs on the student's
+    own samples, which the trainer's workers send to the teacher replicas' ``Score``."""
+
+    fraction: float = Field(0.0, ge=0, le=1, description="Share of optimizer steps on student samples (GKD's lambda).")
+    teacher_addresses: list[str] = Field(
+        default_factory=list, description="Teacher replicas the workers call; empty means teacher.addresses."
+    )
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "jsd", description="Divergence on the student's samples (reverse_kl: MiniLLM's single-step term)."
+    )
+    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Generalized JSD interpolation weight.")
+    top_k: int = Field(20, ge=1, le=20, description="Candidates per position.")
+    support: Literal["teacher_topk", "student_topk"] = Field(
+        "teacher_topk",
+        description="The teacher's top-k (any tokenizers) or the student's own top-k (a teacher with its vocabulary).",
+    )
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="Tokens the student generates per sample.")
+    temperature: float = Field(1.0, ge=0, le=10, description="The student's sampling temperature.")
+    concurrency: int = Field(4, ge=1, le=64, description="Score calls in flight per worker.")
+    timeout_s: float = Field(120.0, gt=0, description="Deadline of one Score call.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Tries per Score call, each on another replica.")
 
 
 class TrainingSection(Section):
@@ -163,6 +222,8 @@ class TrainingSection(Section):
         False, description="Evaluate each checkpoint; evaluator_address defaults to evaluation.evaluator_address."
     )
     evaluator_limit: int = Field(0, ge=0, description="Examples per dataset at checkpoint evaluations; 0 = all.")
+    # -- on-policy distillation (RunSpec.on_policy)
+    on_policy: OnPolicySection = Field(default_factory=OnPolicySection)
 
 
 class EvaluationSection(Section):
@@ -218,6 +279,7 @@ class RunConfig(Section):
     stages: list[StageName] = Field(default_factory=lambda: list(ALL_STAGES), description="Stages to run, in order.")
     teacher: TeacherSection = Field(default_factory=TeacherSection)
     sampling: SamplingSection = Field(default_factory=SamplingSection)
+    scoring: ScoringSection = Field(default_factory=ScoringSection)
     filter: FilterSection = Field(default_factory=FilterSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)

@@ -22,6 +22,7 @@ from cotdistill.pipeline.eval_cli import install as install_eval
 from cotdistill.pipeline.models_cli import models_app
 from cotdistill.pipeline.recipe_checks import check_recipe
 from cotdistill.pipeline.sample_cli import sample as sample_command
+from cotdistill.pipeline.sample_cli import score as score_command
 from cotdistill.pipeline.stages import STAGES
 from cotdistill.pipeline.train_cli import register as register_train
 
@@ -35,6 +36,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.command("sample")(sample_command)
+app.command("score")(score_command)
 app.command("align")(align_command)
 install_eval(app)
 register_train(app)

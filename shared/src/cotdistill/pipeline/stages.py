@@ -29,6 +29,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("sample", "teacher rationales + top-k logprobs -> samples/*.parquet", "issue: Teacher service"),
+        Stage("score", "the teacher's top-k over given rationales -> samples/*.parquet", "issue: Teacher scoring"),
         Stage("filter", "correctness filter and statistics -> train/", "issue: Reasoning tasks"),
         Stage("train", "student fine-tuning through the trainer -> checkpoints/", "issue: Trainer service"),
         Stage("evaluate", "accuracy in and out of distribution -> eval/", "issue: Evaluator service"),
@@ -49,6 +50,10 @@ from cotdistill.pipeline.sampling.stage import filter_stage, sample_stage  # noq
 
 register("sample", sample_stage)
 register("filter", filter_stage)
+
+from cotdistill.pipeline.scoring.stage import score_stage  # noqa: E402
+
+register("score", score_stage)
 
 from cotdistill.pipeline.serve_stage import serve_stage  # noqa: E402
 

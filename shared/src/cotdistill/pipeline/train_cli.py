@@ -42,6 +42,10 @@ _DIVERGENCE = {
     "jsd": trainer_pb2.DIVERGENCE_JSD,
 }
 _MASS = {"renormalize": trainer_pb2.TOP_K_MASS_RENORMALIZE, "tail_bucket": trainer_pb2.TOP_K_MASS_TAIL_BUCKET}
+_SUPPORT = {
+    "teacher_topk": trainer_pb2.ON_POLICY_SUPPORT_TEACHER_TOPK,
+    "student_topk": trainer_pb2.ON_POLICY_SUPPORT_STUDENT_TOPK,
+}
 _SCHEDULE = {
     "cosine": trainer_pb2.LR_SCHEDULE_COSINE,
     "linear": trainer_pb2.LR_SCHEDULE_LINEAR,
@@ -129,6 +133,27 @@ def build_spec(config: RunConfig, store: ArtifactStore) -> trainer_pb2.RunSpec:
             validation_interval_steps=t.validation_interval_steps,
             **_checkpoint_evaluation(config),
         ),
+        on_policy=_on_policy(config),
+    )
+
+
+def _on_policy(config: RunConfig) -> trainer_pb2.OnPolicySpec:
+    """RunSpec.on_policy of ``training.on_policy``; the teacher defaults to the recipe's replicas."""
+    o = config.training.on_policy
+    if o.fraction == 0:
+        return trainer_pb2.OnPolicySpec()
+    return trainer_pb2.OnPolicySpec(
+        fraction=o.fraction,
+        teacher_addresses=o.teacher_addresses or config.teacher.addresses,
+        divergence=_DIVERGENCE[o.divergence],
+        jsd_beta=o.jsd_beta,
+        top_k=o.top_k,
+        support=_SUPPORT[o.support],
+        max_new_tokens=o.max_new_tokens,
+        temperature=o.temperature,
+        concurrency=o.concurrency,
+        timeout_s=o.timeout_s,
+        max_attempts=o.max_attempts,
     )
 
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from cotdistill.v1 import common_pb2 as cotdistill_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63otdistill/v1/teacher.proto\x12\rcotdistill.v1\x1a\x1a\x63otdistill/v1/common.proto\"\xd6\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x16\n\x0etop_k_logprobs\x18\x07 \x01(\r\x12\x30\n\x0clogprob_mode\x18\x08 \x01(\x0e\x32\x1a.cotdistill.v1.LogprobModeB\x08\n\x06_top_pB\x07\n\x05_seed\"=\n\x08TwoStage\x12\x16\n\x0e\x61nswer_trigger\x18\x01 \x01(\t\x12\x19\n\x11\x61nswer_max_tokens\x18\x02 \x01(\r\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"T\n\nChatPrompt\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.cotdistill.v1.ChatMessage\x12\x18\n\x10\x61ssistant_prefix\x18\x02 \x01(\t\"n\n\x06Prompt\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x13\n\trecord_id\x18\x03 \x01(\tH\x00\x12)\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x19.cotdistill.v1.ChatPromptH\x00\x42\x08\n\x06source\"\xbf\x02\n\rSampleRequest\x12&\n\x07prompts\x18\x01 \x03(\x0b\x32\x15.cotdistill.v1.Prompt\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.cotdistill.v1.SamplingParams\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\t\x12\x15\n\rprompt_format\x18\x05 \x01(\t\x12/\n\ttwo_stage\x18\x06 \x01(\x0b\x32\x17.cotdistill.v1.TwoStageH\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x36\n\x0fprompt_template\x18\x08 \x01(\x0e\x32\x1d.cotdistill.v1.PromptTemplate\x12\x15\n\rsystem_prompt\x18\t \x01(\tB\x0c\n\n_two_stage\"\xd9\x02\n\x0eSampleResponse\x12\x14\n\x0cprompt_index\x18\x01 \x01(\r\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12\x14\n\x0csample_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12.\n\x08logprobs\x18\x05 \x01(\x0b\x32\x1c.cotdistill.v1.TokenLogprobs\x12\x32\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1b.cotdistill.v1.FinishReason\x12#\n\x05usage\x18\x07 \x01(\x0b\x32\x14.cotdistill.v1.Usage\x12\x18\n\x0b\x61nswer_text\x18\x08 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x10\x65xtracted_answer\x18\t \x01(\tH\x01\x88\x01\x01\x12\x13\n\x0bprompt_text\x18\n \x01(\tB\x0e\n\x0c_answer_textB\x13\n\x11_extracted_answer\";\n\tScoreItem\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\ncompletion\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\"O\n\x0cScoreRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cotdistill.v1.ScoreItem\x12\x16\n\x0etop_k_logprobs\x18\x02 \x01(\r\"e\n\x10ScoredCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08logprobs\x18\x02 \x01(\x0b\x32\x1c.cotdistill.v1.TokenLogprobs\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\"E\n\rScoreResponse\x12\x34\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x1f.cotdistill.v1.ScoredCompletion\"\r\n\x0bInfoRequest\"\xb5\x01\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12/\n\ttokenizer\x18\x03 \x01(\x0b\x32\x1c.cotdistill.v1.TokenizerInfo\x12\x11\n\tmax_top_k\x18\x04 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\x15\n\rmax_in_flight\x18\x06 \x01(\r\x12\x0f\n\x07version\x18\x07 \x01(\t*~\n\x0ePromptTemplate\x12\x1f\n\x1bPROMPT_TEMPLATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROMPT_TEMPLATE_AUTO\x10\x01\x12\x18\n\x14PROMPT_TEMPLATE_CHAT\x10\x02\x12\x17\n\x13PROMPT_TEMPLATE_RAW\x10\x03\x32\xde\x01\n\x0eTeacherService\x12G\n\x06Sample\x12\x1c.cotdistill.v1.SampleRequest\x1a\x1d.cotdistill.v1.SampleResponse0\x01\x12\x42\n\x05Score\x12\x1b.cotdistill.v1.ScoreRequest\x1a\x1c.cotdistill.v1.ScoreResponse\x12?\n\x04Info\x12\x1a.cotdistill.v1.InfoRequest\x1a\x1b.cotdistill.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63otdistill/v1/teacher.proto\x12\rcotdistill.v1\x1a\x1a\x63otdistill/v1/common.proto\"\xd6\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x01\x88\x01\x01\x12\x16\n\x0etop_k_logprobs\x18\x07 \x01(\r\x12\x30\n\x0clogprob_mode\x18\x08 \x01(\x0e\x32\x1a.cotdistill.v1.LogprobModeB\x08\n\x06_top_pB\x07\n\x05_seed\"=\n\x08TwoStage\x12\x16\n\x0e\x61nswer_trigger\x18\x01 \x01(\t\x12\x19\n\x11\x61nswer_max_tokens\x18\x02 \x01(\r\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"T\n\nChatPrompt\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.cotdistill.v1.ChatMessage\x12\x18\n\x10\x61ssistant_prefix\x18\x02 \x01(\t\"n\n\x06Prompt\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\x13\n\trecord_id\x18\x03 \x01(\tH\x00\x12)\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x19.cotdistill.v1.ChatPromptH\x00\x42\x08\n\x06source\"\xbf\x02\n\rSampleRequest\x12&\n\x07prompts\x18\x01 \x03(\x0b\x32\x15.cotdistill.v1.Prompt\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.cotdistill.v1.SamplingParams\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\t\x12\x15\n\rprompt_format\x18\x05 \x01(\t\x12/\n\ttwo_stage\x18\x06 \x01(\x0b\x32\x17.cotdistill.v1.TwoStageH\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x36\n\x0fprompt_template\x18\x08 \x01(\x0e\x32\x1d.cotdistill.v1.PromptTemplate\x12\x15\n\rsystem_prompt\x18\t \x01(\tB\x0c\n\n_two_stage\"\xd9\x02\n\x0eSampleResponse\x12\x14\n\x0cprompt_index\x18\x01 \x01(\r\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12\x14\n\x0csample_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12.\n\x08logprobs\x18\x05 \x01(\x0b\x32\x1c.cotdistill.v1.TokenLogprobs\x12\x32\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1b.cotdistill.v1.FinishReason\x12#\n\x05usage\x18\x07 \x01(\x0b\x32\x14.cotdistill.v1.Usage\x12\x18\n\x0b\x61nswer_text\x18\x08 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x10\x65xtracted_answer\x18\t \x01(\tH\x01\x88\x01\x01\x12\x13\n\x0bprompt_text\x18\n \x01(\tB\x0e\n\x0c_answer_textB\x13\n\x11_extracted_answer\"\xca\x01\n\tScoreItem\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x12\n\ncompletion\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\'\n\x04\x63hat\x18\x04 \x01(\x0b\x32\x19.cotdistill.v1.ChatPrompt\x12\x17\n\x0fprompt_rendered\x18\x05 \x01(\x08\x12\x16\n\x0e\x63ompletion_ids\x18\x06 \x03(\x05\x12\x15\n\rcandidate_ids\x18\x07 \x03(\x05\x12\x1c\n\x14\x63\x61ndidates_per_token\x18\x08 \x01(\r\"O\n\x0cScoreRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cotdistill.v1.ScoreItem\x12\x16\n\x0etop_k_logprobs\x18\x02 \x01(\r\"\x96\x01\n\x10ScoredCompletion\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x08logprobs\x18\x02 \x01(\x0b\x32\x1c.cotdistill.v1.TokenLogprobs\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12\x13\n\x0bprompt_text\x18\x04 \x01(\t\x12\x1a\n\x12\x63\x61ndidate_logprobs\x18\x05 \x03(\x02\"E\n\rScoreResponse\x12\x34\n\x0b\x63ompletions\x18\x01 \x03(\x0b\x32\x1f.cotdistill.v1.ScoredCompletion\"\r\n\x0bInfoRequest\"\xd0\x01\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12/\n\ttokenizer\x18\x03 \x01(\x0b\x32\x1c.cotdistill.v1.TokenizerInfo\x12\x11\n\tmax_top_k\x18\x04 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\x15\n\rmax_in_flight\x18\x06 \x01(\r\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x19\n\x11scores_candidates\x18\x08 \x01(\x08*~\n\x0ePromptTemplate\x12\x1f\n\x1bPROMPT_TEMPLATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROMPT_TEMPLATE_AUTO\x10\x01\x12\x18\n\x14PROMPT_TEMPLATE_CHAT\x10\x02\x12\x17\n\x13PROMPT_TEMPLATE_RAW\x10\x03\x32\xde\x01\n\x0eTeacherService\x12G\n\x06Sample\x12\x1c.cotdistill.v1.SampleRequest\x1a\x1d.cotdistill.v1.SampleResponse0\x01\x12\x42\n\x05Score\x12\x1b.cotdistill.v1.ScoreRequest\x1a\x1c.cotdistill.v1.ScoreResponse\x12?\n\x04Info\x12\x1a.cotdistill.v1.InfoRequest\x1a\x1b.cotdistill.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cotdistill.v1.teacher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROMPTTEMPLATE']._serialized_start=1783
-  _globals['_PROMPTTEMPLATE']._serialized_end=1909
+  _globals['_PROMPTTEMPLATE']._serialized_start=2004
+  _globals['_PROMPTTEMPLATE']._serialized_end=2130
   _globals['_SAMPLINGPARAMS']._serialized_start=75
   _globals['_SAMPLINGPARAMS']._serialized_end=289
   _globals['_TWOSTAGE']._serialized_start=291
@@ -48,18 +48,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLEREQUEST']._serialized_end=918
   _globals['_SAMPLERESPONSE']._serialized_start=921
   _globals['_SAMPLERESPONSE']._serialized_end=1266
-  _globals['_SCOREITEM']._serialized_start=1268
-  _globals['_SCOREITEM']._serialized_end=1327
-  _globals['_SCOREREQUEST']._serialized_start=1329
-  _globals['_SCOREREQUEST']._serialized_end=1408
-  _globals['_SCOREDCOMPLETION']._serialized_start=1410
-  _globals['_SCOREDCOMPLETION']._serialized_end=1511
-  _globals['_SCORERESPONSE']._serialized_start=1513
-  _globals['_SCORERESPONSE']._serialized_end=1582
-  _globals['_INFOREQUEST']._serialized_start=1584
-  _globals['_INFOREQUEST']._serialized_end=1597
-  _globals['_INFORESPONSE']._serialized_start=1600
-  _globals['_INFORESPONSE']._serialized_end=1781
-  _globals['_TEACHERSERVICE']._serialized_start=1912
-  _globals['_TEACHERSERVICE']._serialized_end=2134
+  _globals['_SCOREITEM']._serialized_start=1269
+  _globals['_SCOREITEM']._serialized_end=1471
+  _globals['_SCOREREQUEST']._serialized_start=1473
+  _globals['_SCOREREQUEST']._serialized_end=1552
+  _globals['_SCOREDCOMPLETION']._serialized_start=1555
+  _globals['_SCOREDCOMPLETION']._serialized_end=1705
+  _globals['_SCORERESPONSE']._serialized_start=1707
+  _globals['_SCORERESPONSE']._serialized_end=1776
+  _globals['_INFOREQUEST']._serialized_start=1778
+  _globals['_INFOREQUEST']._serialized_end=1791
+  _globals['_INFORESPONSE']._serialized_start=1794
+  _globals['_INFORESPONSE']._serialized_end=2002
+  _globals['_TEACHERSERVICE']._serialized_start=2133
+  _globals['_TEACHERSERVICE']._serialized_end=2355
 # @@protoc_insertion_point(module_scope)

@@ -122,14 +122,24 @@ class SampleResponse(_message.Message):
     def __init__(self, prompt_index: _Optional[int] = ..., prompt_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., logprobs: _Optional[_Union[_common_pb2.TokenLogprobs, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., answer_text: _Optional[str] = ..., extracted_answer: _Optional[str] = ..., prompt_text: _Optional[str] = ...) -> None: ...
 
 class ScoreItem(_message.Message):
-    __slots__ = ("prompt", "completion", "id")
+    __slots__ = ("prompt", "completion", "id", "chat", "prompt_rendered", "completion_ids", "candidate_ids", "candidates_per_token")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_RENDERED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_IDS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     completion: str
     id: str
-    def __init__(self, prompt: _Optional[str] = ..., completion: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    chat: ChatPrompt
+    prompt_rendered: bool
+    completion_ids: _containers.RepeatedScalarFieldContainer[int]
+    candidate_ids: _containers.RepeatedScalarFieldContainer[int]
+    candidates_per_token: int
+    def __init__(self, prompt: _Optional[str] = ..., completion: _Optional[str] = ..., id: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., prompt_rendered: _Optional[bool] = ..., completion_ids: _Optional[_Iterable[int]] = ..., candidate_ids: _Optional[_Iterable[int]] = ..., candidates_per_token: _Optional[int] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("items", "top_k_logprobs")
@@ -140,14 +150,18 @@ class ScoreRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., top_k_logprobs: _Optional[int] = ...) -> None: ...
 
 class ScoredCompletion(_message.Message):
-    __slots__ = ("id", "logprobs", "prompt_tokens")
+    __slots__ = ("id", "logprobs", "prompt_tokens", "prompt_text", "candidate_logprobs")
     ID_FIELD_NUMBER: _ClassVar[int]
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     id: str
     logprobs: _common_pb2.TokenLogprobs
     prompt_tokens: int
-    def __init__(self, id: _Optional[str] = ..., logprobs: _Optional[_Union[_common_pb2.TokenLogprobs, _Mapping]] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
+    prompt_text: str
+    candidate_logprobs: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[str] = ..., logprobs: _Optional[_Union[_common_pb2.TokenLogprobs, _Mapping]] = ..., prompt_tokens: _Optional[int] = ..., prompt_text: _Optional[str] = ..., candidate_logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("completions",)
@@ -160,7 +174,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "backend", "tokenizer", "max_top_k", "context_length", "max_in_flight", "version")
+    __slots__ = ("model_id", "backend", "tokenizer", "max_top_k", "context_length", "max_in_flight", "version", "scores_candidates")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +182,7 @@ class InfoResponse(_message.Message):
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORES_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     backend: str
     tokenizer: _common_pb2.TokenizerInfo
@@ -175,4 +190,5 @@ class InfoResponse(_message.Message):
     context_length: int
     max_in_flight: int
     version: str
-    def __init__(self, model_id: _Optional[str] = ..., backend: _Optional[str] = ..., tokenizer: _Optional[_Union[_common_pb2.TokenizerInfo, _Mapping]] = ..., max_top_k: _Optional[int] = ..., context_length: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+    scores_candidates: bool
+    def __init__(self, model_id: _Optional[str] = ..., backend: _Optional[str] = ..., tokenizer: _Optional[_Union[_common_pb2.TokenizerInfo, _Mapping]] = ..., max_top_k: _Optional[int] = ..., context_length: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., version: _Optional[str] = ..., scores_candidates: _Optional[bool] = ...) -> None: ...

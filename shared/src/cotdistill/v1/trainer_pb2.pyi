@@ -56,6 +56,12 @@ class ParallelStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARALLEL_STRATEGY_UNSPECIFIED: _ClassVar[ParallelStrategy]
     PARALLEL_STRATEGY_DDP: _ClassVar[ParallelStrategy]
     PARALLEL_STRATEGY_FSDP: _ClassVar[ParallelStrategy]
+
+class OnPolicySupport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ON_POLICY_SUPPORT_UNSPECIFIED: _ClassVar[OnPolicySupport]
+    ON_POLICY_SUPPORT_TEACHER_TOPK: _ClassVar[OnPolicySupport]
+    ON_POLICY_SUPPORT_STUDENT_TOPK: _ClassVar[OnPolicySupport]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_PENDING: RunState
 RUN_STATE_RUNNING: RunState
@@ -82,6 +88,9 @@ PRECISION_BF16: Precision
 PARALLEL_STRATEGY_UNSPECIFIED: ParallelStrategy
 PARALLEL_STRATEGY_DDP: ParallelStrategy
 PARALLEL_STRATEGY_FSDP: ParallelStrategy
+ON_POLICY_SUPPORT_UNSPECIFIED: OnPolicySupport
+ON_POLICY_SUPPORT_TEACHER_TOPK: OnPolicySupport
+ON_POLICY_SUPPORT_STUDENT_TOPK: OnPolicySupport
 
 class StudentSpec(_message.Message):
     __slots__ = ("model", "tokenizer", "kind", "lora")
@@ -140,6 +149,32 @@ class ObjectiveSpec(_message.Message):
     top_k_mass: TopKMass
     kd_temperature: float
     def __init__(self, sft_weight: _Optional[float] = ..., kd_weight: _Optional[float] = ..., divergence: _Optional[_Union[Divergence, str]] = ..., jsd_beta: _Optional[float] = ..., top_k_mass: _Optional[_Union[TopKMass, str]] = ..., kd_temperature: _Optional[float] = ...) -> None: ...
+
+class OnPolicySpec(_message.Message):
+    __slots__ = ("fraction", "teacher_addresses", "divergence", "jsd_beta", "top_k", "support", "max_new_tokens", "temperature", "concurrency", "timeout_s", "max_attempts")
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    JSD_BETA_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    fraction: float
+    teacher_addresses: _containers.RepeatedScalarFieldContainer[str]
+    divergence: Divergence
+    jsd_beta: float
+    top_k: int
+    support: OnPolicySupport
+    max_new_tokens: int
+    temperature: float
+    concurrency: int
+    timeout_s: float
+    max_attempts: int
+    def __init__(self, fraction: _Optional[float] = ..., teacher_addresses: _Optional[_Iterable[str]] = ..., divergence: _Optional[_Union[Divergence, str]] = ..., jsd_beta: _Optional[float] = ..., top_k: _Optional[int] = ..., support: _Optional[_Union[OnPolicySupport, str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., concurrency: _Optional[int] = ..., timeout_s: _Optional[float] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
     __slots__ = ("learning_rate", "max_steps", "epochs", "batch_size", "gradient_accumulation", "warmup_steps", "schedule", "weight_decay", "max_grad_norm", "precision", "gradient_checkpointing", "seed", "loss_chunk_tokens")
@@ -206,7 +241,7 @@ class CheckpointSpec(_message.Message):
     def __init__(self, interval_steps: _Optional[int] = ..., keep_last: _Optional[int] = ..., validation_interval_steps: _Optional[int] = ..., evaluator_address: _Optional[str] = ..., evaluator_datasets: _Optional[_Iterable[str]] = ..., evaluator_format: _Optional[str] = ..., evaluator_limit: _Optional[int] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("name", "student", "data", "objective", "hyperparameters", "scaling", "checkpoints")
+    __slots__ = ("name", "student", "data", "objective", "hyperparameters", "scaling", "checkpoints", "on_policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STUDENT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +249,7 @@ class RunSpec(_message.Message):
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     SCALING_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    ON_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     student: StudentSpec
     data: DataSpec
@@ -221,7 +257,8 @@ class RunSpec(_message.Message):
     hyperparameters: Hyperparameters
     scaling: ScalingSpec
     checkpoints: CheckpointSpec
-    def __init__(self, name: _Optional[str] = ..., student: _Optional[_Union[StudentSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., objective: _Optional[_Union[ObjectiveSpec, _Mapping]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., scaling: _Optional[_Union[ScalingSpec, _Mapping]] = ..., checkpoints: _Optional[_Union[CheckpointSpec, _Mapping]] = ...) -> None: ...
+    on_policy: OnPolicySpec
+    def __init__(self, name: _Optional[str] = ..., student: _Optional[_Union[StudentSpec, _Mapping]] = ..., data: _Optional[_Union[DataSpec, _Mapping]] = ..., objective: _Optional[_Union[ObjectiveSpec, _Mapping]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., scaling: _Optional[_Union[ScalingSpec, _Mapping]] = ..., checkpoints: _Optional[_Union[CheckpointSpec, _Mapping]] = ..., on_policy: _Optional[_Union[OnPolicySpec, _Mapping]] = ...) -> None: ...
 
 class CheckpointInfo(_message.Message):
     __slots__ = ("step", "path", "validation_loss", "is_best")
@@ -262,8 +299,15 @@ class Run(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., spec: _Optional[_Union[RunSpec, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., checkpoints: _Optional[_Iterable[_Union[CheckpointInfo, _Mapping]]] = ..., output_dir: _Optional[str] = ...) -> None: ...
 
 class StepEvent(_message.Message):
-    __slots__ = ("step", "total_steps", "loss", "loss_parts", "learning_rate", "tokens_per_second", "grad_norm")
+    __slots__ = ("step", "total_steps", "loss", "loss_parts", "learning_rate", "tokens_per_second", "grad_norm", "metrics")
     class LossPartsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +321,7 @@ class StepEvent(_message.Message):
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     loss: float
@@ -284,7 +329,8 @@ class StepEvent(_message.Message):
     learning_rate: float
     tokens_per_second: float
     grad_norm: float
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., loss_parts: _Optional[_Mapping[str, float]] = ..., learning_rate: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., grad_norm: _Optional[float] = ...) -> None: ...
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., loss_parts: _Optional[_Mapping[str, float]] = ..., learning_rate: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., grad_norm: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class EvaluationEvent(_message.Message):
     __slots__ = ("step", "metrics")

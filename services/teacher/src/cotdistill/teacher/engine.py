@@ -102,20 +102,33 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class ScoreInput:
-    """A (prompt, completion) pair for teacher forcing; ids are the engine's tokenization."""
+    """A (prompt, completion) pair for teacher forcing; ids are the engine's tokenization.
+
+    ``candidate_ids`` (T*m row-major, T = len(completion_ids), m = ``candidates_per_token``,
+    -1 pads a row) asks for the logprobs of those ids at each completion position as well:
+    e.g. a student's own top candidates, for a reverse KL on the student's support. Only engines
+    whose info says ``scores_candidates`` accept them.
+    """
 
     prompt: str
     completion: str
     prompt_ids: Sequence[int] | None = None
     completion_ids: Sequence[int] | None = None
+    candidate_ids: Sequence[int] = ()
+    candidates_per_token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreOutput:
-    """Teacher-forced logprobs of one completion (always raw) and the prompt's token count."""
+    """Teacher-forced logprobs of one completion (always raw) and the prompt's token count.
+
+    ``candidate_logprobs``: T*m logprobs of the input's ``candidate_ids`` (``-inf`` where the id
+    is -1); empty without candidates.
+    """
 
     scores: TokenScores
     prompt_tokens: int
+    candidate_logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,7 @@ class EngineInfo:
     max_top_k: int
     logprob_modes: tuple[LogprobMode, ...] = ("raw", "processed")
     supports_score: bool = True
+    scores_candidates: bool = False  # Score accepts candidate_ids (ScoreInput)
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -338,32 +338,23 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             self._check_ready()
             info = self.engine.info()
             validation.check_score_request(request, info, self.settings)
-            prompts = [item.prompt for item in request.items]
-            completions = [item.completion for item in request.items]
-            prompt_ids = self.engine.encode(prompts)
-            completion_ids = self.engine.encode(completions, special_tokens=False)
-            if prompt_ids is not None and completion_ids is not None:
-                validation.check_score_lengths(prompt_ids, completion_ids, info.context_length)
-            items = [
-                ScoreInput(
-                    p,
-                    c,
-                    prompt_ids[i] if prompt_ids is not None else None,
-                    completion_ids[i] if completion_ids is not None else None,
-                )
-                for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
-            ]
+            items, prompt_texts = self._prepare_score(request, info.context_length)
             with self._admitted():
                 outputs = await self.engine.score(items, request.top_k_logprobs)
             response = teacher_pb2.ScoreResponse(
                 completions=[
                     teacher_pb2.ScoredCompletion(
-                        id=item.id, logprobs=token_logprobs(out.scores), prompt_tokens=out.prompt_tokens
+                        id=item.id,
+                        logprobs=token_logprobs(out.scores),
+                        prompt_tokens=out.prompt_tokens,
+                        prompt_text=text,
+                        candidate_logprobs=out.candidate_logprobs,
                     )
-                    for item, out in zip(request.items, outputs, strict=True)
+                    for item, out, text in zip(request.items, outputs, prompt_texts, strict=True)
                 ]
             )
             self.metrics.prompt_tokens.labels("Score").inc(sum(o.prompt_tokens for o in outputs))
+            self.metrics.scored_tokens.inc(sum(len(o.scores.token_ids) for o in outputs))
             call.status = "OK"
             return response
         except asyncio.CancelledError:
@@ -376,6 +367,47 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             raise  # unreachable: abort raises
         finally:
             call.finish()
+
+    def _prepare_score(
+        self, request: teacher_pb2.ScoreRequest, context_length: int
+    ) -> tuple[list[ScoreInput], list[str]]:
+        """Engine inputs of a validated Score request, and each item's prompt as the model sees it.
+
+        Chat items render through the chat template as Sample's chat prompts do, and, like them
+        (and like ``prompt_rendered`` text), are tokenized without adding special tokens again:
+        the same prompt tokens the teacher sampled from. ``completion_ids`` are used as given.
+        """
+        texts: list[str] = []
+        templated: list[bool] = []
+        for i, item in enumerate(request.items):
+            if item.HasField("chat"):
+                messages, prefix = validation.chat_prompt(item.chat, f"items[{i}].chat")
+                texts.append(self._render_chat(messages, prefix, f"items[{i}].chat"))
+                templated.append(True)
+            else:
+                texts.append(item.prompt)
+                templated.append(item.prompt_rendered)
+        prompt_ids = self._encode_prompts(texts, templated)
+        completion_ids: list[list[int] | None] = [list(it.completion_ids) or None for it in request.items]
+        need = [i for i, ids in enumerate(completion_ids) if ids is None]
+        encoded = self.engine.encode([request.items[i].completion for i in need], special_tokens=False) if need else []
+        if encoded is not None:
+            for i, ids in zip(need, encoded, strict=True):
+                completion_ids[i] = ids
+        if prompt_ids is not None and all(c is not None for c in completion_ids):
+            validation.check_score_lengths(prompt_ids, completion_ids, context_length)  # type: ignore[arg-type]
+        items = [
+            ScoreInput(
+                texts[i],
+                item.completion,
+                prompt_ids[i] if prompt_ids is not None else None,
+                completion_ids[i],
+                list(item.candidate_ids),
+                item.candidates_per_token,
+            )
+            for i, item in enumerate(request.items)
+        ]
+        return items, texts
 
     # ---- Info --------------------------------------------------------------------------------
 
@@ -408,6 +440,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
                 context_length=info.context_length,
                 max_in_flight=self.settings.max_in_flight,
                 version=_service_version(),
+                scores_candidates=info.scores_candidates and info.supports_score,
             )
         except grpc.aio.AbortError:
             raise

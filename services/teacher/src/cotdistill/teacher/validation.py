@@ -169,11 +169,53 @@ def check_score_request(request: teacher_pb2.ScoreRequest, info: EngineInfo, set
             "top_k_logprobs", f"must be at most {max_k} on this replica, got {request.top_k_logprobs}"
         )
     has_bos = info.tokenizer is not None and info.tokenizer.bos_token_id is not None
+    vocab = info.tokenizer.vocab_size if info.tokenizer is not None else 0
     for i, item in enumerate(request.items):
-        if not item.completion:
+        chat = item.HasField("chat")
+        if chat and item.prompt:
+            raise InvalidArgument(f"items[{i}].prompt", "must be empty when chat is set")
+        if item.completion_ids:
+            if item.completion:
+                raise InvalidArgument(f"items[{i}].completion", "must be empty when completion_ids is set")
+            check_token_ids(item.completion_ids, vocab, f"items[{i}].completion_ids")
+        elif not item.completion:
             raise InvalidArgument(f"items[{i}].completion", "must not be empty")
-        if not item.prompt and not has_bos:
+        if not item.prompt and not chat and not has_bos:
             raise InvalidArgument(f"items[{i}].prompt", "may be empty only when the model has a BOS token")
+        check_candidates(item, i, info, max_k)
+
+
+def check_token_ids(ids: Sequence[int], vocab_size: int, field: str, *, allow_pad: bool = False) -> None:
+    """Every id in [0, vocab_size) (or -1 with ``allow_pad``); ``vocab_size`` 0 means unknown."""
+    lo = -1 if allow_pad else 0
+    bad = next((t for t in ids if t < lo or (vocab_size and t >= vocab_size)), None)
+    if bad is not None:
+        raise InvalidArgument(field, f"token id {bad} is outside [{lo}, {vocab_size or 'vocab size'})")
+
+
+def check_candidates(item: teacher_pb2.ScoreItem, i: int, info: EngineInfo, max_k: int) -> None:
+    """ScoreItem.candidate_ids: on a replica that scores them, with completion_ids, T*m entries."""
+    m = item.candidates_per_token
+    if not item.candidate_ids and not m:
+        return
+    field = f"items[{i}].candidate_ids"
+    if not info.scores_candidates:
+        raise InvalidArgument(
+            field,
+            f"the {info.backend} backend of this replica cannot score given ids "
+            "(Info.scores_candidates is false; vLLM needs its V2 model runner)",
+        )
+    if m == 0 or m > max_k:
+        raise InvalidArgument(f"items[{i}].candidates_per_token", f"must be between 1 and {max_k}, got {m}")
+    if not item.completion_ids:
+        raise InvalidArgument(field, "needs completion_ids (candidates are given per completion token)")
+    if len(item.candidate_ids) != len(item.completion_ids) * m:
+        raise InvalidArgument(
+            field,
+            f"needs len(completion_ids) * candidates_per_token = {len(item.completion_ids)}*{m} entries, "
+            f"got {len(item.candidate_ids)}",
+        )
+    check_token_ids(item.candidate_ids, info.tokenizer.vocab_size if info.tokenizer else 0, field, allow_pad=True)
 
 
 def check_score_lengths(

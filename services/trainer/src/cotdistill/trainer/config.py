@@ -14,8 +14,9 @@ Run it standalone with ``python -m cotdistill.trainer.recipe CONFIG.yaml [key=va
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -123,6 +124,33 @@ class CheckpointConfig(_Section):
     evaluator_address: str = ""
 
 
+class OnPolicyConfig(_Section):
+    """On-policy distillation (GKD): a share of the steps trains on the student's own samples,
+    scored by the teacher replicas (``RunSpec.on_policy``; see :mod:`cotdistill.trainer.rollouts`)."""
+
+    fraction: float = Field(0.0, ge=0, le=1, description="share of optimizer steps on student samples (lambda)")
+    teacher_addresses: list[str] = Field(default_factory=list, description="teacher replicas (host:port, dns:///)")
+    divergence: DivergenceName = "jsd"
+    jsd_beta: float = Field(DEFAULT_JSD_BETA, gt=0, lt=1)
+    top_k: int = Field(20, ge=1, le=20, description="candidates per position")
+    support: Literal["teacher_topk", "student_topk"] = "teacher_topk"
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="tokens the student generates per sample")
+    temperature: float = Field(1.0, ge=0, le=10, description="the student's sampling temperature")
+    concurrency: int = Field(4, ge=1, le=64, description="Score calls in flight per worker")
+    timeout_s: float = Field(120.0, gt=0, description="deadline of one Score call")
+    max_attempts: int = Field(4, ge=1, le=20, description="tries per Score call, on other replicas")
+
+    @model_validator(mode="after")
+    def _addresses_when_on(self) -> OnPolicyConfig:
+        if self.fraction > 0 and not self.teacher_addresses:
+            raise ValueError("fraction > 0 needs teacher_addresses (the teacher replicas to call Score on)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction > 0
+
+
 def model_dir(ref: str, field: str, *, need_weights: bool = True) -> str:
     """A registry name (or GGUF file) as the directory it materializes to; paths stay as given."""
     from cotdistill.common.errors import NotFound
@@ -145,6 +173,7 @@ class RecipeConfig(_Section):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     hyperparameters: HyperparametersConfig = Field(default_factory=HyperparametersConfig)
     checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    on_policy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
     output_dir: str = Field(..., min_length=1)
     log_every_steps: int = Field(1, ge=1, description="Reporter.on_step cadence")
     num_threads: int = Field(0, ge=0, description="torch CPU threads; 0 leaves torch's default")
@@ -244,6 +273,7 @@ class RecipeConfig(_Section):
                 "validation_interval_steps": ck.validation_interval_steps,
                 "evaluator_address": ck.evaluator_address,
             },
+            "on_policy": _on_policy(spec.on_policy, divergences),
             "output_dir": output_dir,
         }
         try:
@@ -289,6 +319,8 @@ class RecipeConfig(_Section):
             )
         if self.objective.kd_weight > 0:
             self._validate_kd_inputs()
+        if self.on_policy.enabled and kind == "encoder_decoder":
+            raise InvalidArgument("on_policy.fraction", "on-policy training needs a decoder-only student")
 
     def _validate_kd_inputs(self) -> None:
         """Distribution matching needs top-k logprobs and a way to the teacher's tokenizer."""
@@ -312,6 +344,26 @@ class RecipeConfig(_Section):
             "objective.kd_weight > 0 and the samples name no local teacher tokenizer (nor the student's): "
             "set data.teacher_tokenizer",
         )
+
+
+def _on_policy(spec: trainer_pb2.OnPolicySpec, divergences: Mapping[Any, str]) -> dict[str, object]:
+    """OnPolicySpec with the defaults its comments document (proto3 zeros mean "default")."""
+    from cotdistill.v1 import trainer_pb2 as pb
+
+    supports = {pb.ON_POLICY_SUPPORT_STUDENT_TOPK: "student_topk"}
+    return {
+        "fraction": spec.fraction,
+        "teacher_addresses": list(spec.teacher_addresses),
+        "divergence": "jsd" if spec.divergence == pb.DIVERGENCE_UNSPECIFIED else divergences[spec.divergence],
+        "jsd_beta": spec.jsd_beta or DEFAULT_JSD_BETA,
+        "top_k": spec.top_k or 20,
+        "support": supports.get(spec.support, "teacher_topk"),
+        "max_new_tokens": spec.max_new_tokens or 128,
+        "temperature": spec.temperature if spec.HasField("temperature") else 1.0,
+        "concurrency": spec.concurrency or 4,
+        "timeout_s": spec.timeout_s or 120.0,
+        "max_attempts": spec.max_attempts or 4,
+    }
 
 
 def detect_kind(model_dir: str | Path) -> StudentKind:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
+from cotdistill.common.chat import last_user_message
 from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.common.models import is_registry_name, resolve_model
 
@@ -56,6 +57,7 @@ class Sample:
     dataset: str = ""
     prompt: str | None = None  # pre-rendered student prompt/completion (JSONL), bypasses formats
     completion: str | None = None
+    teacher_prompt: str | None = None  # the prompt the teacher saw (shards): on-policy Score reuses it
 
 
 def _files(paths: Sequence[str], field_name: str) -> tuple[list[Path], list[Path]]:
@@ -139,6 +141,10 @@ def load_samples(
     if parquet:
         table = read_samples([str(p) for p in parquet])
         metadata = dict(table.metadata)
+        # Prompts rendered through the teacher's chat template: the question is the last user turn.
+        template = ""
+        if metadata.get("prompt_template") == "chat":
+            template = str(((metadata.get("teacher") or {}).get("tokenizer") or {}).get("chat_template") or "")
         for i in range(len(table)):
             if only_correct and table.correct[i] is False:
                 continue
@@ -147,7 +153,8 @@ def load_samples(
             if table.k and sl.stop > sl.start:
                 teacher = TeacherTokens(table.token_ids[sl].astype(np.int64), table.top_ids[sl], table.top_logprobs[sl])
             answer = table.prediction[i] if table.prediction[i] is not None else table.gold[i]
-            samples.append(Sample(question_from_prompt(table.prompt[i]), table.rationale[i], answer or "", teacher))
+            question = question_from_prompt(table.prompt[i], template)
+            samples.append(Sample(question, table.rationale[i], answer or "", teacher, teacher_prompt=table.prompt[i]))
     for path in jsonl:
         samples.extend(_read_jsonl(path, only_correct))
     if not samples:
@@ -251,12 +258,18 @@ _ANSWER_PARTNER = {
 _TEACHER_QUESTION = re.compile(r"(?:^|\n)(?:Q|Question): (.*?)\n(?:A:|Let's think)", re.DOTALL)
 
 
-def question_from_prompt(prompt: str) -> str:
+def question_from_prompt(prompt: str, chat_template: str = "") -> str:
     """The question inside a teacher prompt (Zero-shot-CoT / few-shot / Fu et al.), else the prompt.
 
     Teacher prompts wrap the question ("Q: {q}\\nA: Let's think step by step."), after any
     exemplars; the student format re-wraps it its own way, so the last question block is taken.
+    A prompt rendered through the teacher's ``chat_template`` holds the question as its last user
+    turn (``tasks.teacher_chat_prompt``): that turn's text, without the template's markup.
     """
+    if chat_template:
+        question = last_user_message(prompt, chat_template)
+        if question is not None:
+            return question.strip()
     matches = _TEACHER_QUESTION.findall(prompt)
     return matches[-1].strip() if matches else prompt.strip()
 

@@ -27,7 +27,8 @@ ACTIVE_STATES = frozenset({trainer_pb2.RUN_STATE_PENDING, trainer_pb2.RUN_STATE_
 class WorkerEvent(TypedDict):
     """One event from a worker. ``kind`` picks which of the other keys are present.
 
-    * step: step, total_steps, loss, loss_parts, learning_rate, tokens_per_second, grad_norm, tokens
+    * step: step, total_steps, loss, loss_parts, learning_rate, tokens_per_second, grad_norm, tokens,
+      metrics (figures that are not loss parts)
     * checkpoint: step, path, validation_loss (may be absent), is_best, duration_s
     * evaluation: step, metrics
     * message: text
@@ -79,12 +80,22 @@ def _loss_part_name(key: str) -> str | None:
     return key
 
 
+# Figures of the interval that are not parts of the loss (StepEvent.metrics): on-policy training's.
+FIGURE_PREFIXES = ("on_policy", "teacher_")
+
+
 def step_event(step: int, total_steps: int, metrics: Mapping[str, Any]) -> WorkerEvent:
-    """A step event from a recipe's per-step metrics (loss, lr, tokens/s, grad norm, loss parts)."""
-    parts = {}
+    """A step event from a recipe's per-step metrics (loss, lr, tokens/s, grad norm, loss parts,
+    and other figures: ``on_policy*`` and ``teacher_*`` keys)."""
+    parts, figures = {}, {}
     for key, value in metrics.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if key.startswith(FIGURE_PREFIXES):
+            figures[key] = float(value)
+            continue
         name = _loss_part_name(key)
-        if name is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if name is not None:
             parts[name] = float(value)
     return WorkerEvent(
         kind="step",
@@ -92,6 +103,7 @@ def step_event(step: int, total_steps: int, metrics: Mapping[str, Any]) -> Worke
         total_steps=int(total_steps),
         loss=_first(metrics, ("loss",), math.nan),
         loss_parts=parts,
+        metrics=figures,
         learning_rate=_first(metrics, _LR_KEYS),
         tokens_per_second=_first(metrics, _TPS_KEYS),
         grad_norm=_first(metrics, _GRAD_KEYS),
@@ -123,6 +135,7 @@ def to_proto(run_id: str, event: WorkerEvent) -> trainer_pb2.RunEvent:
                 learning_rate=event.get("learning_rate", 0.0),
                 tokens_per_second=event.get("tokens_per_second", 0.0),
                 grad_norm=event.get("grad_norm", 0.0),
+                metrics=event.get("metrics", {}),
             )
         )
     elif kind == "checkpoint":

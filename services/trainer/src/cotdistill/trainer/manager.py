@@ -456,6 +456,7 @@ class RunManager:
             loss = event.get("loss", math.nan)
             if math.isfinite(loss):
                 self.metrics.loss.labels(run_id).set(loss)
+            self.metrics.record_step_figures(run_id, event.get("metrics", {}))
         elif kind == "checkpoint":
             info = checkpoint_info(event)
             self.store.update(run_id, lambda r: _add_checkpoint(r, info))

@@ -45,6 +45,25 @@ class TrainerMetrics:
             ["run_id"],
             registry=registry,
         )
+        self.on_policy_fraction = Gauge(
+            "cotdistill_trainer_on_policy_ratio",
+            "Share of an active run's optimizer steps over its last logged interval trained on the student's own "
+            "samples (GKD's lambda as realized; dimensionless).",
+            ["run_id"],
+            registry=registry,
+        )
+        self.score_latency = Gauge(
+            "cotdistill_trainer_teacher_score_latency_seconds",
+            "Mean latency of the teacher Score calls of an active run's on-policy steps over its last interval, s.",
+            ["run_id"],
+            registry=registry,
+        )
+        self.scored_tokens_per_second = Gauge(
+            "cotdistill_trainer_teacher_scored_tokens_per_second",
+            "Student tokens the teacher scored per second of waiting for Score, last interval, tokens/s.",
+            ["run_id"],
+            registry=registry,
+        )
         self.checkpoint_duration = Histogram(
             "cotdistill_trainer_checkpoint_duration_seconds",
             "Wall time to write and register one checkpoint, seconds.",
@@ -75,8 +94,24 @@ class TrainerMetrics:
         for state in ALL_STATES:
             self.runs.labels(state_name(state)).set(counts.get(state, 0))
 
+    def record_step_figures(self, run_id: str, figures: Mapping[str, float]) -> None:
+        """On-policy figures of a step event (absent keys leave their gauge alone)."""
+        for key, gauge in (
+            ("on_policy_fraction", self.on_policy_fraction),
+            ("teacher_score_latency_s", self.score_latency),
+            ("teacher_scored_tokens_per_second", self.scored_tokens_per_second),
+        ):
+            if key in figures:
+                gauge.labels(run_id).set(float(figures[key]))
+
     def forget_run(self, run_id: str) -> None:
-        for gauge in (self.tokens_per_second, self.loss):
+        for gauge in (
+            self.tokens_per_second,
+            self.loss,
+            self.on_policy_fraction,
+            self.score_latency,
+            self.scored_tokens_per_second,
+        ):
             try:
                 gauge.remove(run_id)
             except KeyError:

@@ -48,6 +48,8 @@ from cotdistill.trainer.data import (
     teacher_tokenizer_ref,
 )
 from cotdistill.trainer.objectives import ObjectiveWeights, distillation_objective
+from cotdistill.trainer.on_policy import is_on_policy_step
+from cotdistill.trainer.rollouts import Rollouts, build_rollouts
 
 log = logging.getLogger("cotdistill.trainer.recipe")
 
@@ -205,17 +207,19 @@ class StudentLM(nn.Module):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def forward(
-        self, batch: dict[str, torch.Tensor], select: torch.Tensor
+        self, batch: dict[str, torch.Tensor], select: torch.Tensor, objective: ObjectiveWeights | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """batch: collated tensors (B, T); select: (N,) flat indices into B*T. Returns (loss, parts)."""
+        """batch: collated tensors (B, T); select: (N,) flat indices into B*T; objective: the
+        run's unless given (on-policy steps use their divergence alone). Returns (loss, parts)."""
+        objective = objective or self.objective
         labels = batch["labels"].flatten()[select]
         kd_ids = kd_lps = None
-        if self.objective.kd_weight > 0:
+        if objective.kd_weight > 0:
             kd_ids = batch["kd_ids"].flatten(0, 1)[select].long()
             kd_lps = batch["kd_logprobs"].flatten(0, 1)[select].float()
         if not self.fast_head:
             logits = self.logits(batch, select)
-            return distillation_objective(logits, labels, kd_ids, kd_lps, self.objective)
+            return distillation_objective(logits, labels, kd_ids, kd_lps, objective)
         hf = self.hf_model
         backbone = getattr(hf, hf.base_model_prefix)
         hidden = backbone(**self._decoder_inputs(batch)).last_hidden_state.flatten(0, 1)[select]
@@ -229,7 +233,7 @@ class StudentLM(nn.Module):
             labels,
             kd_ids,
             kd_lps,
-            self.objective,
+            objective,
             chunk_rows=self.chunk_rows,
             compute_dtype=self.compute_dtype,
         )
@@ -323,6 +327,7 @@ class TrainRecipe:
         self.stopped = False
         self.total_steps = 0
         self.data_stats: dict[str, Any] = {}
+        self.rollouts: Rollouts | None = None  # on-policy micro-batches (config.on_policy)
 
     # ---- setup ----------------------------------------------------------------------------
 
@@ -367,6 +372,15 @@ class TrainRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(hp.schedule, hp.warmup_steps, self.total_steps)
         )
+        op = cfg.on_policy
+        if op.enabled:
+            # On-policy steps: the divergence alone, on the student's samples (no NLL of its own text).
+            self.on_policy_weights = ObjectiveWeights(
+                sft_weight=0.0, kd_weight=1.0, kind=op.divergence, mass=obj.top_k_mass, beta=op.jsd_beta
+            )
+            self.rollouts = build_rollouts(
+                cfg, self.tokenizer, self.student_vocab_size, self._samples, self._metadata, rank=self.hooks.rank
+            )
         if resume_from:
             self._restore(resume_from)
 
@@ -438,6 +452,7 @@ class TrainRecipe:
     def _build_data(self, model: nn.Module) -> tuple[torch.utils.data.DataLoader[Any], list[dict[str, torch.Tensor]]]:
         cfg, hp = self.config, self.config.hyperparameters
         samples, metadata = load_samples(cfg.data.train_paths, only_correct=cfg.data.only_correct)
+        self._samples, self._metadata = samples, metadata  # on-policy questions come from here too
         top_k, aligner = 0, None
         if cfg.objective.kd_weight > 0:
             ks = {s.teacher.top_ids.shape[1] for s in samples if s.teacher is not None}
@@ -511,8 +526,12 @@ class TrainRecipe:
         self._generator.manual_seed(self.config.hyperparameters.seed + epoch)
         return itertools.islice(iter(self.train_loader), self.state.batch_in_epoch, None)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-        """Objective of one micro-batch; returns (loss, parts, supervised tokens)."""
+    def _loss(
+        self, batch: dict[str, torch.Tensor], weights: ObjectiveWeights | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """Objective of one micro-batch (``weights``: the run's unless given); returns (loss, parts,
+        supervised tokens)."""
+        weights = weights or self.weights
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         select = (batch["labels"].flatten() != IGNORE).nonzero().squeeze(1)
         autocast = (
@@ -521,7 +540,7 @@ class TrainRecipe:
             else nullcontext()
         )
         with autocast:
-            loss, parts = self.model(batch, select)
+            loss, parts = self.model(batch, select, weights)
         return loss, parts, int(select.numel())
 
     def train(self) -> None:
@@ -540,6 +559,7 @@ class TrainRecipe:
         at_boundary = copy.deepcopy(self.state)
         if self.state.step == 0:
             self._phase("first_step", f"{self.total_steps} steps, {accum} micro-batch(es) each")
+        figures: dict[str, float] = {}  # on-policy figures, summed over on-policy micro-batches
         while self.state.step < self.total_steps and not self.stopped:
             for batch in self._epoch_batches():
                 if self.reporter.should_stop():
@@ -551,16 +571,29 @@ class TrainRecipe:
                 self.state.batch_in_epoch += 1
                 self.state.micro_step += 1
                 boundary = self.state.micro_step % accum == 0
+                # GKD: a step on the student's own samples takes the place of a data step.
+                on_policy = self.rollouts is not None and is_on_policy_step(
+                    self.state.step, self.config.on_policy.fraction, hp.seed
+                )
+                if on_policy:
+                    assert self.rollouts is not None
+                    batch, found = self.rollouts.batch(_unwrap(self.model), self.state.step, self.state.micro_step)
+                    for name, figure in found.items():
+                        figures[name] = figures.get(name, 0.0) + figure
+                    figures["on_policy_micro_batches"] = figures.get("on_policy_micro_batches", 0.0) + 1
                 # DDP: sync gradients only on the micro-batch that ends an optimizer step.
                 model: Any = self.model
                 sync = nullcontext() if boundary or not hasattr(model, "no_sync") else model.no_sync()
                 with sync:
-                    loss, parts, _ = self._loss(batch)
+                    loss, parts, _ = self._loss(batch, self.on_policy_weights if on_policy else None)
                     (loss / accum).backward()
                 window_tokens += int(batch["num_tokens"])
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) / accum
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0.0) + float(value) / accum
+                if on_policy:
+                    figures["on_policy_loss"] = figures.get("on_policy_loss", 0.0) + float(parts["kd"])
+                else:
+                    for name, value in parts.items():
+                        sums[name] = sums.get(name, 0.0) + float(value) / accum
                 if not boundary:
                     continue
                 grad_norm = self._optimizer_step(hp.max_grad_norm)
@@ -575,8 +608,10 @@ class TrainRecipe:
                         tokens_per_second=window_tokens * self.hooks.world_size / elapsed,
                         grad_norm=grad_norm,
                     )
+                    if self.rollouts is not None:
+                        metrics.update(self._on_policy_figures(figures, n * accum))
                     self.reporter.on_step(step, self.total_steps, metrics)
-                    window_tokens, window_start, sums = 0, time.perf_counter(), {}
+                    window_tokens, window_start, sums, figures = 0, time.perf_counter(), {}, {}
                 validation_loss = None
                 if self.val_batches and ck.validation_interval_steps and step % ck.validation_interval_steps == 0:
                     validation_loss = self.validate()
@@ -590,6 +625,16 @@ class TrainRecipe:
                 self.state.batch_in_epoch = 0
         if not self.stopped:
             self.save_checkpoint(self.state.step)
+
+    def _on_policy_figures(self, figures: dict[str, float], micro_batches: int) -> dict[str, float]:
+        """A logging window's on-policy figures: the share of its micro-batches on student
+        samples, per-micro-batch means of the rollout figures, and the Score client's stats."""
+        assert self.rollouts is not None
+        count = figures.pop("on_policy_micro_batches", 0.0)
+        out = {"on_policy_fraction": count / max(1, micro_batches)}
+        out.update({name: value / count for name, value in figures.items()} if count else {})
+        out.update(self.rollouts.scorer.stats.take())
+        return out
 
     def _optimizer_step(self, max_grad_norm: float) -> float:
         """Clip (when > 0), step, schedule; returns the gradient norm before clipping."""
@@ -684,7 +729,10 @@ class TrainRecipe:
 
     def cleanup(self) -> None:
         """Release the model, optimizer and data (the process may train another run next)."""
-        for name in ("model", "optimizer", "scheduler", "train_loader", "val_batches"):
+        if self.rollouts is not None:
+            self.rollouts.scorer.close()
+            self.rollouts = None
+        for name in ("model", "optimizer", "scheduler", "train_loader", "val_batches", "_samples"):
             if hasattr(self, name):
                 delattr(self, name)
         if torch.cuda.is_available():

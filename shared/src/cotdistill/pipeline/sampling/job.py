@@ -1,11 +1,15 @@
-"""The sampling job's engine: work units over teacher replicas, exactly once, resumable.
+"""The teacher jobs' engine: work units over teacher replicas, exactly once, resumable.
 
-Flow of one unit: pick a replica (round-robin, avoiding ones that just failed) -> one streaming
-``Sample`` call for all its prompts x D -> buffer every result in memory -> check each
-(prompt, sample index) arrived exactly once -> write the unit's shard atomically -> record the
-unit in the manifest. Any failure before the shard write throws the partial results away and
-retries the whole unit on another replica after a backoff, so a sample is stored only as part of
-a complete unit, under a name fixed by the unit id: never twice, never half.
+Flow of one unit: pick a replica (round-robin, avoiding ones that just failed) -> one call for
+the whole unit (a streaming ``Sample`` of its prompts x D, or one ``Score`` of its rationales)
+-> buffer every result in memory -> check each expected row arrived exactly once -> write the
+unit's shard atomically -> record the unit in the manifest. Any failure before the shard write
+throws the partial results away and retries the whole unit on another replica after a backoff,
+so a row is stored only as part of a complete unit, under a name fixed by the unit id: never
+twice, never half.
+
+:class:`UnitJob` is that machinery; :class:`SamplingJob` (here) and
+:class:`~cotdistill.pipeline.scoring.job.ScoringJob` say what one call of a unit is.
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ import logging
 import os
 import random
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import grpc
-
 from cotdistill.common.artifacts import ArtifactStore
-from cotdistill.common.errors import CotdistillError, Unavailable
+from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
+from cotdistill.common.retry import CallFailed, IncompleteUnit, RetryPolicy, on_replicas
 from cotdistill.common.samples import SampleRecord, shard_bytes, write_shard
+from cotdistill.common.tasks.teacher_prompts import ChatPrompt
+from cotdistill.common.teacher_info import fetch_teacher_info
 from cotdistill.pipeline.sampling.manifest import (
     SAMPLES_DIR,
     Manifest,
@@ -37,8 +43,7 @@ from cotdistill.pipeline.sampling.manifest import (
     save_manifest,
 )
 from cotdistill.pipeline.sampling.metrics import SamplingMetrics
-from cotdistill.pipeline.sampling.retry import IncompleteUnit, RetryPolicy
-from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, WorkUnit
+from cotdistill.pipeline.sampling.units import ExampleRef, JobIdentity, JobSpec, WorkUnit
 from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -89,57 +94,6 @@ class JobResult:
         return sum(r.tokens for r in self.sampled)
 
 
-def info_to_dict(info: teacher_pb2.InfoResponse) -> dict[str, Any]:
-    """The teacher facts every shard and the manifest record."""
-    tok = info.tokenizer
-    return {
-        "model_id": info.model_id,
-        "backend": info.backend,
-        "version": info.version,
-        "max_top_k": info.max_top_k,
-        "context_length": info.context_length,
-        "tokenizer": {
-            "name": tok.name,
-            "vocab_size": tok.vocab_size,
-            "tokenizer_vocab_size": tok.tokenizer_vocab_size,
-            "content_hash": tok.content_hash,
-            "chat_template": tok.chat_template,
-        },
-    }
-
-
-async def fetch_teacher_info(pool: ReplicaPool, *, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Info of every reachable replica; they must serve the same model and tokenizer.
-
-    Waits up to ``timeout_s`` for at least one replica (a replica loading its model answers
-    UNAVAILABLE). Replicas that never answer are marked failed and used last.
-    """
-    deadline = time.monotonic() + timeout_s
-    infos: dict[str, dict[str, Any]] = {}
-    last_error = "no answer"
-    while not infos and time.monotonic() < deadline:
-        for replica in pool.replicas:
-            stub = teacher_pb2_grpc.TeacherServiceStub(replica.channel)
-            try:
-                reply = await stub.Info(
-                    teacher_pb2.InfoRequest(), timeout=min(5.0, max(0.5, deadline - time.monotonic()))
-                )
-                infos[replica.address] = info_to_dict(reply)
-                pool.mark(replica, True)
-            except grpc.aio.AioRpcError as err:
-                pool.mark(replica, False)
-                last_error = f"{replica.address}: {err.code().name} {err.details()}"
-        if not infos:
-            await asyncio.sleep(0.25)
-    if not infos:
-        raise Unavailable(f"no teacher replica answered Info within {timeout_s:g}s (last: {last_error})")
-    hashes = {(i["model_id"], i["tokenizer"]["content_hash"]) for i in infos.values()}
-    if len(hashes) > 1:
-        detail = ", ".join(f"{a}: {i['model_id']} ({i['tokenizer']['content_hash'][:12]})" for a, i in infos.items())
-        raise CotdistillError(f"teacher replicas serve different models or tokenizers: {detail}")
-    return next(iter(infos.values()))
-
-
 class EventLog:
     """Append-only JSON lines under samples/ (local stores only): what each run did, for humans
     and for the fault tests that count unit completions across driver restarts."""
@@ -158,12 +112,19 @@ class EventLog:
             os.fsync(handle.fileno())
 
 
-class SamplingJob:
-    """Runs the units of ``spec`` not yet in the manifest; see the module docstring."""
+class UnitJob(ABC):
+    """Runs the units not yet in the manifest over the replicas; see the module docstring.
+
+    A subclass says what one attempt of a unit is (:meth:`_attempt`: one call to one replica,
+    returning the unit's complete rows, or raising ``grpc.aio.AioRpcError`` / ``IncompleteUnit``
+    to have it retried elsewhere), what it checks once the teacher is known (:meth:`_prepare`),
+    how many rows each example of a unit yields (:attr:`rows_per_example`) and what its shards
+    record besides the common metadata (:meth:`_shard_metadata`).
+    """
 
     def __init__(
         self,
-        spec: JobSpec,
+        spec: JobIdentity,
         units: Sequence[WorkUnit],
         store: ArtifactStore,
         pool: ReplicaPool,
@@ -171,8 +132,6 @@ class SamplingJob:
         concurrency: int = 8,
         timeout_s: float = 600.0,
         retry: RetryPolicy | None = None,
-        extract: Extractor | None = None,
-        match: Matcher | None = None,
         progress: ProgressSink | None = None,
         info_timeout_s: float = 60.0,
         metrics: SamplingMetrics | None = None,
@@ -186,8 +145,6 @@ class SamplingJob:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
-        self.extract = extract
-        self.match = match
         self.progress = progress
         self.info_timeout_s = info_timeout_s
         self.metrics = metrics
@@ -196,7 +153,22 @@ class SamplingJob:
         self._manifest_lock = asyncio.Lock()
         self._rng = random.Random()
         self._fatal = False
-        self._use_chat = False
+
+    @property
+    @abstractmethod
+    def rows_per_example(self) -> int:
+        """Rows a unit stores per example (D for sampling, 1 for scoring)."""
+
+    def _prepare(self, teacher: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Check the job against the teacher's Info before any unit runs (raise to refuse)."""
+
+    @abstractmethod
+    async def _attempt(self, unit: WorkUnit, replica: Replica, attempt: int) -> list[SampleRecord]:
+        """One call of ``unit`` to ``replica``: its complete rows, in a stable order."""
+
+    def _shard_metadata(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        """Job-specific shard metadata (merged over the common keys)."""
+        return {}
 
     async def run(self) -> JobResult:
         if self.metrics is None:
@@ -212,8 +184,7 @@ class SamplingJob:
     async def _run(self) -> JobResult:
         started = time.monotonic()
         teacher = await fetch_teacher_info(self.pool, timeout_s=self.info_timeout_s)
-        self._check_params(teacher)
-        self._use_chat = self._resolve_template(teacher)
+        self._prepare(teacher)
         self.store.makedirs(SAMPLES_DIR)
         manifest = await asyncio.to_thread(load_manifest, self.store)
         if manifest is None:
@@ -222,7 +193,7 @@ class SamplingJob:
             check_compatible(manifest, self.spec, teacher)
             manifest.teacher = manifest.teacher or teacher
         manifest.units_total = len(self.units)
-        report = await asyncio.to_thread(reconcile, self.store, manifest, self.units, self.spec.params.num_samples)
+        report = await asyncio.to_thread(reconcile, self.store, manifest, self.units, self.rows_per_example)
         await asyncio.to_thread(save_manifest, self.store, manifest)
         self._manifest = manifest
         pending = [u for u in self.units if u.unit_id not in manifest.completed]
@@ -271,33 +242,6 @@ class SamplingJob:
             )
         return result
 
-    def _resolve_template(self, teacher: dict[str, Any]) -> bool:
-        """Whether prompts go through the teacher's chat template (``prompt_template``)."""
-        mode = self.spec.params.prompt_template
-        has_template = bool(teacher.get("tokenizer", {}).get("chat_template"))
-        if mode == "chat" and not has_template:
-            raise CotdistillError(
-                f"sampling.prompt_template: chat, but the teacher {teacher.get('model_id', '')!r} has no chat "
-                "template; use raw or auto"
-            )
-        return mode == "chat" or (mode == "auto" and has_template)
-
-    def _prompt(self, example: ExampleRef) -> teacher_pb2.Prompt:
-        if not self._use_chat or example.chat is None:
-            return teacher_pb2.Prompt(id=example.id, text=example.prompt)
-        chat = teacher_pb2.ChatPrompt(
-            messages=[teacher_pb2.ChatMessage(role=r, content=c) for r, c in example.chat.messages],
-            assistant_prefix=example.chat.prefix,
-        )
-        return teacher_pb2.Prompt(id=example.id, chat=chat)
-
-    def _check_params(self, teacher: dict[str, Any]) -> None:
-        k = self.spec.params.top_k_logprobs
-        if k > int(teacher.get("max_top_k", 20)):
-            raise CotdistillError(
-                f"sampling.top_k_logprobs: {k} is more than the teacher's maximum {teacher['max_top_k']}"
-            )
-
     async def _worker(
         self, queue: asyncio.Queue[WorkUnit], teacher: dict[str, Any], result: JobResult, failures: list[str]
     ) -> None:
@@ -316,40 +260,124 @@ class SamplingJob:
                 self.progress.unit_done(record)
 
     async def _run_unit(self, unit: WorkUnit, teacher: dict[str, Any]) -> UnitRecord:
-        tried: set[str] = set()
-        for attempt in range(1, self.retry.max_attempts + 1):
-            replica = self.pool.pick(exclude=tried)
-            tried.add(replica.address)
-            if len(tried) == len(self.pool):
-                tried.clear()  # every replica had its chance: start over rather than give up
+        def started(replica: Replica, attempt: int) -> None:
             self.events.write(
                 "unit_started", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
             )
-            try:
-                responses = await self._sample(unit, replica, attempt)
-            except (grpc.aio.AioRpcError, IncompleteUnit) as err:
-                self.pool.mark(replica, False)
-                what = f"{err.code().name}: {err.details()}" if isinstance(err, grpc.aio.AioRpcError) else str(err)
-                self.events.write(
-                    "unit_failed", unit_id=unit.unit_id, attempt=attempt, replica=replica.address, error=what
-                )
-                if not self.retry.is_retryable(err):
-                    raise _UnitError(f"unit {unit.index} on {replica.address}: {what}", fatal=True) from None
-                if attempt == self.retry.max_attempts:
-                    raise _UnitError(f"unit {unit.index}: {attempt} attempts failed, last {what}") from None
-                delay = self.retry.delay_s(attempt, self._rng)
-                log.warning(
-                    "unit %d failed on %s (%s); retrying on another replica in %.2fs",
-                    unit.index,
-                    replica.address,
-                    what,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            self.pool.mark(replica, True)
-            return await self._store(unit, responses, replica, attempt, teacher)
-        raise AssertionError("unreachable")
+
+        def failed(replica: Replica, attempt: int, what: str) -> None:
+            self.events.write("unit_failed", unit_id=unit.unit_id, attempt=attempt, replica=replica.address, error=what)
+
+        async def attempt(replica: Replica, n: int) -> list[SampleRecord]:
+            return await self._attempt(unit, replica, n)
+
+        try:
+            records, replica, n = await on_replicas(
+                self.pool, attempt, self.retry, rng=self._rng, started=started, failed=failed
+            )
+        except CallFailed as err:
+            if not err.retryable:
+                raise _UnitError(f"unit {unit.index} on {err.replica}: {err.what}", fatal=True) from None
+            raise _UnitError(f"unit {unit.index}: {err.attempts} attempts failed, last {err.what}") from None
+        return await self._store(unit, records, replica, n, teacher)
+
+    async def _store(
+        self,
+        unit: WorkUnit,
+        records: list[SampleRecord],
+        replica: Replica,
+        attempt: int,
+        teacher: dict[str, Any],
+    ) -> UnitRecord:
+        metadata = {
+            "unit_id": unit.unit_id,
+            "unit_index": unit.index,
+            "replica": replica.address,
+            "attempt": attempt,
+            "teacher": teacher,
+            "teacher_model": teacher.get("model_id", ""),
+            "tokenizer_hash": teacher.get("tokenizer", {}).get("content_hash", ""),
+            "job": self.spec.as_dict(),
+            **self._shard_metadata(teacher),
+        }
+        await asyncio.to_thread(self._write, unit.shard_name, records, metadata)
+        record = UnitRecord(
+            unit_id=unit.unit_id,
+            index=unit.index,
+            shard=unit.shard_name,
+            examples=len(unit.examples),
+            samples=len(records),
+            tokens=sum(len(r.token_ids) for r in records),
+            replica=replica.address,
+            attempts=attempt,
+        )
+        assert self._manifest is not None
+        async with self._manifest_lock:
+            self._manifest.completed[unit.unit_id] = record
+            await asyncio.to_thread(save_manifest, self.store, self._manifest)
+        if self.metrics is not None:
+            self.metrics.unit_stored()
+        self.events.write(
+            "unit_completed", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
+        )
+        return record
+
+    def _write(self, name: str, records: list[SampleRecord], metadata: dict[str, Any]) -> None:
+        if self.store.is_local:
+            write_shard(self.store.path(SAMPLES_DIR, name), records, metadata)
+        else:  # an object store upload is atomic by itself
+            self.store.write_bytes(shard_bytes(records, metadata), SAMPLES_DIR, name)
+
+
+class SamplingJob(UnitJob):
+    """The sampling job: each unit is one streaming ``Sample`` of its prompts x D."""
+
+    spec: JobSpec
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        units: Sequence[WorkUnit],
+        store: ArtifactStore,
+        pool: ReplicaPool,
+        *,
+        extract: Extractor | None = None,
+        match: Matcher | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(spec, units, store, pool, **kwargs)
+        self.extract = extract
+        self.match = match
+        self._use_chat = False
+
+    @property
+    def rows_per_example(self) -> int:
+        return self.spec.params.num_samples
+
+    def _prepare(self, teacher: dict[str, Any]) -> None:
+        self._check_params(teacher)
+        self._use_chat = use_chat_template(self.spec.params.prompt_template, teacher, "sampling.prompt_template")
+
+    def _shard_metadata(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "logprob_mode": self.spec.params.logprob_mode,
+            "prompt_template": "chat" if self._use_chat else "raw",
+        }
+
+    def _prompt(self, example: ExampleRef) -> teacher_pb2.Prompt:
+        if not self._use_chat or example.chat is None:
+            return teacher_pb2.Prompt(id=example.id, text=example.prompt)
+        return teacher_pb2.Prompt(id=example.id, chat=chat_message(example.chat))
+
+    def _check_params(self, teacher: dict[str, Any]) -> None:
+        k = self.spec.params.top_k_logprobs
+        if k > int(teacher.get("max_top_k", 20)):
+            raise CotdistillError(
+                f"sampling.top_k_logprobs: {k} is more than the teacher's maximum {teacher['max_top_k']}"
+            )
+
+    async def _attempt(self, unit: WorkUnit, replica: Replica, attempt: int) -> list[SampleRecord]:
+        return [self._record(unit, r) for r in await self._sample(unit, replica, attempt)]
 
     def _request(self, unit: WorkUnit, attempt: int) -> teacher_pb2.SampleRequest:
         p = self.spec.params
@@ -396,55 +424,6 @@ class SamplingJob:
             raise IncompleteUnit(f"stream ended after {len(got)} of {expected} results")
         return [got[key] for key in sorted(got)]
 
-    async def _store(
-        self,
-        unit: WorkUnit,
-        responses: list[teacher_pb2.SampleResponse],
-        replica: Replica,
-        attempt: int,
-        teacher: dict[str, Any],
-    ) -> UnitRecord:
-        records = [self._record(unit, r) for r in responses]
-        metadata = {
-            "unit_id": unit.unit_id,
-            "unit_index": unit.index,
-            "replica": replica.address,
-            "attempt": attempt,
-            "teacher": teacher,
-            "teacher_model": teacher.get("model_id", ""),
-            "tokenizer_hash": teacher.get("tokenizer", {}).get("content_hash", ""),
-            "logprob_mode": self.spec.params.logprob_mode,
-            "prompt_template": "chat" if self._use_chat else "raw",
-            "job": self.spec.as_dict(),
-        }
-        await asyncio.to_thread(self._write, unit.shard_name, records, metadata)
-        record = UnitRecord(
-            unit_id=unit.unit_id,
-            index=unit.index,
-            shard=unit.shard_name,
-            examples=len(unit.examples),
-            samples=len(records),
-            tokens=sum(len(r.token_ids) for r in records),
-            replica=replica.address,
-            attempts=attempt,
-        )
-        assert self._manifest is not None
-        async with self._manifest_lock:
-            self._manifest.completed[unit.unit_id] = record
-            await asyncio.to_thread(save_manifest, self.store, self._manifest)
-        if self.metrics is not None:
-            self.metrics.unit_stored()
-        self.events.write(
-            "unit_completed", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
-        )
-        return record
-
-    def _write(self, name: str, records: list[SampleRecord], metadata: dict[str, Any]) -> None:
-        if self.store.is_local:
-            write_shard(self.store.path(SAMPLES_DIR, name), records, metadata)
-        else:  # an object store upload is atomic by itself
-            self.store.write_bytes(shard_bytes(records, metadata), SAMPLES_DIR, name)
-
     def _record(self, unit: WorkUnit, r: teacher_pb2.SampleResponse) -> SampleRecord:
         example = unit.examples[r.prompt_index]
         answer_text = r.answer_text if r.HasField("answer_text") else None
@@ -477,6 +456,24 @@ class SamplingJob:
             top_ids=lp.top_ids,
             top_logprobs=lp.top_logprobs,
         )
+
+
+def use_chat_template(mode: str, teacher: dict[str, Any], key: str) -> bool:
+    """Whether prompts go through the teacher's chat template under ``mode`` (auto|chat|raw)."""
+    has_template = bool(teacher.get("tokenizer", {}).get("chat_template"))
+    if mode == "chat" and not has_template:
+        raise CotdistillError(
+            f"{key}: chat, but the teacher {teacher.get('model_id', '')!r} has no chat template; use raw or auto"
+        )
+    return mode == "chat" or (mode == "auto" and has_template)
+
+
+def chat_message(chat: ChatPrompt) -> teacher_pb2.ChatPrompt:
+    """A task-layer conversation as the teacher's ``ChatPrompt``."""
+    return teacher_pb2.ChatPrompt(
+        messages=[teacher_pb2.ChatMessage(role=r, content=c) for r, c in chat.messages],
+        assistant_prefix=chat.prefix,
+    )
 
 
 class _UnitError(Exception):

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
-from cotdistill.pipeline.sampling.units import JobSpec, WorkUnit
+from cotdistill.pipeline.sampling.units import JobIdentity, WorkUnit
 
 SAMPLES_DIR = "samples"
 MANIFEST = "manifest.json"
@@ -55,7 +55,7 @@ class Manifest:
     updated_at: float = field(default_factory=time.time)
 
     @classmethod
-    def new(cls, spec: JobSpec, teacher: dict[str, Any], units_total: int) -> Manifest:
+    def new(cls, spec: JobIdentity, teacher: dict[str, Any], units_total: int) -> Manifest:
         return cls(job=spec.as_dict(), fingerprint=spec.fingerprint(), teacher=teacher, units_total=units_total)
 
     def to_json(self) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def save_manifest(store: ArtifactStore, manifest: Manifest) -> None:
     store.write_json(manifest.to_json(), SAMPLES_DIR, MANIFEST)
 
 
-def check_compatible(manifest: Manifest, spec: JobSpec, teacher: dict[str, Any]) -> None:
+def check_compatible(manifest: Manifest, spec: JobIdentity, teacher: dict[str, Any]) -> None:
     """Refuse to resume another job's samples or mix two teachers in one sample set."""
     if manifest.fingerprint != spec.fingerprint():
         old, new = manifest.job, spec.as_dict()

@@ -25,14 +25,15 @@ class RichProgress:
     units found already done.
     """
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, verb: str = "sampling", items: str = "examples") -> None:
         self.console = console
+        self.verb, self.items = verb, items
         self._progress = Progress(
-            TextColumn("[bold]sampling"),
+            TextColumn(f"[bold]{verb}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("examples"),
-            TextColumn("{task.fields[samples_s]:.1f} samples/s"),
+            TextColumn(items),
+            TextColumn("{task.fields[samples_s]:.1f} rows/s"),
             TextColumn("{task.fields[tokens_s]:.0f} tok/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -48,11 +49,11 @@ class RichProgress:
     def start(self, total_examples: int, done_examples: int, total_units: int) -> None:
         self._started = time.monotonic()
         self._task = self._progress.add_task(
-            "sampling", total=total_examples, completed=done_examples, samples_s=0.0, tokens_s=0.0
+            self.verb, total=total_examples, completed=done_examples, samples_s=0.0, tokens_s=0.0
         )
         self._progress.start()
         if done_examples:
-            self.console.print(f"resuming: {done_examples}/{total_examples} examples already sampled")
+            self.console.print(f"resuming: {done_examples}/{total_examples} {self.items} already done")
 
     def unit_done(self, record: UnitRecord) -> None:
         if self._task is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -18,14 +19,15 @@ from rich.console import Console
 from cotdistill.common import tasks
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.run_config import FilterSection, RunConfig, SamplingSection
+from cotdistill.common.grpc_client import ReplicaPool
+from cotdistill.common.retry import RetryPolicy
+from cotdistill.common.run_config import FilterSection, RunConfig, SamplingSection, ScoringSection
 from cotdistill.common.samples import SampleRecord, read_records, shard_bytes, write_shard
-from cotdistill.pipeline.sampling.job import JobResult, SamplingJob
+from cotdistill.pipeline.sampling.job import JobResult, SamplingJob, UnitJob
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
 from cotdistill.pipeline.sampling.metrics import serve_from_env
 from cotdistill.pipeline.sampling.pool import open_pool
 from cotdistill.pipeline.sampling.progress import RichProgress
-from cotdistill.pipeline.sampling.retry import RetryPolicy
 from cotdistill.pipeline.sampling.units import ExampleRef, JobSpec, UnitParams, WorkUnit, plan_units
 
 TRAIN_DIR = "train"
@@ -113,18 +115,25 @@ def answer_functions(section: SamplingSection) -> tuple[Any, Any]:
     return extract, match
 
 
-async def run_sampling(config: RunConfig, store: ArtifactStore, console: Console | None = None) -> JobResult:
-    """Plan and run (or resume) the recipe's sampling job; samples land under ``samples/``."""
-    section = config.sampling
-    spec, units = plan(section)
-    extract, match = answer_functions(section)
+JobBuilder = Callable[..., UnitJob]
+"""``build(pool, **common)``: a job over ``pool`` with the common keyword arguments (concurrency,
+timeout, retry policy, progress, Info timeout, metrics) of :func:`run_teacher_job`."""
+
+
+async def run_teacher_job(
+    config: RunConfig,
+    section: SamplingSection | ScoringSection,
+    build: JobBuilder,
+    console: Console | None,
+    *,
+    verb: str,
+    items: str,
+) -> JobResult:
+    """Open the teacher replicas and the backlog metrics, build a job over them and run it."""
     pool = open_pool(config.teacher.addresses)
     try:
         with serve_from_env(config.name) as metrics:
-            job = SamplingJob(
-                spec,
-                units,
-                store,
+            job = build(
                 pool,
                 concurrency=section.concurrency,
                 timeout_s=config.teacher.timeout_s,
@@ -133,15 +142,25 @@ async def run_sampling(config: RunConfig, store: ArtifactStore, console: Console
                     base_delay_s=section.retry_delay_s,
                     max_delay_s=max(section.retry_delay_s, 10.0),
                 ),
-                extract=extract,
-                match=match,
-                progress=RichProgress(console) if console is not None else None,
+                progress=RichProgress(console, verb=verb, items=items) if console is not None else None,
                 info_timeout_s=config.teacher.connect_timeout_s,
                 metrics=metrics,
             )
             return await job.run()
     finally:
         await pool.close()
+
+
+async def run_sampling(config: RunConfig, store: ArtifactStore, console: Console | None = None) -> JobResult:
+    """Plan and run (or resume) the recipe's sampling job; samples land under ``samples/``."""
+    section = config.sampling
+    spec, units = plan(section)
+    extract, match = answer_functions(section)
+
+    def build(pool: ReplicaPool, **common: Any) -> UnitJob:
+        return SamplingJob(spec, units, store, pool, extract=extract, match=match, **common)
+
+    return await run_teacher_job(config, section, build, console, verb="sampling", items="examples")
 
 
 def sample_stage(config: RunConfig, store: ArtifactStore, console: Console) -> None:

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
 
@@ -81,7 +81,16 @@ class JobSpec:
 
     def fingerprint(self) -> str:
         """Hex digest of the spec; two jobs with equal fingerprints produce interchangeable units."""
-        return _digest(self.as_dict())
+        return digest(self.as_dict())
+
+
+class JobIdentity(Protocol):
+    """What a job is, for the manifest: a spec with a stable dict form and its fingerprint
+    (:class:`JobSpec` here, ``ScoreSpec`` for the scoring job)."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def fingerprint(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -130,10 +139,10 @@ def plan_units(examples: Sequence[ExampleRef], spec: JobSpec) -> list[WorkUnit]:
     for index, start in enumerate(range(0, len(examples), spec.unit_size)):
         chunk = tuple(examples[start : start + spec.unit_size])
         seed = unit_seed(spec.params.seed, index)
-        unit_id = _digest({**base, "index": index, "seed": seed, "examples": [[e.id, e.prompt] for e in chunk]})[:20]
+        unit_id = digest({**base, "index": index, "seed": seed, "examples": [[e.id, e.prompt] for e in chunk]})[:20]
         units.append(WorkUnit(index=index, unit_id=unit_id, examples=chunk, seed=seed))
     return units
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

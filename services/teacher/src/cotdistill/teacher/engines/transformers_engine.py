@@ -249,6 +249,7 @@ class TransformersEngine:
             tokenizer=describe_tokenizer(self.tokenizer, self.model_path, self.vocab_size),
             context_length=self.context_length,
             max_top_k=self.max_top_k,
+            scores_candidates=True,  # the full log-softmax is at hand: any id can be gathered
             extra={"device": str(self.device), "dtype": dtype_name},
         )
         log.info("transformers engine loaded %s on %s (%s)", self.model_path, self.device, dtype_name)
@@ -602,10 +603,12 @@ class TransformersEngine:
                 full = seqs[j][0] + seqs[j][1]
                 ids[row, : len(full)] = torch.tensor(full)
                 mask[row, : len(full)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             for row, j in enumerate(chunk):
                 p, c = seqs[j]
-                lp = torch.log_softmax(logits[row, len(p) - 1 : len(p) + len(c) - 1], dim=-1)  # [T, V]
+                # fp32 only for the completion rows: a (B, W, V) fp32 copy of a 150k-vocab
+                # teacher's logits would be gigabytes for prompts nobody scores.
+                lp = torch.log_softmax(logits[row, len(p) - 1 : len(p) + len(c) - 1].float(), dim=-1)  # [T, V]
                 target = torch.tensor(c, device=lp.device)
                 token_lp = lp.gather(1, target[:, None]).squeeze(1)
                 top_ids: list[int] = []
@@ -618,8 +621,20 @@ class TransformersEngine:
                         cand = torch.nn.functional.pad(cand, (0, pad), value=PAD_ID)
                     top_ids, top_lps = cand.reshape(-1).tolist(), values.reshape(-1).tolist()
                 scores = TokenScores(c, token_lp.tolist(), top_k, top_ids, top_lps, "raw")
-                results[j] = ScoreOutput(scores, len(p))
+                results[j] = ScoreOutput(scores, len(p), _candidate_logprobs(lp, items[j]))
         return [r for r in results if r is not None]
+
+
+def _candidate_logprobs(logprobs: Any, item: ScoreInput) -> list[float]:
+    """Logprobs (T*m, row-major) of ``item.candidate_ids`` from the completion's [T, V] log-softmax."""
+    import torch
+
+    m = item.candidates_per_token
+    if not m or not item.candidate_ids:
+        return []
+    ids = torch.tensor(list(item.candidate_ids), dtype=torch.long, device=logprobs.device).view(-1, m)
+    values = logprobs.gather(1, ids.clamp(min=0)).masked_fill(ids < 0, float("-inf"))
+    return [float(v) for v in values.reshape(-1).tolist()]
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from cotdistill.common.models import resolve_model
 from cotdistill.teacher.engine import (
     Backend,
@@ -134,6 +136,7 @@ class VllmEngine:
         self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, tokenizer_path)
         model_config = self._engine.model_config
         vocab = int(model_config.get_vocab_size())
+        runner_v2 = bool(getattr(self._engine.vllm_config, "use_v2_model_runner", False))
         self._info = EngineInfo(
             model_id=self.model_path,
             backend="vllm",
@@ -141,7 +144,10 @@ class VllmEngine:
             context_length=int(model_config.max_model_len),
             max_top_k=self.max_top_k,
             logprob_modes=(self.logprob_mode,),  # type: ignore[arg-type]
-            extra={"dtype": str(model_config.dtype)},
+            # prompt_logprob_token_ids (scoring given ids) exists only in vLLM's Model Runner V2,
+            # which needs Triton: on GPUs yes, on the CPU build here no.
+            scores_candidates=runner_v2,
+            extra={"dtype": str(model_config.dtype), "model_runner": "v2" if runner_v2 else "v1"},
         )
         log.info("vLLM engine loaded %s (context %d)", self.model_path, self._info.context_length)
 
@@ -270,7 +276,13 @@ class VllmEngine:
     # ---- score -----------------------------------------------------------------------------
 
     async def score(self, items: Sequence[ScoreInput], top_k: int) -> list[ScoreOutput]:
-        """Prompt logprobs of prompt + completion; the completion's positions are kept."""
+        """Prompt logprobs of prompt + completion; the completion's positions are kept.
+
+        prompt + completion is sent as one prompt with ``prompt_logprobs=top_k`` and one token
+        to generate: vLLM's teacher forcing. Candidate ids of an item go in as
+        ``prompt_logprob_token_ids`` rows starting at the completion's first position (Model
+        Runner V2 only; :attr:`EngineInfo.scores_candidates` says whether this engine has it).
+        """
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -281,13 +293,14 @@ class VllmEngine:
             prompts = self.encode([it.prompt for it in items])  # type: ignore[assignment]
         if any(c is None for c in completions):
             completions = self.encode([it.completion for it in items], special_tokens=False)  # type: ignore[assignment]
-        params = SamplingParams(
-            max_tokens=1,
-            temperature=1.0,
-            prompt_logprobs=top_k,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-            flat_logprobs=True,
-        )
+        base_args: dict[str, Any] = {
+            "max_tokens": 1,
+            "temperature": 1.0,
+            "prompt_logprobs": top_k,
+            "output_kind": RequestOutputKind.FINAL_ONLY,
+            "flat_logprobs": True,
+        }
+        params = SamplingParams(**base_args)
         self._seq += 1
         base = f"score-{self._seq}-{time.monotonic_ns()}"
 
@@ -298,13 +311,28 @@ class VllmEngine:
                 if bos is None:
                     raise ValueError("an empty prompt needs a BOS token and this tokenizer has none")
                 p = [bos]
+            item_params, m = params, items[j].candidates_per_token
+            if m and items[j].candidate_ids:
+                if not self.info().scores_candidates:
+                    raise ValueError("scoring candidate ids needs vLLM's Model Runner V2 (VLLM_USE_V2_MODEL_RUNNER=1)")
+                # Row i predicts prompt token start + i + 1: the completion's tokens from start = len(p) - 1.
+                rows = np.asarray(items[j].candidate_ids, dtype=np.int64).reshape(len(c), m)
+                item_params = SamplingParams(
+                    **base_args, prompt_logprob_token_ids=rows, prompt_logprob_start=len(p) - 1
+                )
             final = None
-            async for output in self._engine.generate(TokensPrompt(prompt_token_ids=p + c), params, f"{base}-{j}"):
+            async for output in self._engine.generate(TokensPrompt(prompt_token_ids=p + c), item_params, f"{base}-{j}"):
                 final = output
             assert final is not None and final.prompt_logprobs is not None
             columns = _prompt_columns(final.prompt_logprobs, len(p), len(c))
             token_lp, top_ids, top_lps = normalize(columns, c, top_k, sampled_first=True)
-            return ScoreOutput(TokenScores(c, token_lp, top_k, top_ids, top_lps, "raw"), len(p))
+            candidates: list[float] = []
+            if item_params is not params:
+                found = getattr(final, "prompt_token_id_logprobs", None)
+                if found is None:
+                    raise RuntimeError("vLLM returned no prompt_token_id_logprobs for candidate ids")
+                candidates = [float(v) for v in np.asarray(found, dtype=np.float64).reshape(-1)]
+            return ScoreOutput(TokenScores(c, token_lp, top_k, top_ids, top_lps, "raw"), len(p), candidates)
 
         return list(await asyncio.gather(*(one(j) for j in range(len(items)))))
 
