@@ -183,7 +183,8 @@ def test_reload_switches_and_refuses_and_the_old_engine_closes_after_draining(tm
 
 
 def test_reload_paths_are_confined_to_the_reload_roots(tmp_path: Path) -> None:
-    app, engines = make_app(root=tmp_path / "ckpts")
+    # path_roots=[]: integration tests in the same session widen the roots through the environment
+    app, engines = make_app(root=tmp_path / "ckpts", path_roots=[])
     with TestClient(app) as client:
         for path in ("/etc", "/proc/self", str(tmp_path / "ckpts" / ".." / "elsewhere"), "../../etc"):
             denied = client.post("/admin/reload", headers=AUTH, json={"model": path})
