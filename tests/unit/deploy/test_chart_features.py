@@ -470,6 +470,16 @@ def test_the_gpu_server_profile_runs_vllm_with_adapters_by_name() -> None:
     assert env["COTDISTILL_SERVER_LORA_ADAPTERS"] == (
         f"gsm8k-cot={LINKS}/s3-models-adapters-qwen-gsm8k-cot,svamp-cot={LINKS}/hf-cotdistill-qwen2.5-0.5b-svamp-lora"
     )
+    # the server reads the rendered value as {name: adapter directory}
+    from cotdistill.server.settings import ServerSettings
+
+    read = ServerSettings(
+        backend="vllm", lora_adapters=env["COTDISTILL_SERVER_LORA_ADAPTERS"], allow_unauthenticated=True
+    ).adapters()
+    assert read == {
+        "gsm8k-cot": f"{LINKS}/s3-models-adapters-qwen-gsm8k-cot",
+        "svamp-cot": f"{LINKS}/hf-cotdistill-qwen2.5-0.5b-svamp-lora",
+    }
     script = spec["initContainers"][0]["args"][0]
     for source in (
         "qwen2.5-coder-0.5b-instruct",

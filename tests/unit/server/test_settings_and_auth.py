@@ -57,3 +57,18 @@ def test_api_keys_accept_only_configured_keys() -> None:
     assert ApiKeys([]).open and ApiKeys([]).accepts(None)
     keys.replace([f"{GOOD}-3"])
     assert not keys.accepts(GOOD) and keys.accepts(f"{GOOD}-3")
+
+
+def test_lora_adapters_are_name_dir_pairs_for_the_vllm_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COTDISTILL_SERVER_LORA_ADAPTERS", "gsm8k=/m/a, svamp=/m/b")
+    settings = ServerSettings(backend="vllm", allow_unauthenticated=True)
+    assert settings.adapters() == {"gsm8k": "/m/a", "svamp": "/m/b"}
+    for value, message in (
+        ("gsm8k", "COTDISTILL_SERVER_LORA_ADAPTERS: 'gsm8k' is not NAME=DIR"),
+        ("a=/x,a=/y", "the adapter name 'a' repeats"),
+        ("cotdistill-student=/x", "an adapter is named like the served model"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            ServerSettings(backend="vllm", allow_unauthenticated=True, lora_adapters=value)
+    with pytest.raises(ValidationError, match="served by the vllm backend; set COTDISTILL_SERVER_BACKEND=vllm"):
+        ServerSettings(backend="transformers", allow_unauthenticated=True, lora_adapters="a=/x")

@@ -55,7 +55,12 @@ def default_loader(settings: ServerSettings, metrics: ServerMetrics) -> Callable
             from cotdistill.server.engine.vllm_engine import VllmEngine
 
             return await asyncio.to_thread(
-                VllmEngine.load, path, max_batch_size=settings.max_concurrent, dtype=settings.dtype
+                VllmEngine.load,
+                path,
+                max_batch_size=settings.max_concurrent,
+                dtype=settings.dtype,
+                adapters=settings.adapters(),
+                max_lora_rank=settings.max_lora_rank,
             )
         from cotdistill.server.engine.transformers_engine import TransformersEngine
 

@@ -97,6 +97,7 @@ class Plan:
     jobs: list[Job]
     score_prompts: list[list[int]] = field(default_factory=list)
     score_k: int = 0
+    adapter: str | None = None  # the LoRA adapter the prompts are scored with
 
     def units(self) -> int:
         """Admission units: one per completion, or per scored prompt when that is more."""
@@ -182,7 +183,7 @@ async def _bounded(ctx: AppContext, request: Request, admitted: Admitted, work: 
 
 async def _score(engine: Engine, plan: Plan) -> list[list[TokenLogprob]]:
     try:
-        return await engine.score(plan.score_prompts, plan.score_k)
+        return await engine.score(plan.score_prompts, plan.score_k, plan.adapter)
     except (APIError, asyncio.CancelledError):
         raise
     except Exception as exc:

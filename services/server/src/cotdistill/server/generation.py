@@ -103,14 +103,20 @@ def check_max_tokens(value: int, settings: ServerSettings, field_name: str = "ma
     return value
 
 
-def check_model(requested: str, settings: ServerSettings) -> None:
-    if requested != settings.served_model_name:
-        raise APIError(
-            404,
-            f"The model {requested!r} does not exist; this server serves {settings.served_model_name!r}.",
-            param="model",
-            code="model_not_found",
-        )
+def check_model(requested: str, settings: ServerSettings) -> str | None:
+    """The LoRA adapter ``requested`` names (None: the base model); 404 for any other id."""
+    if requested == settings.served_model_name:
+        return None
+    adapters = settings.adapters()
+    if requested in adapters:
+        return requested
+    served = ", ".join(repr(m) for m in [settings.served_model_name, *adapters])
+    raise APIError(
+        404,
+        f"The model {requested!r} does not exist; this server serves {served}.",
+        param="model",
+        code="model_not_found",
+    )
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:

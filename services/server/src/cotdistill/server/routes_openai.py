@@ -49,7 +49,12 @@ def _seed(body: _Sampling, index: int) -> int | None:
 
 
 def _jobs(
-    body: _Sampling, prompts: list[list[int]], max_tokens: int, logprobs: int | None, stop: tuple[str, ...]
+    body: _Sampling,
+    prompts: list[list[int]],
+    max_tokens: int,
+    logprobs: int | None,
+    stop: tuple[str, ...],
+    adapter: str | None = None,
 ) -> list[Job]:
     jobs = []
     for p, ids in enumerate(prompts):
@@ -62,6 +67,7 @@ def _jobs(
                 stop=stop,
                 seed=_seed(body, index),
                 logprobs=logprobs,
+                adapter=adapter,
             )
             jobs.append(Job(index, p, ids, params))
     return jobs
@@ -77,10 +83,20 @@ def _usage(admitted: Admitted, choices: list[Choice]) -> dict[str, int]:
 # ---- /v1/models ---------------------------------------------------------------------------------
 
 
-def _card(ctx: AppContext) -> ModelCard:
+def _card(ctx: AppContext, adapter: str | None = None) -> ModelCard:
+    """The base model's card, or an adapter's (``root`` its directory, ``parent`` the base id)."""
     served = ctx.holder.current
     if served is None:
         raise NotReady(ctx.holder.load_error or "the model is still loading")
+    if adapter is not None:
+        return ModelCard(
+            id=adapter,
+            created=int(served.loaded_at),
+            root=ctx.settings.adapters()[adapter],
+            parent=ctx.settings.served_model_name,
+            backend=served.engine.backend,
+            max_model_len=served.engine.max_model_len,
+        )
     return ModelCard(
         id=ctx.settings.served_model_name,
         created=int(served.loaded_at),
@@ -92,16 +108,16 @@ def _card(ctx: AppContext) -> ModelCard:
 
 @router.get("/models", response_model=ModelList, responses=READ_RESPONSES)
 async def list_models(request: Request) -> ModelList:
-    """The served model (one id, kept across checkpoint reloads)."""
-    return ModelList(data=[_card(context(request))])
+    """The served model (one id, kept across checkpoint reloads) and its LoRA adapters."""
+    ctx = context(request)
+    return ModelList(data=[_card(ctx), *(_card(ctx, name) for name in ctx.settings.adapters())])
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard, responses=READ_RESPONSES)
 async def retrieve_model(model_id: str, request: Request) -> ModelCard:
     """One model by id (``client.models.retrieve``); 404 for any other id."""
     ctx = context(request)
-    check_model(model_id, ctx.settings)
-    return _card(ctx)
+    return _card(ctx, check_model(model_id, ctx.settings))
 
 
 # ---- /v1/completions ----------------------------------------------------------------------------
@@ -214,7 +230,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     ctx = context(request)
     if body.best_of is not None and body.best_of != body.n:
         raise bad_request("best_of", "is only supported equal to n")
-    check_model(body.model, ctx.settings)
+    adapter = check_model(body.model, ctx.settings)
     if body.max_tokens == 0 and not body.echo:
         raise bad_request("max_tokens", "0 is only allowed with echo=true (scoring the prompt)")
     if body.max_tokens == 0 and body.stream:
@@ -243,8 +259,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
                 ids = [engine.eos_token_id]  # an empty prompt: start from a document boundary
             validate_prompt(ids, engine, ctx.settings, max_tokens, field_name)
             prompts.append(ids)
-        jobs = _jobs(body, prompts, max_tokens, body.logprobs, stop) if max_tokens else []
-        return Plan(jobs, prompts if score else [], body.logprobs or 0)
+        jobs = _jobs(body, prompts, max_tokens, body.logprobs, stop, adapter) if max_tokens else []
+        return Plan(jobs, prompts if score else [], body.logprobs or 0, adapter)
 
     admitted = await admit(ctx, request, make_plan)
     rid, created, engine = f"cmpl-{uuid.uuid4().hex}", int(time.time()), admitted.engine
@@ -253,7 +269,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         "id": rid,
         "object": "text_completion",
         "created": created,
-        "model": ctx.settings.served_model_name,
+        "model": body.model,  # the base id or the adapter asked for
         "system_fingerprint": fingerprint(engine),
     }
     k = body.logprobs or 0
@@ -425,7 +441,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         raise bad_request(*refused)
     if body.top_logprobs is not None and not body.logprobs:
         raise bad_request("top_logprobs", "needs logprobs=true")
-    check_model(body.model, ctx.settings)
+    adapter = check_model(body.model, ctx.settings)
     requested = body.max_completion_tokens or body.max_tokens
     field_name = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     if requested is not None:
@@ -439,12 +455,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             raise bad_request("messages", "render to an empty prompt")
         max_tokens = requested or max(1, min(ctx.settings.max_tokens_cap, engine.max_model_len - len(ids)))
         validate_prompt(ids, engine, ctx.settings, max_tokens, "messages")
-        return _jobs(body, [ids], max_tokens, logprobs, body.stop_strings() + format_stop)
+        return _jobs(body, [ids], max_tokens, logprobs, body.stop_strings() + format_stop, adapter)
 
     admitted = await admit(ctx, request, make_jobs)
     rid, created, engine = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), admitted.engine
     strings = token_strings(engine.tokenizer)
-    name = ctx.settings.served_model_name
+    name = body.model  # the base id or the adapter asked for
     writers = {job.index: _ChatLogprobWriter(strings, job.prompt_ids, logprobs or 0) for job in admitted.jobs}
 
     if body.stream:

@@ -42,6 +42,12 @@ class ServerSettings(CallerPathSettings):
         description="Engine: transformers (dynamic batching, CPU default), vllm, or auto (vllm if importable).",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    lora_adapters: str = Field(
+        "",
+        description="LoRA adapters served by name beside the base model: NAME=DIR,NAME2=DIR2 (vLLM's "
+        "--lora-modules shape; each DIR a peft adapter with adapter_config.json). vllm backend only.",
+    )
+    max_lora_rank: int = Field(16, ge=1, le=512, description="Largest LoRA rank the vLLM engine reserves room for.")
     reason_format: str = Field(
         "",
         description="Student format /v1/reason uses when the request names none; empty means the format the "
@@ -102,6 +108,32 @@ class ServerSettings(CallerPathSettings):
                     "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _adapters(self) -> Self:
+        adapters = self.adapters()  # raises on a malformed entry
+        if adapters and self.backend == "transformers":
+            raise ValueError(
+                f"{self.env_name('lora_adapters')}: LoRA adapters are served by the vllm backend; "
+                f"set {self.env_name('backend')}=vllm"
+            )
+        if self.served_model_name in adapters:
+            raise ValueError(f"{self.env_name('lora_adapters')}: an adapter is named like the served model")
+        return self
+
+    def adapters(self) -> dict[str, str]:
+        """``lora_adapters`` as {name: directory}."""
+        out: dict[str, str] = {}
+        for entry in self.lora_adapters.replace("\n", ",").split(","):
+            if not entry.strip():
+                continue
+            name, sep, path = entry.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise ValueError(f"{self.env_name('lora_adapters')}: {entry!r} is not NAME=DIR")
+            if name.strip() in out:
+                raise ValueError(f"{self.env_name('lora_adapters')}: the adapter name {name.strip()!r} repeats")
+            out[name.strip()] = path.strip()
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Settings safe to log: only the API keys are masked (not e.g. max_prompt_tokens)."""

@@ -32,6 +32,7 @@ class SamplingParams:
         seed: per-request RNG seed; the same seed and prompt give the same completion.
         logprobs: None for no logprobs; k >= 0 returns the sampled token's logprob and the top k
             candidates (raw: before temperature and top_p, as vLLM's default ``raw_logprobs``).
+        adapter: the LoRA adapter to generate with (its served name), None for the base model.
     """
 
     max_tokens: int
@@ -40,6 +41,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     logprobs: int | None = None
+    adapter: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -114,8 +116,11 @@ class Engine(Protocol):
         """Stream the completion of ``prompt_ids``; closing or cancelling the iterator aborts it."""
         ...
 
-    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
-        """Prompt logprobs (teacher forcing), all prompts in one batch where the backend can.
+    async def score(
+        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+    ) -> list[list[TokenLogprob]]:
+        """Prompt logprobs (teacher forcing), all prompts in one batch where the backend can
+        (``adapter``: a LoRA adapter's served name, on backends that serve adapters).
 
         For each prompt of length L: L - 1 entries, entry t - 1 is token t's raw logprob given
         tokens [0, t) with the ``top_k`` most likely candidates at that position (0 <= top_k <= 20).

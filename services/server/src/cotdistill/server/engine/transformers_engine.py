@@ -251,7 +251,11 @@ class TransformersEngine:
         finally:
             req.cancelled = True  # the worker drops the row before its next step
 
-    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+    async def score(
+        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+    ) -> list[list[TokenLogprob]]:
+        if adapter is not None:  # settings refuse adapters on this backend; a guard for direct callers
+            raise EngineLoadError("LoRA adapters are served by the vllm backend only")
         if self._closed:
             raise EngineClosed("the engine is shut down")
         for i, ids in enumerate(prompts):
@@ -604,7 +608,11 @@ class Seq2SeqEngine(TransformersEngine):
         self.max_model_len = int(getattr(model.config, "n_positions", 0) or 512)
         self.decoder_start_token_id = int(model.config.decoder_start_token_id or 0)
 
-    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+    async def score(
+        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+    ) -> list[list[TokenLogprob]]:
+        if adapter is not None:  # settings refuse adapters on this backend; a guard for direct callers
+            raise EngineLoadError("LoRA adapters are served by the vllm backend only")
         raise InvalidArgument("echo", "prompt logprobs are not available for encoder-decoder models")
 
     def _take_new(self, batch: _Batch | None) -> tuple[list[_Request | _ScoreJob], bool]:

@@ -50,8 +50,17 @@ class VllmEngine:
 
     backend = "vllm"
 
-    def __init__(self, engine: Any, tokenizer: Any, model_path: str, max_model_len: int, vocab_size: int) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        tokenizer: Any,
+        model_path: str,
+        max_model_len: int,
+        vocab_size: int,
+        adapters: dict[str, str] | None = None,
+    ) -> None:
         self._engine = engine
+        self.adapters = dict(adapters or {})  # served name -> adapter directory
         self.tokenizer = tokenizer
         self.model_path = model_path
         self.max_model_len = max_model_len
@@ -68,10 +77,22 @@ class VllmEngine:
         enforce_eager: bool = True,
         dtype: str = "float32",
         max_model_len: int | None = None,
+        adapters: dict[str, str] | None = None,
+        max_lora_rank: int = 16,
     ) -> VllmEngine:
-        """Start an AsyncLLM on ``path`` (blocking; call it in a thread). Raises EngineLoadError."""
+        """Start an AsyncLLM on ``path`` (blocking; call it in a thread). Raises EngineLoadError.
+
+        ``adapters`` ({served name: peft adapter directory}) are served beside the base model with
+        vLLM's multi-LoRA batching; a request picks one by naming it as ``model``.
+        """
         if not Path(path).is_dir():
             raise EngineLoadError(f"checkpoint {str(path)!r} is not a directory")
+        for name, where in (adapters or {}).items():
+            if not (Path(where) / "adapter_config.json").is_file():
+                raise EngineLoadError(f"LoRA adapter {name!r}: {where!r} has no adapter_config.json")
+        lora: dict[str, Any] = {}
+        if adapters:
+            lora = {"enable_lora": True, "max_loras": len(adapters), "max_lora_rank": max_lora_rank}
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -85,6 +106,7 @@ class VllmEngine:
                 distributed_executor_backend="uni",
                 max_model_len=max_model_len,  # type: ignore[arg-type]  # None: the model's own length
                 disable_log_stats=True,
+                **lora,
             )
             engine = AsyncLLM.from_engine_args(args)
         except Exception as exc:
@@ -95,12 +117,26 @@ class VllmEngine:
 
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         length = int(engine.model_config.max_model_len)
-        return cls(engine, tokenizer, str(path), length, int(engine.model_config.get_vocab_size()))
+        vocab = int(engine.model_config.get_vocab_size())
+        return cls(engine, tokenizer, str(path), length, vocab, adapters)
+
+    def _lora(self, adapter: str | None) -> Any:
+        """vLLM's LoRARequest for a served adapter name (ids are stable: 1 + its position)."""
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        names = list(self.adapters)
+        if adapter not in self.adapters:
+            raise EngineLoadError(f"no LoRA adapter named {adapter!r}")
+        return LoRARequest(adapter, names.index(adapter) + 1, self.adapters[adapter])
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
-    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+    async def score(
+        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+    ) -> list[list[TokenLogprob]]:
         """Prompt logprobs from vLLM (``prompt_logprobs``; one generated token is discarded).
 
         vLLM schedules the prompts together; each request generates the one token vLLM requires.
@@ -118,11 +154,14 @@ class VllmEngine:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
+        lora = self._lora(adapter)
+
         async def one(ids: Sequence[int]) -> list[TokenLogprob]:
             request_id = f"score-{uuid.uuid4().hex}"
             final = None
             try:
-                async for out in self._engine.generate(TokensPrompt(prompt_token_ids=list(ids)), vparams, request_id):
+                prompt = TokensPrompt(prompt_token_ids=list(ids))
+                async for out in self._engine.generate(prompt, vparams, request_id, lora_request=lora):
                     final = out
             finally:
                 if final is None or not final.finished:
@@ -158,7 +197,9 @@ class VllmEngine:
         self._running += 1
         finished = False
         try:
-            stream = self._engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), vparams, request_id)
+            prompt = TokensPrompt(prompt_token_ids=list(prompt_ids))
+            lora = self._lora(params.adapter)
+            stream = self._engine.generate(prompt, vparams, request_id, lora_request=lora)
             async for out in stream:
                 completion = out.outputs[0]
                 logprobs = None
