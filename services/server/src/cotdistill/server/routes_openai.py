@@ -252,6 +252,12 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     prompts: list[list[int]] = []
 
     def make_plan(engine: Engine) -> Plan:
+        if score and not getattr(engine, "scores_prompts", True):
+            raise bad_request(
+                "echo",
+                "prompt logprobs (echo with logprobs) are not available on this server: vLLM's CPU backend "
+                "cannot score prompts while LoRA adapters are enabled; score on a server without adapters",
+            )
         for i, item in enumerate(texts):
             field_name = "prompt" if len(texts) == 1 else f"prompt[{i}]"
             ids = engine.tokenize(item) if isinstance(item, str) else list(item)

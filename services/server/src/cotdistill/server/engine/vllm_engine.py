@@ -120,6 +120,16 @@ class VllmEngine:
         vocab = int(engine.model_config.get_vocab_size())
         return cls(engine, tokenizer, str(path), length, vocab, adapters)
 
+    @property
+    def scores_prompts(self) -> bool:
+        """Whether prompt logprobs (echo scoring) work: vLLM's CPU LoRA kernels (punica_cpu) fail on
+        them with any adapter enabled and take the engine down, so such a server refuses them."""
+        if not self.adapters:
+            return True
+        from vllm.platforms import current_platform
+
+        return not current_platform.is_cpu()
+
     def _lora(self, adapter: str | None) -> Any:
         """vLLM's LoRARequest for a served adapter name (ids are stable: 1 + its position)."""
         if adapter is None:
