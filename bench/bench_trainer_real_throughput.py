@@ -145,9 +145,9 @@ def run_ours(args: dict[str, Any]) -> dict[str, Any]:
     recipe.save_checkpoint = lambda *a, **k: ""  # type: ignore[method-assign]  # not part of the figure
     loss = recipe._loss
 
-    def counting_loss(batch: dict[str, torch.Tensor]) -> Any:
+    def counting_loss(batch: dict[str, torch.Tensor], *rest: Any) -> Any:
         timeline.add_tokens(int(batch["num_tokens"]))
-        return loss(batch)
+        return loss(batch, *rest)
 
     recipe._loss = counting_loss  # type: ignore[method-assign]
     timeline.step()  # t0: training starts

@@ -93,6 +93,7 @@ def main() -> None:
         data = gsm8k_jsonl(root / "gsm8k.jsonl", N_EXAMPLES)
         env = {
             "COTDISTILL_TRAINER_ARTIFACTS_DIR": str(root / "artifacts"),
+            "COTDISTILL_TRAINER_PATH_ROOTS": str(root),  # the benchmark's data lives here
             "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", str(root / "ray")),
         }
         service = local_services.start("trainer", root / "logs", env)

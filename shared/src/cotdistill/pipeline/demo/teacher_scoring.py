@@ -93,7 +93,7 @@ class Options:
     only: list[str] = field(default_factory=list)
 
 
-def _services(work: Path) -> list[local_services.LocalService]:
+def _services(work: Path, runs: Path) -> list[local_services.LocalService]:
     step("services: teacher (vLLM, Qwen), trainer (Ray Train), evaluator on loopback; one thread each")
     one_thread = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     envs = {
@@ -120,7 +120,9 @@ def _services(work: Path) -> list[local_services.LocalService]:
     services: list[local_services.LocalService] = []
     try:
         for name, env in envs.items():
-            services.append(local_services.start(name, work / "logs", env))
+            # the services open the run folders the recipe names (shards, checkpoints)
+            extra = local_services.path_roots_env(name, [work, runs])
+            services.append(local_services.start(name, work / "logs", {**env, **extra}))
         asyncio.run(_wait(services))
     except BaseException:
         stop_services(services)
@@ -156,7 +158,7 @@ def run(options: Options) -> dict[str, Any]:
     step("models: pull the teacher and the student from the registry")
     for name in (TEACHER, STUDENT):
         console.print(f"{name}: {pull_model(name)}")
-    services = _services(work)
+    services = _services(work, runs)
     by_name = {s.name: s for s in services}
     base = [
         str(options.recipe),
