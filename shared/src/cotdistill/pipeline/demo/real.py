@@ -17,7 +17,6 @@ Like ``make demo`` it drives only public interfaces: ``cotdistill serve X`` proc
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import time
@@ -32,7 +31,7 @@ from cotdistill.common.config import load_config
 from cotdistill.common.models import pull_model
 from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline import local_services
-from cotdistill.pipeline.demo.runner import DemoFailed, cli, console, flow, run_checkpoints, step, stop_services
+from cotdistill.pipeline.demo.runner import DemoFailed, cli, console, flow, launch, run_checkpoints, step, stop_services
 
 DEFAULT_RECIPE = Path("configs/demo-real.yaml")
 TEACHER = "qwen2.5-coder-0.5b-instruct"
@@ -130,26 +129,9 @@ def _start_services(work: Path, run_root: Path, backend: str, teacher: str) -> l
             "COTDISTILL_SERVER_DTYPE": "bfloat16",
         },
     }
-    services: list[local_services.LocalService] = []
-    try:
-        for name, env in envs.items():
-            # Requests name the run's samples, checkpoints and output folders: let the services open them.
-            extra = local_services.path_roots_env(name, [work, run_root])
-            services.append(local_services.start(name, logs, {**env, **extra}))
-        with console.status("waiting for the health checks (vLLM loads Qwen: about a minute)..."):
-            ready = asyncio.run(_wait_all(services))
-    except BaseException:
-        stop_services(services)
-        raise
-    table = Table("service", "address", "ready after", "log", title="services")
-    for service, seconds in zip(services, ready, strict=True):
-        table.add_row(service.name, service.address, f"{seconds:.1f} s", str(service.log_path))
-    console.print(table)
-    return services
-
-
-async def _wait_all(services: Sequence[local_services.LocalService]) -> list[float]:
-    return list(await asyncio.gather(*(local_services.wait_ready(s, timeout_s=900) for s in services)))
+    # Requests name the run's samples, checkpoints and output folders: let the services open them.
+    waiting = "waiting for the health checks (vLLM loads Qwen: about a minute)..."
+    return launch(envs, logs, [work, run_root], timeout_s=900, waiting=waiting)
 
 
 def _limited(config: RunConfig, limit: int | None) -> list[str]:

@@ -184,13 +184,21 @@ def start_services(
             "COTDISTILL_SERVER_REASON_FORMAT": "ft_cot",
         },
     }
+    return launch(envs, logs, [work, *roots], timeout_s=180, waiting="waiting for the health checks...")
+
+
+def launch(
+    envs: dict[str, dict[str, str]], logs: Path, roots: Sequence[Path], *, timeout_s: float, waiting: str
+) -> list[local_services.LocalService]:
+    """Start one service per ``envs`` entry (each may open request paths under ``roots``: the run
+    folders), wait for their health checks, print a table; stop them all if any fails to come up."""
     services: list[local_services.LocalService] = []
     try:
         for name, env in envs.items():
-            extra = local_services.path_roots_env(name, [work, *roots])
+            extra = local_services.path_roots_env(name, roots)
             services.append(local_services.start(name, logs, {**env, **extra}))
-        with console.status("waiting for the health checks..."):
-            ready = asyncio.run(_wait_all(services))
+        with console.status(waiting):
+            ready = asyncio.run(_wait_all(services, timeout_s))
     except BaseException:
         stop_services(services)
         raise
@@ -201,8 +209,8 @@ def start_services(
     return services
 
 
-async def _wait_all(services: Sequence[local_services.LocalService]) -> list[float]:
-    return list(await asyncio.gather(*(local_services.wait_ready(s, timeout_s=180) for s in services)))
+async def _wait_all(services: Sequence[local_services.LocalService], timeout_s: float) -> list[float]:
+    return list(await asyncio.gather(*(local_services.wait_ready(s, timeout_s=timeout_s) for s in services)))
 
 
 def stop_services(services: Sequence[local_services.LocalService]) -> list[int]:

@@ -23,7 +23,6 @@ on a handful of questions and steps (a check that it runs, not a result).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline import local_services
 from cotdistill.pipeline.demo.real import STUDENT, TEACHER
 from cotdistill.pipeline.demo.real_report import wilson
-from cotdistill.pipeline.demo.runner import cli, console, flow, run_checkpoints, step, stop_services
+from cotdistill.pipeline.demo.runner import cli, console, flow, launch, run_checkpoints, step, stop_services
 
 DEFAULT_RECIPE = Path("configs/teacher-scoring.yaml")
 BASELINE_FORMAT = "chat_zero_shot_cot"  # the untrained student, asked through its own chat template
@@ -117,23 +116,8 @@ def _services(work: Path, runs: Path) -> list[local_services.LocalService]:
             "COTDISTILL_EVALUATOR_TORCH_THREADS": "1",
         },
     }
-    services: list[local_services.LocalService] = []
-    try:
-        for name, env in envs.items():
-            # the services open the run folders the recipe names (shards, checkpoints)
-            extra = local_services.path_roots_env(name, [work, runs])
-            services.append(local_services.start(name, work / "logs", {**env, **extra}))
-        asyncio.run(_wait(services))
-    except BaseException:
-        stop_services(services)
-        raise
-    for s in services:
-        console.print(f"{s.name}: {s.address} (log {s.log_path})")
-    return services
-
-
-async def _wait(services: Sequence[local_services.LocalService]) -> None:
-    await asyncio.gather(*(local_services.wait_ready(s, timeout_s=1200) for s in services))
+    # the services open the run folders the recipe names (shards, checkpoints)
+    return launch(envs, work / "logs", [work, runs], timeout_s=1200, waiting="waiting for the health checks...")
 
 
 def _eval_limits(config: RunConfig, limit: int | None) -> list[str]:
