@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cotdistill.common.alignment import tokenizer_fingerprint
+from cotdistill.common.lm import tokenizer_content_hash
 from cotdistill.trainer.teacher_client import ScoreQuery, ScoreResult, ScoringStats
 
 
@@ -36,7 +36,7 @@ class FakeScorer:
             "tokenizer": {
                 "name": str(self.tokenizer_dir),
                 "vocab_size": len(self.tokenizer),
-                "content_hash": tokenizer_fingerprint(self.tokenizer),
+                "content_hash": tokenizer_content_hash(self.tokenizer),
                 "chat_template": self.chat_template,
             },
         }

@@ -332,12 +332,11 @@ class RecipeConfig(_Section):
         if ref.path is not None:
             return
         if ref.content_hash is not None:
-            from transformers import AutoTokenizer
+            from cotdistill.common.lm import tokenizer_content_hash
+            from cotdistill.common.lm.loading import load_tokenizer
 
-            from cotdistill.common.alignment import tokenizer_fingerprint
-
-            student = AutoTokenizer.from_pretrained(self.student.tokenizer or self.student.model)
-            if tokenizer_fingerprint(student) == ref.content_hash:
+            student = load_tokenizer(self.student.tokenizer or self.student.model)
+            if tokenizer_content_hash(student) == ref.content_hash:
                 return  # the teacher used the student's tokenizer: no alignment needed
         raise InvalidArgument(
             "data.teacher_tokenizer",

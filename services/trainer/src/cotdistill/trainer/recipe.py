@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cotdistill.common.alignment import Aligner, tokenizer_fingerprint
+from cotdistill.common.alignment import Aligner
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.lm import context_length, ensure_pad_token, pad_id, tokenizer_content_hash
+from cotdistill.common.lm.loading import load_model, load_tokenizer
 from cotdistill.trainer import checkpoints as ckpt
 from cotdistill.trainer.chunked_loss import auto_chunk_rows, chunked_head_objective
 from cotdistill.trainer.config import RecipeConfig, detect_kind
@@ -396,26 +398,19 @@ class TrainRecipe:
         torch.manual_seed(seed)
 
     def _load_tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
-
-        path = self.config.student.tokenizer or self.config.student.model
-        tok = AutoTokenizer.from_pretrained(path)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
+        tok = load_tokenizer(self.config.student.tokenizer or self.config.student.model)
+        ensure_pad_token(tok)  # batches pad through it; checkpoints carry it
         return tok
 
     def _load_model(self, resume_from: str | None) -> Any:
-        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
         cfg = self.config
-        auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
         lora = cfg.student.lora
         # A full fine-tune resumes from the checkpoint's weights; LoRA from the base + saved adapter.
         source = resume_from if resume_from and lora is None else cfg.student.model
         # A LoRA run never updates the base: in bf16 precision it is stored in bf16 (half the
         # memory, and autocast has nothing to re-cast each step); adapters stay fp32 (peft).
         frozen_bf16 = lora is not None and cfg.hyperparameters.precision == "bf16"
-        model = auto.from_pretrained(source, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+        model = load_model(source, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)  # safetensors only
         if cfg.hyperparameters.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if lora is not None:
@@ -436,12 +431,10 @@ class TrainRecipe:
 
     def _teacher_tokenizer(self, metadata: dict[str, Any]) -> tuple[Any, int | None]:
         """The teacher's tokenizer for alignment (config, then shard metadata), and its vocab size."""
-        from transformers import AutoTokenizer
-
         ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata)
         if ref.path is not None:
-            return AutoTokenizer.from_pretrained(ref.path), ref.vocab_size
-        if ref.content_hash and ref.content_hash == tokenizer_fingerprint(self.tokenizer):
+            return load_tokenizer(ref.path), ref.vocab_size
+        if ref.content_hash and ref.content_hash == tokenizer_content_hash(self.tokenizer):
             return self.tokenizer, ref.vocab_size  # same tokenizer: alignment is the identity
         raise InvalidArgument(
             "data.teacher_tokenizer",
@@ -463,7 +456,7 @@ class TrainRecipe:
             top_k = ks.pop()
             teacher_tok, teacher_vocab = self._teacher_tokenizer(metadata)
             aligner = Aligner(teacher_tok, self.tokenizer, self.student_vocab_size, teacher_vocab)
-        max_len = cfg.data.max_seq_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        max_len = cfg.data.max_seq_len or context_length(model.config)
         config = getattr(model, "config", None)
         builder_args: dict[str, Any] = {
             "fmt": cfg.data.format,
@@ -509,7 +502,7 @@ class TrainRecipe:
             examples,
             batch_size=self.config.hyperparameters.batch_size,
             packing=self.config.data.packing,
-            pad_id=int(self.tokenizer.pad_token_id),
+            pad_id=pad_id(self.tokenizer),
             seed=seed,
             top_k=self.top_k,
             encoder_decoder=self.encoder_decoder,

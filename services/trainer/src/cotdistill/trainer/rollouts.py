@@ -28,8 +28,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens, tokenizer_fingerprint
+from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.lm import eos_ids, pad_id, tokenizer_content_hash
+from cotdistill.common.lm.loading import load_tokenizer
+from cotdistill.common.lm.sampling import left_pad
 from cotdistill.common.retry import RetryPolicy
 from cotdistill.trainer.data import IGNORE, Example, Sample, build_batches, render_pair
 from cotdistill.trainer.teacher_client import ScoreQuery, TeacherScorer
@@ -168,7 +171,10 @@ class Rollouts:
         self.seed = seed
         self.rank = rank
         self.packing = packing
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        # The student's EOS set (generation config, tokenizer, chat template end of turn): any of
+        # them ends a rollout, as it ends the model server's completions.
+        self.eos = eos_ids(tokenizer)  # with the model's own EOS ids once generate() sees the model
+        self.pad_id = pad_id(tokenizer, self.eos)
 
     # ---- generation --------------------------------------------------------------------------
 
@@ -177,12 +183,9 @@ class Rollouts:
         """Sampled completion ids per prompt (EOS kept, padding cut), and with student_topk support
         the student's own top-k ids at each of their positions ((C, k) each; else empty)."""
         device = next(model.parameters()).device
-        width = max(len(p.student_ids) for p in picks)
-        ids = torch.full((len(picks), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(picks), width), dtype=torch.long)
-        for row, p in enumerate(picks):
-            ids[row, width - len(p.student_ids) :] = torch.from_numpy(p.student_ids)
-            mask[row, width - len(p.student_ids) :] = 1
+        self.eos = eos_ids(self.tok, model.config, getattr(model, "generation_config", None))
+        ids, mask, _ = left_pad([p.student_ids.tolist() for p in picks], self.pad_id)
+        width = ids.shape[1]
         was_training = model.training
         model.eval()
         want_support = self.support == "student_topk"
@@ -200,7 +203,7 @@ class Rollouts:
                     top_k=None,
                     max_new_tokens=self.max_new_tokens,
                     pad_token_id=self.pad_id,
-                    eos_token_id=self.tok.eos_token_id,
+                    eos_token_id=sorted(self.eos) or None,
                     stop_strings=self.stop or None,
                     tokenizer=self.tok if self.stop else None,
                     return_dict_in_generate=True,
@@ -210,14 +213,14 @@ class Rollouts:
             model.train(was_training)
         generated = out.sequences[:, width:].cpu().numpy()
         completions, supports = [], []
-        eos = self.tok.eos_token_id
+        eos = np.asarray(sorted(self.eos), dtype=np.int64)
         for row in range(len(picks)):
             seq = generated[row]
             end = len(seq)
-            hits = np.nonzero(seq == eos)[0] if eos is not None else np.array([], dtype=np.int64)
+            hits = np.nonzero(np.isin(seq, eos))[0]
             if len(hits):
                 end = int(hits[0]) + 1  # keep the EOS: the student learns where to stop
-            elif self.pad_id != eos:
+            elif self.pad_id not in self.eos:
                 pads = np.nonzero(seq == self.pad_id)[0]
                 end = int(pads[0]) if len(pads) else end
             completions.append(seq[:end].astype(np.int64))
@@ -262,7 +265,7 @@ class Rollouts:
                     # The teacher scored the student's own tokens: row t of its candidates is
                     # the prediction of completion token t, over the student's top-k there.
                     ids, lps = supports[row], result.candidate_logprobs.astype(np.float32)
-                    n = len(completion) - 1 if completion[-1] == self.tok.eos_token_id else len(completion)
+                    n = len(completion) - 1 if completion[-1] in self.eos else len(completion)
                     lps = lps.copy()
                     lps[n:] = ABSENT
                     matched += n
@@ -303,7 +306,7 @@ class Rollouts:
         for row, (pick, completion, text) in enumerate(zip(picks, completions, texts, strict=True)):
             if self.support == "student_topk":
                 # Same vocabulary: the teacher scores the student's exact tokens (EOS excluded).
-                body = completion[:-1] if len(completion) and completion[-1] == self.tok.eos_token_id else completion
+                body = completion[:-1] if len(completion) and completion[-1] in self.eos else completion
                 if not len(body):
                     continue
                 cands = supports[row][: len(body)]
@@ -368,7 +371,7 @@ def build_rollouts(
             )
         teacher_hash = str(info.get("tokenizer", {}).get("content_hash", ""))
         if op.support == "student_topk":
-            if teacher_hash != tokenizer_fingerprint(tokenizer):
+            if teacher_hash != tokenizer_content_hash(tokenizer):
                 raise InvalidArgument(
                     "on_policy.support",
                     f"student_topk needs a teacher with the student's tokenizer; {info.get('model_id')!r} has "
@@ -420,8 +423,6 @@ def scoring_teacher_tokenizer(info: dict[str, Any], configured: str, student_tok
     (``data.teacher_tokenizer``), the student's own. The first whose fingerprint is the teacher's
     wins: the shards may come from another teacher than the one scoring on-policy samples.
     """
-    from transformers import AutoTokenizer
-
     from cotdistill.trainer.data import teacher_tokenizer_ref
 
     want = str(info.get("tokenizer", {}).get("content_hash", ""))
@@ -432,10 +433,10 @@ def scoring_teacher_tokenizer(info: dict[str, Any], configured: str, student_tok
     if configured:
         candidates.append(configured)
     for candidate in candidates:
-        tok = AutoTokenizer.from_pretrained(candidate)
-        if not want or tokenizer_fingerprint(tok) == want:
+        tok = load_tokenizer(candidate)
+        if not want or tokenizer_content_hash(tok) == want:
             return tok
-    if want and tokenizer_fingerprint(student_tokenizer) == want:
+    if want and tokenizer_content_hash(student_tokenizer) == want:
         return student_tokenizer
     raise InvalidArgument(
         "data.teacher_tokenizer",

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-# Prompt tokens decoded in front of the completion so the first token keeps its leading space.
-CONTEXT_TOKENS = 4
+# Prompt tokens decoded in front of the completion so the first token keeps its leading space:
+# the evaluator decodes a checkpoint's completions the same way (cotdistill.common.lm).
+from cotdistill.common.lm import CONTEXT_TOKENS, continuation
+
 REPLACEMENT = "\ufffd"
 
 
@@ -39,10 +41,7 @@ class IncrementalText:
         return self._text[: self._emitted]
 
     def _full_text(self) -> str:
-        full = self._decode(self._context + self._ids)
-        if full.startswith(self._base):
-            return full[len(self._base) :]
-        return self._decode(self._ids)
+        return continuation(self._decode, self._context, self._ids, self._base)
 
     def add(self, token_id: int) -> tuple[str, bool]:
         """Add one generated token; returns (new visible text, stopped by a stop string)."""

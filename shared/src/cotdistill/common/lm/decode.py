@@ -1,0 +1,157 @@
+"""Complete a static batch of prompts the way the model server serves each of them.
+
+For callers without a scheduler of their own (the evaluator's checkpoint backend): one left-padded
+prefill, then one forward pass per step with the KV cache, each step through
+:func:`~cotdistill.common.lm.sampling.sample_next`; a row ends on any id of the EOS set, on a stop
+string in its text (decoded as the server streams it) or at ``max_tokens`` / the context length.
+With the seeds the server gives a request's choices (:func:`~cotdistill.common.lm.tokens.choice_seed`)
+a seeded row draws the server's tokens; greedy rows equal the server's whatever the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cotdistill.common.lm.loading import LoadedLM
+from cotdistill.common.lm.sampling import left_pad, sample_next, seeded_generator
+from cotdistill.common.lm.tokens import completion_text, cut_at_stop
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One completion: generated ids (the ending EOS included, as the server streams it), the
+    text (cut before the earliest stop string) and why it ended."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: Literal["stop", "length"]
+
+
+def generate(
+    lm: LoadedLM,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: Sequence[str] = (),
+    seeds: Sequence[int | None] | None = None,
+) -> list[Decoded]:
+    """One :class:`Decoded` per prompt (token ids). ``seeds``: one per prompt (None: the global
+    RNG); ignored under greedy decoding (``temperature`` 0). Call under ``torch.inference_mode``."""
+    import torch
+
+    if not prompts:
+        return []
+    if any(not p for p in prompts):
+        raise ValueError("a prompt is empty after tokenization")
+    model = lm.model
+    device = next(model.parameters()).device
+    rows = len(prompts)
+    seeds = list(seeds) if seeds is not None else [None] * rows
+    generators = [seeded_generator(s, device) if s is not None and temperature > 0 else None for s in seeds]
+    temps = torch.full((rows,), float(temperature), device=device)
+    top_ps = torch.full((rows,), float(top_p), device=device)
+    # The server's rule for both kinds: prompt + completion within the context length.
+    limits = [max(1, min(max_tokens, lm.context_length - len(p))) for p in prompts]
+    step = _Seq2SeqSteps(lm, prompts, device) if lm.encoder_decoder else _CausalSteps(lm, prompts, device)
+    generated: list[list[int]] = [[] for _ in prompts]
+    finish: list[Literal["stop", "length"] | None] = [None] * rows
+    logits = step.first()
+    for _ in range(max(limits)):
+        tokens, _scaled = sample_next(logits.float(), temps, top_ps, generators)
+        for row, token in enumerate(tokens.tolist()):
+            if finish[row] is not None:
+                continue
+            generated[row].append(token)
+            if token in lm.eos_ids or (stop and any(s in _text(lm, prompts[row], generated[row]) for s in stop)):
+                finish[row] = "stop"
+            elif len(generated[row]) >= limits[row]:
+                finish[row] = "length"
+        if all(f is not None for f in finish):
+            break
+        logits = step.next(tokens)
+    return [
+        Decoded(ids, cut_at_stop(_text(lm, p, ids), stop), reason or "length")
+        for p, ids, reason in zip(prompts, generated, finish, strict=True)
+    ]
+
+
+def _text(lm: LoadedLM, prompt: Sequence[int], ids: list[int]) -> str:
+    return completion_text(lm.tokenizer, prompt, ids, context=not lm.encoder_decoder)
+
+
+class _CausalSteps:
+    """Decoder-only: left-padded prefill, then one token per row per step through the cache."""
+
+    def __init__(self, lm: LoadedLM, prompts: Sequence[Sequence[int]], device: Any) -> None:
+        from transformers import DynamicCache
+
+        ids, mask, positions = left_pad(prompts, lm.pad_id)
+        self.model = lm.model
+        self.ids, self.mask, self.positions = ids.to(device), mask.to(device), positions.to(device)
+        self.cache = DynamicCache(config=lm.model.config)
+
+    def _forward(self) -> Any:
+        out = self.model(
+            input_ids=self.ids,
+            attention_mask=self.mask,
+            position_ids=self.positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.cache = out.past_key_values
+        return out.logits[:, -1, :]
+
+    def first(self) -> Any:
+        return self._forward()
+
+    def next(self, tokens: Any) -> Any:
+        import torch
+
+        self.ids = tokens[:, None]
+        self.positions = self.positions[:, -1:] + 1
+        self.mask = torch.cat([self.mask, torch.ones_like(self.ids)], dim=1)
+        return self._forward()
+
+
+class _Seq2SeqSteps:
+    """Encoder-decoder: the prompts encoded once (right padding), the decoder from its start id."""
+
+    def __init__(self, lm: LoadedLM, prompts: Sequence[Sequence[int]], device: Any) -> None:
+        import torch
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), lm.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, : len(p)] = torch.as_tensor(list(p), dtype=torch.long)
+            mask[row, : len(p)] = 1
+        self.model = lm.model
+        self.mask = mask.to(device)
+        self.encoded = lm.model.get_encoder()(input_ids=ids.to(device), attention_mask=self.mask)
+        start = int(getattr(lm.model.config, "decoder_start_token_id", 0) or 0)
+        self.decoder_ids = torch.full((len(prompts), 1), start, dtype=torch.long, device=device)
+        self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+    def _forward(self) -> Any:
+        out = self.model(
+            encoder_outputs=self.encoded,
+            attention_mask=self.mask,
+            decoder_input_ids=self.decoder_ids,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache = out.past_key_values
+        return out.logits[:, -1, :]
+
+    def first(self) -> Any:
+        return self._forward()
+
+    def next(self, tokens: Any) -> Any:
+        self.decoder_ids = tokens[:, None]
+        return self._forward()
