@@ -31,8 +31,8 @@ import torch
 from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.lm import eos_ids, pad_id, tokenizer_content_hash
-from cotdistill.common.lm.loading import load_tokenizer
-from cotdistill.common.lm.sampling import left_pad
+from cotdistill.common.lm.decode import generate as decode_batch
+from cotdistill.common.lm.loading import describe, load_tokenizer
 from cotdistill.common.retry import RetryPolicy
 from cotdistill.trainer.data import IGNORE, Example, Sample, build_batches, render_pair
 from cotdistill.trainer.teacher_client import ScoreQuery, TeacherScorer
@@ -174,18 +174,21 @@ class Rollouts:
         # The student's EOS set (generation config, tokenizer, chat template end of turn): any of
         # them ends a rollout, as it ends the model server's completions.
         self.eos = eos_ids(tokenizer)  # with the model's own EOS ids once generate() sees the model
-        self.pad_id = pad_id(tokenizer, self.eos)
+        self.pad_id = pad_id(tokenizer, self.eos)  # for the training batches
 
     # ---- generation --------------------------------------------------------------------------
 
     @torch.no_grad()
     def generate(self, model: Any, picks: list[PolicyPrompt], seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Sampled completion ids per prompt (EOS kept, padding cut), and with student_topk support
-        the student's own top-k ids at each of their positions ((C, k) each; else empty)."""
+        """Sampled completion ids per prompt (EOS kept), and with student_topk support the
+        student's own top-k ids at each of their positions ((C, k) each; else empty).
+
+        Decoded as the model server would serve the student (``cotdistill.common.lm.decode``:
+        its EOS set, sampling step and stop strings), so on-policy samples are what users get.
+        """
         device = next(model.parameters()).device
-        self.eos = eos_ids(self.tok, model.config, getattr(model, "generation_config", None))
-        ids, mask, _ = left_pad([p.student_ids.tolist() for p in picks], self.pad_id)
-        width = ids.shape[1]
+        lm = describe(model, self.tok, "student")
+        self.eos = lm.eos_ids
         was_training = model.training
         model.eval()
         want_support = self.support == "student_topk"
@@ -194,41 +197,22 @@ class Rollouts:
             # resumed run's stream do not depend on how many tokens were sampled.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(seed)
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    do_sample=self.temperature > 0,
-                    temperature=self.temperature if self.temperature > 0 else None,
-                    top_p=self.top_p if self.temperature > 0 else None,
-                    top_k=None,
-                    max_new_tokens=self.max_new_tokens,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=sorted(self.eos) or None,
-                    stop_strings=self.stop or None,
-                    tokenizer=self.tok if self.stop else None,
-                    return_dict_in_generate=True,
-                    output_logits=want_support,
+                decoded = decode_batch(
+                    lm,
+                    [p.student_ids.tolist() for p in picks],
+                    max_tokens=self.max_new_tokens,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    stop=self.stop,
+                    support_k=self.top_k if want_support else 0,
                 )
         finally:
             model.train(was_training)
-        generated = out.sequences[:, width:].cpu().numpy()
-        completions, supports = [], []
-        eos = np.asarray(sorted(self.eos), dtype=np.int64)
-        for row in range(len(picks)):
-            seq = generated[row]
-            end = len(seq)
-            hits = np.nonzero(np.isin(seq, eos))[0]
-            if len(hits):
-                end = int(hits[0]) + 1  # keep the EOS: the student learns where to stop
-            elif self.pad_id not in self.eos:
-                pads = np.nonzero(seq == self.pad_id)[0]
-                end = int(pads[0]) if len(pads) else end
-            completions.append(seq[:end].astype(np.int64))
-            if want_support:
-                logits = torch.stack([step[row] for step in out.logits[:end]]).float()
-                supports.append(logits.topk(self.top_k, dim=-1).indices.cpu().numpy().astype(np.int64))
-            else:
-                supports.append(np.zeros((0, self.top_k), dtype=np.int64))
+        completions = [np.asarray(d.token_ids, dtype=np.int64) for d in decoded]
+        supports = [
+            d.support.cpu().numpy().astype(np.int64) if want_support else np.zeros((0, self.top_k), dtype=np.int64)
+            for d in decoded
+        ]
         return completions, supports
 
     # ---- one micro-batch -----------------------------------------------------------------------
@@ -264,10 +248,10 @@ class Rollouts:
                 if self.support == "student_topk" and result.candidate_logprobs is not None:
                     # The teacher scored the student's own tokens: row t of its candidates is
                     # the prediction of completion token t, over the student's top-k there.
-                    ids, lps = supports[row], result.candidate_logprobs.astype(np.float32)
+                    # The ending EOS was not scored (only the body is): it keeps no target.
                     n = len(completion) - 1 if completion[-1] in self.eos else len(completion)
-                    lps = lps.copy()
-                    lps[n:] = ABSENT
+                    ids = supports[row]
+                    lps[:n] = result.candidate_logprobs[:n]
                     matched += n
                 else:
                     teacher = TeacherTokens(result.token_ids, result.top_ids, result.top_logprobs)

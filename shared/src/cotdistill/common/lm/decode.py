@@ -27,6 +27,7 @@ class Decoded:
     token_ids: list[int]
     text: str
     finish_reason: Literal["stop", "length"]
+    support: Any = None  # with ``support_k``: [len(token_ids), k] ids of the k most likely tokens (raw logits)
 
 
 def generate(
@@ -38,9 +39,12 @@ def generate(
     top_p: float = 1.0,
     stop: Sequence[str] = (),
     seeds: Sequence[int | None] | None = None,
+    support_k: int = 0,
 ) -> list[Decoded]:
     """One :class:`Decoded` per prompt (token ids). ``seeds``: one per prompt (None: the global
-    RNG); ignored under greedy decoding (``temperature`` 0). Call under ``torch.inference_mode``."""
+    RNG); ignored under greedy decoding (``temperature`` 0). ``support_k`` > 0 also returns, for
+    every generated token, the ids of the ``support_k`` most likely tokens at its position (an
+    on-policy student's own support). Call under ``torch.inference_mode`` or ``no_grad``."""
     import torch
 
     if not prompts:
@@ -59,9 +63,13 @@ def generate(
     step = _Seq2SeqSteps(lm, prompts, device) if lm.encoder_decoder else _CausalSteps(lm, prompts, device)
     generated: list[list[int]] = [[] for _ in prompts]
     finish: list[Literal["stop", "length"] | None] = [None] * rows
+    supports: list[Any] = []
     logits = step.first()
     for _ in range(max(limits)):
-        tokens, _scaled = sample_next(logits.float(), temps, top_ps, generators)
+        logits = logits.float()
+        if support_k:
+            supports.append(logits.topk(support_k, dim=-1).indices)
+        tokens, _scaled = sample_next(logits, temps, top_ps, generators)
         for row, token in enumerate(tokens.tolist()):
             if finish[row] is not None:
                 continue
@@ -73,9 +81,15 @@ def generate(
         if all(f is not None for f in finish):
             break
         logits = step.next(tokens)
+    support = torch.stack(supports, dim=1) if supports else None  # [B, steps, k]
     return [
-        Decoded(ids, cut_at_stop(_text(lm, p, ids), stop), reason or "length")
-        for p, ids, reason in zip(prompts, generated, finish, strict=True)
+        Decoded(
+            ids,
+            cut_at_stop(_text(lm, p, ids), stop),
+            reason or "length",
+            support[row, : len(ids)] if support is not None else None,
+        )
+        for row, (p, ids, reason) in enumerate(zip(prompts, generated, finish, strict=True))
     ]
 
 
