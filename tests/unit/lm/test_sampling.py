@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cotdistill.common.lm.sampling import draw, left_pad, sample_next, seeded_generator, top_p_filter
+from cotdistill.common.lm.sampling import draw, left_pad, right_pad, sample_next, seeded_generator, top_p_filter
 
 
 def test_left_padding_ends_every_row_where_generation_starts() -> None:
@@ -13,6 +13,11 @@ def test_left_padding_ends_every_row_where_generation_starts() -> None:
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 1, 1]]
     assert positions.tolist() == [[0, 1, 2], [0, 0, 0], [0, 0, 1]]
     assert ids.dtype == mask.dtype == torch.long
+
+
+def test_right_padding_starts_every_row_at_column_zero() -> None:
+    ids, mask = right_pad([[5, 6, 7], [8]], pad=1)
+    assert ids.tolist() == [[5, 6, 7], [8, 1, 1]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 def test_draws_follow_the_distribution_and_never_a_zero_mass_token() -> None:

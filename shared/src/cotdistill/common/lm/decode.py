@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cotdistill.common.lm.loading import LoadedLM
-from cotdistill.common.lm.sampling import left_pad, sample_next, seeded_generator
+from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
 from cotdistill.common.lm.tokens import completion_text, cut_at_stop
 
 
@@ -139,12 +139,7 @@ class _Seq2SeqSteps:
         import torch
         from transformers import DynamicCache, EncoderDecoderCache
 
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), lm.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, : len(p)] = torch.as_tensor(list(p), dtype=torch.long)
-            mask[row, : len(p)] = 1
+        ids, mask = right_pad(prompts, lm.pad_id)
         self.model = lm.model
         self.mask = mask.to(device)
         self.encoded = lm.model.get_encoder()(input_ids=ids.to(device), attention_mask=self.mask)

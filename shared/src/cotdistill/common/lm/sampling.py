@@ -33,6 +33,21 @@ def left_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, tor
     return ids, mask, positions
 
 
+def right_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences as one batch starting at column 0 (an encoder's input, teacher forcing):
+    ``input_ids`` [B, W] with ``pad`` on the right and ``attention_mask`` [B, W]."""
+    import torch
+
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if len(seq):
+            ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+            mask[row, : len(seq)] = 1
+    return ids, mask
+
+
 def seeded_generator(seed: int, device: Any = "cpu") -> torch.Generator:
     """A generator of its own for one seeded row: its draws do not depend on batch company."""
     import torch

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.lm import context_length, decode_text, eos_ids, pad_id
 from cotdistill.common.lm.loading import load_config, load_model, load_tokenizer
-from cotdistill.common.lm.sampling import left_pad, sample_next, seeded_generator
+from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
 from cotdistill.server.engine.base import (
     EngineClosed,
     EngineLoadError,
@@ -593,12 +593,7 @@ class Seq2SeqEngine(TransformersEngine):
         torch = self._torch
         from transformers import DynamicCache, EncoderDecoderCache
 
-        width = max(len(r.prompt_ids) for r in new)
-        ids = torch.full((len(new), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(new), width), dtype=torch.long)
-        for i, r in enumerate(new):
-            ids[i, : len(r.prompt_ids)] = torch.tensor(r.prompt_ids)
-            mask[i, : len(r.prompt_ids)] = 1
+        ids, mask = right_pad([r.prompt_ids for r in new], self.pad_token_id)
         encoder_states = self.model.get_encoder()(input_ids=ids, attention_mask=mask)
         start = torch.full((len(new), 1), self.decoder_start_token_id, dtype=torch.long)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())

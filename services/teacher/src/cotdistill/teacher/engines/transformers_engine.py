@@ -26,7 +26,7 @@ from typing import Any
 
 from cotdistill.common.lm import cut_at_stop
 from cotdistill.common.lm.loading import load_config, load_lm
-from cotdistill.common.lm.sampling import left_pad, sample_next, seeded_generator
+from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
 from cotdistill.common.models import resolve_model
 from cotdistill.teacher.engine import (
     PAD_ID,
@@ -546,13 +546,7 @@ class TransformersEngine:
         order = sorted(range(len(seqs)), key=lambda j: len(seqs[j][0]) + len(seqs[j][1]))
         for start in range(0, len(order), self.max_batch_sequences):
             chunk = order[start : start + self.max_batch_sequences]
-            width = max(len(seqs[j][0]) + len(seqs[j][1]) for j in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, j in enumerate(chunk):
-                full = seqs[j][0] + seqs[j][1]
-                ids[row, : len(full)] = torch.tensor(full)
-                mask[row, : len(full)] = 1
+            ids, mask = right_pad([seqs[j][0] + seqs[j][1] for j in chunk], self.pad_id)
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             for row, j in enumerate(chunk):
                 p, c = seqs[j]
