@@ -97,8 +97,20 @@ def _text(lm: LoadedLM, prompt: Sequence[int], ids: list[int]) -> str:
     return completion_text(lm.tokenizer, prompt, ids, context=not lm.encoder_decoder)
 
 
-class _CausalSteps:
-    """Decoder-only: left-padded prefill, then one token per row per step through the cache."""
+class _Steps:
+    """One forward pass per step through the KV cache; the next-token logits [B, V]."""
+
+    model: Any
+    cache: Any
+
+    def _forward(self, **inputs: Any) -> Any:
+        out = self.model(**inputs, past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1, :]
+
+
+class _CausalSteps(_Steps):
+    """Decoder-only: left-padded prefill, then one token per row per step."""
 
     def __init__(self, lm: LoadedLM, prompts: Sequence[Sequence[int]], device: Any) -> None:
         from transformers import DynamicCache
@@ -108,59 +120,37 @@ class _CausalSteps:
         self.ids, self.mask, self.positions = ids.to(device), mask.to(device), positions.to(device)
         self.cache = DynamicCache(config=lm.model.config)
 
-    def _forward(self) -> Any:
-        out = self.model(
-            input_ids=self.ids,
-            attention_mask=self.mask,
-            position_ids=self.positions,
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self.cache = out.past_key_values
-        return out.logits[:, -1, :]
-
     def first(self) -> Any:
-        return self._forward()
+        return self._forward(
+            input_ids=self.ids, attention_mask=self.mask, position_ids=self.positions, logits_to_keep=1
+        )
 
     def next(self, tokens: Any) -> Any:
         import torch
 
-        self.ids = tokens[:, None]
         self.positions = self.positions[:, -1:] + 1
-        self.mask = torch.cat([self.mask, torch.ones_like(self.ids)], dim=1)
-        return self._forward()
+        self.mask = torch.cat([self.mask, torch.ones_like(tokens[:, None])], dim=1)
+        return self._forward(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.positions)
 
 
-class _Seq2SeqSteps:
+class _Seq2SeqSteps(_Steps):
     """Encoder-decoder: the prompts encoded once (right padding), the decoder from its start id."""
 
     def __init__(self, lm: LoadedLM, prompts: Sequence[Sequence[int]], device: Any) -> None:
-        import torch
         from transformers import DynamicCache, EncoderDecoderCache
 
         ids, mask = right_pad(prompts, lm.pad_id)
         self.model = lm.model
         self.mask = mask.to(device)
         self.encoded = lm.model.get_encoder()(input_ids=ids.to(device), attention_mask=self.mask)
-        start = int(getattr(lm.model.config, "decoder_start_token_id", 0) or 0)
-        self.decoder_ids = torch.full((len(prompts), 1), start, dtype=torch.long, device=device)
+        self.start = int(getattr(lm.model.config, "decoder_start_token_id", 0) or 0)
         self.cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
 
-    def _forward(self) -> Any:
-        out = self.model(
-            encoder_outputs=self.encoded,
-            attention_mask=self.mask,
-            decoder_input_ids=self.decoder_ids,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
-        self.cache = out.past_key_values
-        return out.logits[:, -1, :]
-
     def first(self) -> Any:
-        return self._forward()
+        import torch
+
+        start = torch.full((self.mask.shape[0], 1), self.start, dtype=torch.long, device=self.mask.device)
+        return self.next(start[:, 0])
 
     def next(self, tokens: Any) -> Any:
-        self.decoder_ids = tokens[:, None]
-        return self._forward()
+        return self._forward(encoder_outputs=self.encoded, attention_mask=self.mask, decoder_input_ids=tokens[:, None])
