@@ -47,7 +47,10 @@ def test_encoder_decoder_greedy_equals_generate(tiny_models: dict[str, Path]) ->
             assert decoded.token_ids == ref[: len(decoded.token_ids)] and decoded.token_ids
 
 
-def test_seeded_samples_are_the_model_servers_tokens_and_text(student: LoadedLM, tiny_models: dict[str, Path]) -> None:
+@pytest.mark.parametrize("stop", [(), ("e", " t")])
+def test_seeded_samples_are_the_model_servers_tokens_and_text(
+    student: LoadedLM, tiny_models: dict[str, Path], stop: tuple[str, ...]
+) -> None:
     prompts = _ids(student, PROMPTS)
     k, seed = 2, 41
     with torch.inference_mode():
@@ -57,12 +60,13 @@ def test_seeded_samples_are_the_model_servers_tokens_and_text(student: LoadedLM,
             max_tokens=16,
             temperature=0.9,
             top_p=0.95,
+            stop=stop,
             seeds=[choice_seed(seed, j) for _ in prompts for j in range(k)],
         )
     server = TransformersEngine.load(tiny_models["student"], max_batch_size=8)
 
     async def serve(ids: list[int], j: int) -> tuple[list[int], str]:
-        params = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.95, seed=choice_seed(seed, j))
+        params = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.95, stop=stop, seed=choice_seed(seed, j))
         tokens, text = [], ""
         async for step in server.generate(ids, params, f"r{j}"):
             tokens += step.token_ids
@@ -79,6 +83,8 @@ def test_seeded_samples_are_the_model_servers_tokens_and_text(student: LoadedLM,
     assert [d.token_ids for d in ours] == [t for t, _ in served]
     assert [d.text for d in ours] == [text for _, text in served]
     assert len({tuple(d.token_ids) for d in ours}) > 1  # really sampled, not one greedy answer
+    if stop:  # the stop strings did end some rows early, at the same token as the server
+        assert any(d.finish_reason == "stop" and d.token_ids[-1] not in student.eos_ids for d in ours)
 
 
 def test_a_stop_string_ends_the_row_and_is_cut(student: LoadedLM) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cotdistill.common.lm.detokenize import IncrementalText
 from cotdistill.common.lm.loading import LoadedLM
 from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
-from cotdistill.common.lm.tokens import completion_text, cut_at_stop
+from cotdistill.common.lm.tokens import completion_text, decode_text
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,16 @@ def generate(
     support_k: int = 0,
 ) -> list[Decoded]:
     """One :class:`Decoded` per prompt (token ids). ``seeds``: one per prompt (None: the global
-    RNG); ignored under greedy decoding (``temperature`` 0). ``support_k`` > 0 also returns, for
+    RNG); ignored under greedy decoding (``temperature`` 0). ``stop``: strings that end a row
+    (never part of its text). ``support_k`` > 0 also returns, for
     every generated token, the ids of the ``support_k`` most likely tokens at its position (an
     on-policy student's own support). Call under ``torch.inference_mode`` or ``no_grad``."""
     import torch
+
+    tokenizer = lm.tokenizer
+
+    def decode(ids: list[int]) -> str:
+        return decode_text(tokenizer, ids)
 
     if not prompts:
         return []
@@ -63,6 +70,8 @@ def generate(
     step = _Seq2SeqSteps(lm, prompts, device) if lm.encoder_decoder else _CausalSteps(lm, prompts, device)
     generated: list[list[int]] = [[] for _ in prompts]
     finish: list[Literal["stop", "length"] | None] = [None] * rows
+    # The server's detokenizer ends a row on a stop string at the same token and cuts it the same way.
+    texts = [IncrementalText(decode, p if not lm.encoder_decoder else [], stop) for p in prompts] if stop else None
     supports: list[Any] = []
     logits = step.first()
     for _ in range(max(limits)):
@@ -74,7 +83,7 @@ def generate(
             if finish[row] is not None:
                 continue
             generated[row].append(token)
-            if token in lm.eos_ids or (stop and any(s in _text(lm, prompts[row], generated[row]) for s in stop)):
+            if token in lm.eos_ids or (texts is not None and texts[row].add(token)[1]):
                 finish[row] = "stop"
             elif len(generated[row]) >= limits[row]:
                 finish[row] = "length"
@@ -82,19 +91,16 @@ def generate(
             break
         logits = step.next(tokens)
     support = torch.stack(supports, dim=1) if supports else None  # [B, steps, k]
-    return [
-        Decoded(
-            ids,
-            cut_at_stop(_text(lm, p, ids), stop),
-            reason or "length",
-            support[row, : len(ids)] if support is not None else None,
-        )
-        for row, (p, ids, reason) in enumerate(zip(prompts, generated, finish, strict=True))
-    ]
-
-
-def _text(lm: LoadedLM, prompt: Sequence[int], ids: list[int]) -> str:
-    return completion_text(lm.tokenizer, prompt, ids, context=not lm.encoder_decoder)
+    out = []
+    for row, (p, ids, reason) in enumerate(zip(prompts, generated, finish, strict=True)):
+        if texts is not None:
+            texts[row].flush()  # nothing after a stop string; the held-back rest otherwise
+            text = texts[row].text
+        else:  # the EOS that ended the row is not text (the server never adds it)
+            body = ids[:-1] if ids and ids[-1] in lm.eos_ids and reason == "stop" else ids
+            text = completion_text(lm.tokenizer, p, body, context=not lm.encoder_decoder)
+        out.append(Decoded(ids, text, reason or "length", support[row, : len(ids)] if support is not None else None))
+    return out
 
 
 class _Steps:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.lm import context_length, decode_text, eos_ids, pad_id
+from cotdistill.common.lm.detokenize import IncrementalText
 from cotdistill.common.lm.loading import load_config, load_model, load_tokenizer
 from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
 from cotdistill.server.engine.base import (
@@ -35,7 +36,6 @@ from cotdistill.server.engine.base import (
     StepOutput,
     TokenLogprob,
 )
-from cotdistill.server.engine.detokenize import IncrementalText
 
 if TYPE_CHECKING:
     import torch

@@ -1,4 +1,7 @@
-"""Incremental detokenization with stop strings, for engines that sample token by token.
+"""Incremental detokenization with stop strings, for decoders that sample token by token.
+
+The model server streams with it and the evaluator's checkpoint backend (``decode``) ends and
+cuts completions with it, so a stop string ends a completion at the same token in both.
 
 Text is re-decoded from the token ids each step (a few prompt tokens of context keep the leading
 space a SentencePiece/Metaspace decoder would otherwise drop), so multi-token characters and
@@ -10,9 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-# Prompt tokens decoded in front of the completion so the first token keeps its leading space:
-# the evaluator decodes a checkpoint's completions the same way (cotdistill.common.lm).
-from cotdistill.common.lm import CONTEXT_TOKENS, continuation
+from cotdistill.common.lm.tokens import CONTEXT_TOKENS, continuation
 
 REPLACEMENT = "\ufffd"
 
