@@ -1,6 +1,7 @@
 """Complete a static batch of prompts the way the model server serves each of them.
 
-For callers without a scheduler of their own (the evaluator's checkpoint backend): one left-padded
+For callers without a scheduler of their own (the evaluator's checkpoint backend, the trainer's
+on-policy rollouts): one left-padded
 prefill, then one forward pass per step with the KV cache, each step through
 :func:`~cotdistill.common.lm.sampling.sample_next`; a row ends on any id of the EOS set, on a stop
 string in its text (decoded as the server streams it) or at ``max_tokens`` / the context length.
@@ -42,11 +43,14 @@ def generate(
     seeds: Sequence[int | None] | None = None,
     support_k: int = 0,
 ) -> list[Decoded]:
-    """One :class:`Decoded` per prompt (token ids). ``seeds``: one per prompt (None: the global
-    RNG); ignored under greedy decoding (``temperature`` 0). ``stop``: strings that end a row
-    (never part of its text). ``support_k`` > 0 also returns, for
-    every generated token, the ids of the ``support_k`` most likely tokens at its position (an
-    on-policy student's own support). Call under ``torch.inference_mode`` or ``no_grad``."""
+    """One :class:`Decoded` per prompt (token ids).
+
+    ``seeds``: one per prompt (None: the global RNG); ignored under greedy decoding
+    (``temperature`` 0). ``stop``: strings that end a row (never part of its text).
+    ``support_k`` > 0 also returns, for every generated token, the ids of the ``support_k`` most
+    likely tokens at its position (an on-policy student's own support). Call under
+    ``torch.inference_mode`` or ``no_grad``.
+    """
     import torch
 
     tokenizer = lm.tokenizer
