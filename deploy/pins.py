@@ -46,9 +46,9 @@ LOCAL = {
 }
 # What every image holds besides its service's own requirements: the chart's `models` init
 # containers run `cotdistill models pull` in the service's image, which converts the registry's
-# GGUF files with `gguf` (the CLI is cotdistill-shared's, the package is not among its
-# requirements).
-IMAGE_EXTRAS = ("gguf",)
+# GGUF files with `gguf` and reads `s3://` sources with `s3fs`, fsspec's S3 backend (the CLI is
+# cotdistill-shared's, neither package is among its requirements).
+IMAGE_EXTRAS = ("gguf", "s3fs")
 # Services whose CUDA image starts from the official vLLM image (the teacher samples with it, the
 # server serves with it on GPUs).
 VLLM_BASED = ("teacher", "server")
