@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,7 @@ def main() -> None:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             return QUESTIONS / wall, QUESTIONS / cpu, outcome.results[0].accuracy
 
+        load_before = os.getloadavg()[0]
         examples_per_second(8)  # warm-up: first calls pay for lazy initialisation
         batched_rounds, looped_rounds = [], []
         for _ in range(ROUNDS):
@@ -108,6 +110,7 @@ def main() -> None:
             "cpu_examples_per_second_looped": looped_cpu,
             "accuracy_batched": acc_batched,
             "accuracy_looped": acc_looped,
+            "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         },
     )
 
