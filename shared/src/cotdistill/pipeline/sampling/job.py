@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cotdistill.common import enums
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
@@ -49,12 +50,8 @@ from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 log = logging.getLogger(__name__)
 
 EVENTS = "events.jsonl"
-_FINISH = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_ABORT: "abort",
-}
-_MODES = {"raw": common_pb2.LOGPROB_MODE_RAW, "processed": common_pb2.LOGPROB_MODE_PROCESSED}
+_FINISH = enums.names(common_pb2.FinishReason)
+_MODES = enums.names(common_pb2.LogprobMode)
 
 Extractor = Callable[[str, str | None], str | None]
 """(rationale, stage-2 answer text or None) -> extracted answer, or None when none is found."""
@@ -388,7 +385,7 @@ class SamplingJob(UnitJob):
             max_tokens=p.max_tokens,
             stop=list(p.stop),
             top_k_logprobs=p.top_k_logprobs,
-            logprob_mode=_MODES[p.logprob_mode],
+            logprob_mode=_MODES.value(p.logprob_mode),
         )
         if unit.seed is not None:
             params.seed = unit.seed
@@ -448,7 +445,7 @@ class SamplingJob(UnitJob):
             prediction=prediction,
             gold=example.gold,
             correct=correct,
-            finish_reason=_FINISH.get(r.finish_reason, "stop"),
+            finish_reason=_FINISH.name(r.finish_reason, "stop"),
             prompt_tokens=r.usage.prompt_tokens,
             token_ids=lp.token_ids,
             token_logprobs=lp.token_logprobs,
