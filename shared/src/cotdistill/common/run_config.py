@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from cotdistill.common.training_spec import MAX_TOP_K, SpecSections
+from cotdistill.common.samples import MAX_TOP_K
+from cotdistill.common.training_spec import SpecSections
 
 DatasetGroupName = Literal["in_distribution", "out_of_distribution", "generic"]
 StageName = Literal["sample", "score", "filter", "train", "evaluate", "select", "serve"]

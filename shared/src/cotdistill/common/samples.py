@@ -65,12 +65,17 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+MAX_TOP_K: Final = 20
+"""The most teacher candidates (logprobs) kept per token, end to end: what a teacher replica
+returns at most (``Info.max_top_k``), what a request may ask for (``top_k_logprobs``), what a
+shard stores and what KD and on-policy steps read (``OnPolicySpec.top_k``). OpenAI-compatible
+APIs cap ``top_logprobs`` at 20 as well."""
 METADATA_KEY = b"cotdistill"
 SCHEMA_VERSION = 3
 TOP_ENCODING = "vocab-set/rel-grid"
@@ -419,17 +424,31 @@ def _required_columns() -> list[str]:
     return [name for name, _ in _TEXT_COLUMNS] + ["top_ids", "top_logprobs"]
 
 
-def shard_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` is not a sample shard, from its footer alone; None when it is one.
+@dataclass(frozen=True)
+class ShardSummary:
+    """What a shard's footer and its ``top_k`` column say, without reading any token data."""
 
-    Cheap (no row is read), so a service can check every training input before it queues a run.
+    metadata: dict[str, Any]
+    top_k: int  # candidates per token of the first sample that kept any (0: none did)
+
+
+def inspect_shard(path: str | os.PathLike[str]) -> ShardSummary:
+    """The metadata and top-k width of one shard, opening it once and reading one int column.
+
+    Cheap, so a service can check every training input before it queues a run. Raises
+    ValueError saying why ``path`` is not a sample shard.
     """
     try:
-        columns = pq.read_schema(path).names
+        parquet = pq.ParquetFile(path)
+        columns = parquet.schema_arrow.names
     except (OSError, pa.ArrowException) as err:  # not Parquet at all, or unreadable
-        return f"not a Parquet sample shard ({err})"
+        raise ValueError(f"not a Parquet sample shard ({err})") from None
     missing = [n for n in _required_columns() if n not in columns]
-    return f"not a sample shard (missing columns {', '.join(missing)})" if missing else None
+    if missing:
+        raise ValueError(f"not a sample shard (missing columns {', '.join(missing)})")
+    meta = json.loads((parquet.schema_arrow.metadata or {}).get(METADATA_KEY, b"{}"))
+    ks = [k for k in parquet.read(columns=["top_k"]).column("top_k").to_pylist() if k]
+    return ShardSummary(dict(meta), int(ks[0]) if ks else 0)
 
 
 def _read_shard(path: str | os.PathLike[str] | BinaryIO) -> _ShardArrays:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationIn
 from pydantic_core import PydanticUseDefault
 
 from cotdistill.common import enums
+from cotdistill.common.samples import MAX_TOP_K
 from cotdistill.v1 import trainer_pb2
 
 StudentKind = Literal["auto", "decoder_only", "encoder_decoder"]
@@ -38,10 +39,6 @@ Schedule = Literal["cosine", "linear", "constant"]
 Precision = Literal["fp32", "bf16"]
 Strategy = Literal["ddp", "fsdp"]
 OnPolicySupport = Literal["teacher_topk", "student_topk"]
-
-MAX_TOP_K: Final = 20
-"""The most teacher candidates (logprobs) kept per token, end to end: what a teacher replica
-returns at most, what a sample shard stores, what KD and on-policy steps read."""
 
 DEFAULT_LEARNING_RATE = 1e-4
 DEFAULT_BATCH_SIZE = 8

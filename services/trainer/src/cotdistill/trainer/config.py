@@ -26,6 +26,7 @@ from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.common.training_spec import StudentKind
 
 if TYPE_CHECKING:
+    from cotdistill.trainer.data import TrainingData
     from cotdistill.v1 import trainer_pb2
 
 
@@ -102,8 +103,9 @@ class RecipeConfig(training_spec.SpecSections):
 
     # ---- checks that touch the disk ---------------------------------------------------------
 
-    def validate(self) -> None:  # type: ignore[override]  # pydantic's classmethod `validate` is deprecated
-        """Check what needs the file system, naming the RunSpec field.
+    def validate(self) -> TrainingData:  # type: ignore[override]  # pydantic's classmethod `validate` is deprecated
+        """Check what needs the file system, naming the RunSpec field; returns what the training
+        data held (read once: :func:`~cotdistill.trainer.data.inspect_training_data`).
 
         Raises:
             NotFound: a model directory or data file is not there.
@@ -124,10 +126,10 @@ class RecipeConfig(training_spec.SpecSections):
             raise InvalidArgument("student.kind", f"{self.student.kind} but {model_dir} is {kind}")
         if not self.data.train_paths:
             raise InvalidArgument("data.train_paths", "empty: at least one sample shard or JSONL file is needed")
-        from cotdistill.trainer.data import check_sample_files
+        from cotdistill.trainer.data import inspect_training_data
 
-        check_sample_files(self.data.train_paths, "data.train_paths")
-        check_sample_files(self.data.validation_paths, "data.validation_paths")
+        train = inspect_training_data(self.data.train_paths, "data.train_paths")
+        inspect_training_data(self.data.validation_paths, "data.validation_paths")
         if self.data.teacher_tokenizer and not Path(self.data.teacher_tokenizer).is_dir():
             raise InvalidArgument("data.teacher_tokenizer", f"no tokenizer directory at {self.data.teacher_tokenizer}")
         if self.data.format not in known_formats():
@@ -135,17 +137,22 @@ class RecipeConfig(training_spec.SpecSections):
                 "data.format", f"unknown format {self.data.format!r}; known: {sorted(known_formats())}"
             )
         if self.objective.kd_weight > 0:
-            self._validate_kd_inputs()
+            self._validate_kd_inputs(train)
         if self.on_policy.enabled and kind == "encoder_decoder":
             raise InvalidArgument("on_policy.fraction", "on-policy training needs a decoder-only student")
+        return train
 
-    def _validate_kd_inputs(self) -> None:
+    def _validate_kd_inputs(self, train: TrainingData) -> None:
         """Distribution matching needs top-k logprobs and a way to the teacher's tokenizer."""
-        from cotdistill.trainer.data import first_shard_metadata, peek_top_k, teacher_tokenizer_ref
+        from cotdistill.trainer.data import teacher_tokenizer_ref
 
-        if peek_top_k(self.data.train_paths) == 0:
-            raise InvalidArgument("objective.kd_weight", "> 0 but the samples carry no top-k logprobs")
-        ref = teacher_tokenizer_ref(self.data.teacher_tokenizer, first_shard_metadata(self.data.train_paths))
+        if train.top_k == 0:
+            raise InvalidArgument(
+                "objective.kd_weight",
+                "> 0 but the samples carry no top-k logprobs "
+                "(sample with sampling.top_k_logprobs > 0, or set kd_weight to 0)",
+            )
+        ref = teacher_tokenizer_ref(self.data.teacher_tokenizer, train.metadata)
         if ref.path is not None:
             return
         if ref.content_hash is not None:

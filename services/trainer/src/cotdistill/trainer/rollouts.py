@@ -31,6 +31,7 @@ import torch
 from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens, tokenizer_fingerprint
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.retry import RetryPolicy
+from cotdistill.common.samples import MAX_TOP_K
 from cotdistill.trainer.data import IGNORE, Example, Sample, build_batches, render_pair
 from cotdistill.trainer.teacher_client import ScoreQuery, TeacherScorer
 
@@ -362,7 +363,7 @@ def build_rollouts(
     )
     try:
         info = scorer.info()
-        if op.top_k > int(info.get("max_top_k", 20)):
+        if op.top_k > int(info.get("max_top_k", MAX_TOP_K)):
             raise InvalidArgument(
                 "on_policy.top_k", f"{op.top_k} is more than the teacher's maximum {info['max_top_k']}"
             )

@@ -30,7 +30,7 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
 from cotdistill.common.retry import CallFailed, IncompleteUnit, RetryPolicy, on_replicas
-from cotdistill.common.samples import SampleRecord, shard_bytes, write_shard
+from cotdistill.common.samples import MAX_TOP_K, SampleRecord, shard_bytes, write_shard
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
 from cotdistill.common.teacher_info import fetch_teacher_info
 from cotdistill.pipeline.sampling.manifest import (
@@ -368,7 +368,7 @@ class SamplingJob(UnitJob):
 
     def _check_params(self, teacher: dict[str, Any]) -> None:
         k = self.spec.params.top_k_logprobs
-        if k > int(teacher.get("max_top_k", 20)):
+        if k > int(teacher.get("max_top_k", MAX_TOP_K)):
             raise CotdistillError(
                 f"sampling.top_k_logprobs: {k} is more than the teacher's maximum {teacher['max_top_k']}"
             )

@@ -17,7 +17,7 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
 from cotdistill.common.retry import IncompleteUnit
-from cotdistill.common.samples import SampleRecord
+from cotdistill.common.samples import MAX_TOP_K, SampleRecord
 from cotdistill.pipeline.sampling.job import UnitJob, chat_message, use_chat_template
 from cotdistill.pipeline.sampling.units import WorkUnit
 from cotdistill.pipeline.scoring.units import ScoreRef, ScoreSpec
@@ -41,7 +41,7 @@ class ScoringJob(UnitJob):
 
     def _prepare(self, teacher: dict[str, Any]) -> None:
         k = self.spec.params.top_k_logprobs
-        if k > int(teacher.get("max_top_k", 20)):
+        if k > int(teacher.get("max_top_k", MAX_TOP_K)):
             raise CotdistillError(
                 f"scoring.top_k_logprobs: {k} is more than the teacher's maximum {teacher['max_top_k']}"
             )
