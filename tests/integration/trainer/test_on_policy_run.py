@@ -78,7 +78,7 @@ def test_score_then_train_with_on_policy_steps_through_the_services(
     table = read_samples(run_dir / "train")
     assert len(table) == 16 and table.k == 5 and all(table.correct)
     meta = shard_metadata(next((run_dir / "samples").glob("part-*.parquet")))
-    assert meta["job"]["kind"] == "score" and meta["teacher_model"] == str(tiny_models["teacher"])
+    assert meta.job["kind"] == "score" and meta.teacher.model_id == str(tiny_models["teacher"])
     assert scored_tokens(teacher) > len(table.token_ids)  # the on-policy steps scored student samples too
 
     # train: the run's step events say which steps were on-policy and what scoring cost.

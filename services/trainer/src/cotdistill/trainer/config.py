@@ -152,7 +152,7 @@ class RecipeConfig(training_spec.SpecSections):
                 "> 0 but the samples carry no top-k logprobs "
                 "(sample with sampling.top_k_logprobs > 0, or set kd_weight to 0)",
             )
-        ref = teacher_tokenizer_ref(self.data.teacher_tokenizer, train.metadata)
+        ref = teacher_tokenizer_ref(self.data.teacher_tokenizer, train.metadata.teacher)
         if ref.path is not None:
             return
         if ref.content_hash is not None:

@@ -35,6 +35,7 @@ from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
 from cotdistill.common.chat import last_user_message
 from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.common.models import is_registry_name, resolve_model
+from cotdistill.common.samples import ShardMetadata, TeacherFacts
 
 IGNORE = -100
 # KD targets are stored compactly (they live for the whole run, one (T, k) pair per sequence):
@@ -89,7 +90,7 @@ class TrainingData:
     """The training inputs as far as they are read before a run is queued."""
 
     top_k: int  # teacher candidates per token in the samples (0: none carry top-k logprobs)
-    metadata: dict[str, Any]  # the first Parquet shard's metadata ({} for JSONL-only data)
+    metadata: ShardMetadata  # the first Parquet shard's (empty for JSONL-only data)
 
 
 def inspect_training_data(paths: Sequence[str], field_name: str) -> TrainingData:
@@ -119,7 +120,7 @@ def inspect_training_data(paths: Sequence[str], field_name: str) -> TrainingData
         for path in jsonl:
             top = _check_jsonl_head(path, field).get("top_ids")
             top_k = top_k or (len(top[0]) if top else 0)
-    return TrainingData(top_k, metadata or {})
+    return TrainingData(top_k, metadata or ShardMetadata())
 
 
 def _check_jsonl_head(path: Path, field: str) -> dict[str, Any]:
@@ -147,20 +148,18 @@ def _check_jsonl_head(path: Path, field: str) -> dict[str, Any]:
 
 def load_samples(
     paths: Sequence[str], *, only_correct: bool = True, field_name: str = "data.train_paths"
-) -> tuple[list[Sample], dict[str, Any]]:
+) -> tuple[list[Sample], ShardMetadata]:
     """Read teacher samples; returns them with the first shard's metadata (teacher, tokenizer...)."""
     from cotdistill.common.samples import read_samples
 
     parquet, jsonl = _files(paths, field_name)
     samples: list[Sample] = []
-    metadata: dict[str, Any] = {}
+    metadata = ShardMetadata()
     if parquet:
         table = read_samples([str(p) for p in parquet])
-        metadata = dict(table.metadata)
+        metadata = table.metadata
         # Prompts rendered through the teacher's chat template: the question is the last user turn.
-        template = ""
-        if metadata.get("prompt_template") == "chat":
-            template = str(((metadata.get("teacher") or {}).get("tokenizer") or {}).get("chat_template") or "")
+        template = metadata.teacher.tokenizer.chat_template if metadata.prompt_template == "chat" else ""
         for i in range(len(table)):
             if only_correct and table.correct[i] is False:
                 continue
@@ -218,22 +217,15 @@ class TeacherTokenizerRef:
     vocab_size: int | None  # the teacher's embedding rows (may exceed the tokenizer's length)
 
 
-def teacher_tokenizer_ref(configured: str, metadata: dict[str, Any]) -> TeacherTokenizerRef:
-    """Resolve the teacher tokenizer from ``data.teacher_tokenizer`` or the samples' metadata."""
-    teacher = metadata.get("teacher") or {}
-    info = teacher.get("tokenizer") or {} if isinstance(teacher, dict) else {}
-    candidates = [
-        configured,
-        str(info.get("name") or ""),
-        str(teacher.get("model_id") or "") if isinstance(teacher, dict) else "",
-    ]
+def teacher_tokenizer_ref(configured: str, teacher: TeacherFacts) -> TeacherTokenizerRef:
+    """Resolve the teacher tokenizer from ``data.teacher_tokenizer`` or what the samples (or a
+    replica's Info) say about the teacher."""
+    candidates = [configured, teacher.tokenizer.name, teacher.model_id]
     path = next((c for c in candidates if c and Path(c).is_dir()), None)
     if path is None and is_registry_name(candidates[1]):
         # The teacher served a registry model: its tokenizer materializes from the same pinned source.
         path = str(resolve_model(candidates[1], need_weights=False))
-    content_hash = metadata.get("tokenizer_hash") or info.get("content_hash") or None
-    vocab_size = info.get("vocab_size") or None
-    return TeacherTokenizerRef(path, content_hash, int(vocab_size) if vocab_size else None)
+    return TeacherTokenizerRef(path, teacher.tokenizer.content_hash or None, teacher.tokenizer.vocab_size or None)
 
 
 # ---- formats ------------------------------------------------------------------------------

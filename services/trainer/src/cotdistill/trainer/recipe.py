@@ -35,6 +35,7 @@ from torch import nn
 
 from cotdistill.common.alignment import Aligner, tokenizer_fingerprint
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.samples import ShardMetadata
 from cotdistill.trainer import checkpoints as ckpt
 from cotdistill.trainer.chunked_loss import auto_chunk_rows, chunked_head_objective
 from cotdistill.trainer.config import RecipeConfig, detect_kind
@@ -426,11 +427,11 @@ class TrainRecipe:
                 model = get_peft_model(model, peft_config)
         return model
 
-    def _teacher_tokenizer(self, metadata: dict[str, Any]) -> tuple[Any, int | None]:
+    def _teacher_tokenizer(self, metadata: ShardMetadata) -> tuple[Any, int | None]:
         """The teacher's tokenizer for alignment (config, then shard metadata), and its vocab size."""
         from transformers import AutoTokenizer
 
-        ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata)
+        ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata.teacher)
         if ref.path is not None:
             return AutoTokenizer.from_pretrained(ref.path), ref.vocab_size
         if ref.content_hash and ref.content_hash == tokenizer_fingerprint(self.tokenizer):
