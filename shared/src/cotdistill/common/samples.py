@@ -186,23 +186,10 @@ class TeacherFacts:
 
     @classmethod
     def from_info(cls, info: Any) -> TeacherFacts:
-        """From a ``teacher_pb2.InfoResponse``."""
-        tok = info.tokenizer
-        return cls(
-            model_id=info.model_id,
-            backend=info.backend,
-            version=info.version,
-            max_top_k=info.max_top_k,
-            context_length=info.context_length,
-            scores_candidates=info.scores_candidates,
-            tokenizer=TokenizerFacts(
-                name=tok.name,
-                vocab_size=tok.vocab_size,
-                tokenizer_vocab_size=tok.tokenizer_vocab_size,
-                content_hash=tok.content_hash,
-                chat_template=tok.chat_template,
-            ),
-        )
+        """From a ``teacher_pb2.InfoResponse``: the fields have the proto's names."""
+        facts = {f.name: getattr(info, f.name) for f in fields(cls) if f.name != "tokenizer"}
+        tokenizer = TokenizerFacts(**{f.name: getattr(info.tokenizer, f.name) for f in fields(TokenizerFacts)})
+        return cls(**facts, tokenizer=tokenizer)
 
     @classmethod
     def from_dict(cls, data: Any) -> TeacherFacts:
