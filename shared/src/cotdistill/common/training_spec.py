@@ -2,7 +2,7 @@
 
 The sections mirror ``trainer.proto``'s ``RunSpec`` field by field (``student``, ``data``,
 ``objective``, ``hyperparameters``, ``scaling``, ``checkpoints``, ``on_policy``). The recipe's
-``training`` section (the client, :mod:`cotdistill.common.run_config`) and the trainer's
+``training`` section (the client, :mod:`cotdistill.pipeline.run_config`) and the trainer's
 ``RecipeConfig`` (the service) are both built from them, so a field has one name and one default
 in YAML, in gRPC and in the training loop, and an error names the same path everywhere
 (``hyperparameters.learning_rate``). Conversion is protobuf's JSON mapping, not field-by-field
