@@ -160,7 +160,9 @@ class HyperparametersConfig(Section):
 class ScalingConfig(Section):
     """Where and how wide to train (``RunSpec.scaling``; the service fills what is 0)."""
 
-    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (data-parallel replicas).")
+    num_workers: Annotated[int, ZeroIsDefault] = Field(
+        1, ge=1, le=1024, description="Ray Train workers (data-parallel replicas)."
+    )
     use_gpu: bool = False
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker when use_gpu; 0 means 1.")
     cpus_per_worker: float = Field(0.0, ge=0, description="CPUs per worker; 0 means the service's default.")
