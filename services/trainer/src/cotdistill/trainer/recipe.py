@@ -37,6 +37,7 @@ from cotdistill.common.alignment import Aligner
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.lm import context_length, ensure_pad_token, pad_id, tokenizer_content_hash
 from cotdistill.common.lm.loading import load_model, load_tokenizer
+from cotdistill.common.samples import ShardMetadata
 from cotdistill.trainer import checkpoints as ckpt
 from cotdistill.trainer.chunked_loss import auto_chunk_rows, chunked_head_objective
 from cotdistill.trainer.config import RecipeConfig, detect_kind
@@ -49,7 +50,7 @@ from cotdistill.trainer.data import (
     load_samples,
     teacher_tokenizer_ref,
 )
-from cotdistill.trainer.objectives import ObjectiveWeights, distillation_objective
+from cotdistill.trainer.objectives import ObjectiveConfig, distillation_objective
 from cotdistill.trainer.on_policy import is_on_policy_step
 from cotdistill.trainer.rollouts import Rollouts, build_rollouts
 
@@ -180,14 +181,14 @@ class StudentLM(nn.Module):
         self,
         model: nn.Module,
         encoder_decoder: bool,
-        objective: ObjectiveWeights | None = None,
+        objective: ObjectiveConfig | None = None,
         chunk_rows: int = 0,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.encoder_decoder = encoder_decoder
-        self.objective = objective or ObjectiveWeights()
+        self.objective = objective or ObjectiveConfig()
         self.compute_dtype = compute_dtype
         hf = self.hf_model
         config = getattr(hf, "config", None)
@@ -209,7 +210,7 @@ class StudentLM(nn.Module):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def forward(
-        self, batch: dict[str, torch.Tensor], select: torch.Tensor, objective: ObjectiveWeights | None = None
+        self, batch: dict[str, torch.Tensor], select: torch.Tensor, objective: ObjectiveConfig | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """batch: collated tensors (B, T); select: (N,) flat indices into B*T; objective: the
         run's unless given (on-policy steps use their divergence alone). Returns (loss, parts)."""
@@ -349,15 +350,7 @@ class TrainRecipe:
         self.student_vocab_size = int(model.get_input_embeddings().num_embeddings)
         self._phase("loading_data", f"{len(cfg.data.train_paths)} path(s)")
         self.train_loader, self.val_batches = self._build_data(model)
-        obj = cfg.objective
-        self.weights = ObjectiveWeights(
-            sft_weight=obj.sft_weight,
-            kd_weight=obj.kd_weight,
-            kind=obj.divergence,
-            mass=obj.top_k_mass,
-            beta=obj.jsd_beta,
-            temperature=obj.kd_temperature,
-        )
+        obj = self.weights = cfg.objective
         student = StudentLM(
             model,
             self.encoder_decoder,
@@ -377,8 +370,8 @@ class TrainRecipe:
         op = cfg.on_policy
         if op.enabled:
             # On-policy steps: the divergence alone, on the student's samples (no NLL of its own text).
-            self.on_policy_weights = ObjectiveWeights(
-                sft_weight=0.0, kd_weight=1.0, kind=op.divergence, mass=obj.top_k_mass, beta=op.jsd_beta
+            self.on_policy_weights = ObjectiveConfig(
+                sft_weight=0.0, kd_weight=1.0, divergence=op.divergence, top_k_mass=obj.top_k_mass, jsd_beta=op.jsd_beta
             )
             self.rollouts = build_rollouts(
                 cfg, self.tokenizer, self.student_vocab_size, self._samples, self._metadata, rank=self.hooks.rank
@@ -429,9 +422,9 @@ class TrainRecipe:
                 model = get_peft_model(model, peft_config)
         return model
 
-    def _teacher_tokenizer(self, metadata: dict[str, Any]) -> tuple[Any, int | None]:
+    def _teacher_tokenizer(self, metadata: ShardMetadata) -> tuple[Any, int | None]:
         """The teacher's tokenizer for alignment (config, then shard metadata), and its vocab size."""
-        ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata)
+        ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata.teacher)
         if ref.path is not None:
             return load_tokenizer(ref.path), ref.vocab_size
         if ref.content_hash and ref.content_hash == tokenizer_content_hash(self.tokenizer):
@@ -520,7 +513,7 @@ class TrainRecipe:
         return itertools.islice(iter(self.train_loader), self.state.batch_in_epoch, None)
 
     def _loss(
-        self, batch: dict[str, torch.Tensor], weights: ObjectiveWeights | None = None
+        self, batch: dict[str, torch.Tensor], weights: ObjectiveConfig | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         """Objective of one micro-batch (``weights``: the run's unless given); returns (loss, parts,
         supervised tokens)."""

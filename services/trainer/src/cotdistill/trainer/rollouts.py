@@ -34,6 +34,7 @@ from cotdistill.common.lm import eos_ids, pad_id, tokenizer_content_hash
 from cotdistill.common.lm.decode import generate as decode_batch
 from cotdistill.common.lm.loading import describe, load_tokenizer
 from cotdistill.common.retry import RetryPolicy
+from cotdistill.common.samples import MAX_TOP_K, ShardMetadata, TeacherFacts
 from cotdistill.trainer.data import IGNORE, Example, Sample, build_batches, render_pair
 from cotdistill.trainer.teacher_client import ScoreQuery, TeacherScorer
 
@@ -330,7 +331,7 @@ def build_rollouts(
     tokenizer: Any,
     student_vocab_size: int,
     samples: Sequence[Sample],
-    metadata: dict[str, Any],
+    metadata: ShardMetadata,
     *,
     rank: int,
 ) -> Rollouts:
@@ -349,36 +350,33 @@ def build_rollouts(
     )
     try:
         info = scorer.info()
-        if op.top_k > int(info.get("max_top_k", 20)):
-            raise InvalidArgument(
-                "on_policy.top_k", f"{op.top_k} is more than the teacher's maximum {info['max_top_k']}"
-            )
-        teacher_hash = str(info.get("tokenizer", {}).get("content_hash", ""))
+        if op.top_k > (info.max_top_k or MAX_TOP_K):
+            raise InvalidArgument("on_policy.top_k", f"{op.top_k} is more than the teacher's maximum {info.max_top_k}")
+        teacher_hash = info.tokenizer.content_hash
         if op.support == "student_topk":
             if teacher_hash != tokenizer_content_hash(tokenizer):
                 raise InvalidArgument(
                     "on_policy.support",
-                    f"student_topk needs a teacher with the student's tokenizer; {info.get('model_id')!r} has "
+                    f"student_topk needs a teacher with the student's tokenizer; {info.model_id!r} has "
                     "another: use teacher_topk",
                 )
-            if not info.get("scores_candidates"):
+            if not info.scores_candidates:
                 raise InvalidArgument(
                     "on_policy.support",
-                    f"the teacher's {info.get('backend')} backend cannot score candidate ids (vLLM needs its V2 "
+                    f"the teacher's {info.backend} backend cannot score candidate ids (vLLM needs its V2 "
                     "model runner): use teacher_topk",
                 )
         teacher_tok = scoring_teacher_tokenizer(info, config.data.teacher_tokenizer, tokenizer)
-        vocab = info.get("tokenizer", {}).get("vocab_size")
-        aligner = Aligner(teacher_tok, tokenizer, student_vocab_size, int(vocab) if vocab else None)
+        aligner = Aligner(teacher_tok, tokenizer, student_vocab_size, info.tokenizer.vocab_size or None)
         # The shards' own prompts are this teacher's only when this teacher made them.
-        same_teacher = bool(teacher_hash) and metadata.get("tokenizer_hash") == teacher_hash
+        same_teacher = bool(teacher_hash) and metadata.tokenizer_hash == teacher_hash
         prompts = policy_prompts(
             samples,
             tokenizer,
             config.data.format,
             reuse_teacher_prompts=same_teacher,
-            teacher_rendered=metadata.get("prompt_template") == "chat",
-            teacher_chat=bool(info.get("tokenizer", {}).get("chat_template")),
+            teacher_rendered=metadata.prompt_template == "chat",
+            teacher_chat=bool(info.tokenizer.chat_template),
         )
         return Rollouts(
             prompts,
@@ -400,7 +398,7 @@ def build_rollouts(
         raise
 
 
-def scoring_teacher_tokenizer(info: dict[str, Any], configured: str, student_tokenizer: Any) -> Any:
+def scoring_teacher_tokenizer(info: TeacherFacts, configured: str, student_tokenizer: Any) -> Any:
     """The tokenizer of the teacher whose Info is ``info``, checked against its content hash.
 
     Tried in order: what the Info names (a local directory or a registry name), ``configured``
@@ -409,9 +407,9 @@ def scoring_teacher_tokenizer(info: dict[str, Any], configured: str, student_tok
     """
     from cotdistill.trainer.data import teacher_tokenizer_ref
 
-    want = str(info.get("tokenizer", {}).get("content_hash", ""))
+    want = info.tokenizer.content_hash
     candidates: list[Any] = []
-    ref = teacher_tokenizer_ref("", {"teacher": info})
+    ref = teacher_tokenizer_ref("", info)
     if ref.path is not None:
         candidates.append(ref.path)
     if configured:
@@ -424,6 +422,6 @@ def scoring_teacher_tokenizer(info: dict[str, Any], configured: str, student_tok
         return student_tokenizer
     raise InvalidArgument(
         "data.teacher_tokenizer",
-        f"on-policy scoring needs the tokenizer of the teacher {info.get('model_id')!r} (hash {want[:12]}) and none "
+        f"on-policy scoring needs the tokenizer of the teacher {info.model_id!r} (hash {want[:12]}) and none "
         "of its Info name, data.teacher_tokenizer or the student's matches: set data.teacher_tokenizer to a copy",
     )
