@@ -63,7 +63,7 @@ def test_score_then_train_with_on_policy_steps_through_the_services(
             "hyperparameters": {"max_steps": STEPS, "batch_size": 4, "learning_rate": 0.003, "seed": SEED},
             "data": {"max_seq_len": 160},
             "scaling": {"cpus_per_worker": 1},
-            "on_policy": {"fraction": 0.5, "max_new_tokens": 12, "top_k": 5, "divergence": "jsd"},
+            "on_policy": {"fraction": 0.5, "max_new_tokens": 12, "top_k_logprobs": 5, "divergence": "jsd"},
         },
     }
     config = tmp_path / "recipe.yaml"

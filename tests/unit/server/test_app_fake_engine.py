@@ -53,7 +53,7 @@ class FakeEngine:
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(c) % 256 for c in text]
 
-    async def score(self, prompts: Sequence[Sequence[int]], top_k: int) -> list[list[TokenLogprob]]:
+    async def score(self, prompts: Sequence[Sequence[int]], top_k_logprobs: int) -> list[list[TokenLogprob]]:
         return [[TokenLogprob(t, -1.0, (t,), (-1.0,)) for t in p[1:]] for p in prompts]
 
     def stats(self) -> EngineStats:

@@ -225,7 +225,13 @@ def test_on_policy_spec_defaults_and_checks() -> None:
     )
     op = RecipeConfig.from_proto(spec, "/out").on_policy
     assert (op.fraction, op.teacher_addresses, op.support) == (0.5, ["t:1"], "student_topk")
-    assert (op.divergence, op.jsd_beta, op.top_k, op.max_new_tokens, op.temperature) == ("jsd", 0.5, 20, 128, 0.0)
+    assert (op.divergence, op.jsd_beta, op.top_k_logprobs, op.max_new_tokens, op.temperature) == (
+        "jsd",
+        0.5,
+        20,
+        128,
+        0.0,
+    )
     assert (op.concurrency, op.timeout_s, op.max_attempts) == (4, 120.0, 4)
     spec.on_policy.divergence = pb.DIVERGENCE_REVERSE_KL
     assert RecipeConfig.from_proto(spec, "/out").on_policy.divergence == "reverse_kl"

@@ -245,9 +245,16 @@ def test_packed_rows_give_the_same_loss_as_padded_examples(
     from cotdistill.trainer.data import ExampleBuilder, load_samples
 
     loaded, _ = load_samples([str(samples["validation"])])
-    builder = ExampleBuilder(recipe.tokenizer, fmt="ft_cot", encoder_decoder=False, max_seq_len=0, top_k=recipe.top_k)
+    builder = ExampleBuilder(
+        recipe.tokenizer, fmt="ft_cot", encoder_decoder=False, max_seq_len=0, top_k_logprobs=recipe.top_k_logprobs
+    )
     examples = builder.build(loaded[:12])
-    common = {"batch_size": 12, "pad_id": recipe.tokenizer.pad_token_id, "seed": 0, "top_k": recipe.top_k}
+    common = {
+        "batch_size": 12,
+        "pad_id": recipe.tokenizer.pad_token_id,
+        "seed": 0,
+        "top_k_logprobs": recipe.top_k_logprobs,
+    }
     packed = build_batches(examples, packing=True, **common)[0]
     padded = build_batches(examples, packing=False, **common)[0]
     assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]

@@ -39,7 +39,13 @@ def rollouts(student: tuple[Any, Any], scorer: FakeScorer, teacher_tok: Any, **k
     model, tok = student
     prompts = policy_prompts(samples(), tok, "ft_cot", reuse_teacher_prompts=True)
     aligner = Aligner(teacher_tok, tok, model.get_input_embeddings().num_embeddings)
-    args: dict[str, Any] = {"fmt": "ft_cot", "batch_size": 6, "max_new_tokens": 12, "temperature": 1.0, "top_k": 4}
+    args: dict[str, Any] = {
+        "fmt": "ft_cot",
+        "batch_size": 6,
+        "max_new_tokens": 12,
+        "temperature": 1.0,
+        "top_k_logprobs": 4,
+    }
     return Rollouts(prompts, tok, scorer, aligner, **{**args, **kw})  # type: ignore[arg-type]
 
 
@@ -130,8 +136,8 @@ def test_the_recipe_trains_on_student_samples_on_a_share_of_its_steps(
 
     made: list[FakeScorer] = []
 
-    def fake(addresses: list[str], *, top_k: int, **_: Any) -> FakeScorer:
-        made.append(FakeScorer(task_tokenizers["teacher"], task_models["teacher_tokenizer"], k=top_k))
+    def fake(addresses: list[str], *, top_k_logprobs: int, **_: Any) -> FakeScorer:
+        made.append(FakeScorer(task_tokenizers["teacher"], task_models["teacher_tokenizer"], k=top_k_logprobs))
         return made[-1]
 
     monkeypatch.setattr(rollouts_module, "TeacherScorer", fake)

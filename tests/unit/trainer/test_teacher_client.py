@@ -26,7 +26,13 @@ async def teachers() -> AsyncIterator[list[tuple[FakeTeacher, str]]]:
 
 
 def scorer(addresses: list[str], **kw: object) -> TeacherScorer:
-    args: dict[str, object] = {"top_k": 3, "concurrency": 2, "items_per_call": 4, "retry": FAST, "timeout_s": 5.0}
+    args: dict[str, object] = {
+        "top_k_logprobs": 3,
+        "concurrency": 2,
+        "items_per_call": 4,
+        "retry": FAST,
+        "timeout_s": 5.0,
+    }
     return TeacherScorer(addresses, **{**args, **kw})  # type: ignore[arg-type]
 
 

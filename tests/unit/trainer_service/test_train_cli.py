@@ -67,13 +67,18 @@ def test_on_policy_maps_to_the_runspec_and_defaults_to_the_recipes_teacher(tmp_p
             "teacher": {"addresses": ["10.0.0.1:50051", "10.0.0.2:50051"]},
             "training": {
                 "student": {"model": "models/s"},
-                "on_policy": {"fraction": 0.25, "divergence": "reverse_kl", "support": "student_topk", "top_k": 8},
+                "on_policy": {
+                    "fraction": 0.25,
+                    "divergence": "reverse_kl",
+                    "support": "student_topk",
+                    "top_k_logprobs": 8,
+                },
             },
         }
     )
     op = build_spec(config, ArtifactStore(tmp_path)).on_policy
     assert op.fraction == 0.25 and list(op.teacher_addresses) == ["10.0.0.1:50051", "10.0.0.2:50051"]
-    assert op.divergence == trainer_pb2.DIVERGENCE_REVERSE_KL and op.top_k == 8
+    assert op.divergence == trainer_pb2.DIVERGENCE_REVERSE_KL and op.top_k_logprobs == 8
     assert op.support == trainer_pb2.ON_POLICY_SUPPORT_STUDENT_TOPK and op.HasField("temperature")
 
 
@@ -135,7 +140,7 @@ def test_lora_and_on_policy_survive_the_round_trip(tmp_path: Path) -> None:
     config = _config(
         tmp_path,
         student={"lora": {"rank": 4, "target_modules": ["q_proj"]}},
-        on_policy={"fraction": 0.5, "top_k": 5, "temperature": 0.0},
+        on_policy={"fraction": 0.5, "top_k_logprobs": 5, "temperature": 0.0},
         objective={"sft_weight": 0.0, "kd_weight": 1.0, "divergence": "reverse_kl"},
     )
     trainer = RecipeConfig.from_proto(build_spec(config, ArtifactStore(tmp_path)), "/out")
@@ -147,7 +152,7 @@ def test_lora_and_on_policy_survive_the_round_trip(tmp_path: Path) -> None:
     )
     assert (trainer.objective.sft_weight, trainer.objective.divergence) == (0.0, "reverse_kl")
     op = trainer.on_policy
-    assert (op.fraction, op.top_k, op.temperature, op.teacher_addresses) == (0.5, 5, 0.0, ["127.0.0.1:50051"])
+    assert (op.fraction, op.top_k_logprobs, op.temperature, op.teacher_addresses) == (0.5, 5, 0.0, ["127.0.0.1:50051"])
 
 
 @pytest.mark.parametrize(
@@ -160,6 +165,9 @@ def test_lora_and_on_policy_survive_the_round_trip(tmp_path: Path) -> None:
         ("  student: /models/s", "r.yaml:4: training.student: a section like RunSpec.student now: write student: "
          "{model: /models/s}"),
         ("  objective: sft+kd", "r.yaml:4: training.objective: a section like RunSpec.objective now"),
+        ("  top_k: 8", "r.yaml:4: training.top_k: moved to training.on_policy.top_k_logprobs"),
+        ("  on_policy:\n    fraction: 0.5\n    top_k: 8", "r.yaml:6: training.on_policy.top_k: renamed to "
+         "on_policy.top_k_logprobs (teacher candidates per token"),
     ],
 )  # fmt: skip
 def test_old_flat_training_keys_say_where_they_went(tmp_path: Path, line: str, message: str) -> None:

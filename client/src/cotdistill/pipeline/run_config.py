@@ -146,6 +146,7 @@ _RENAMED: dict[str, str] = {
     "lora_alpha": "student.lora.alpha",
     "lora_target_modules": "student.lora.target_modules",
     "checkpoint_interval_steps": "checkpoints.interval_steps",
+    "top_k": "on_policy.top_k_logprobs",
 }
 
 

@@ -75,7 +75,7 @@ import pyarrow.parquet as pq
 MAX_TOP_K: Final = 20
 """The most teacher candidates (logprobs) kept per token, end to end: what a teacher replica
 returns at most (``Info.max_top_k``), what a request may ask for (``top_k_logprobs``), what a
-shard stores and what KD and on-policy steps read (``OnPolicySpec.top_k``). OpenAI-compatible
+shard stores and what KD and on-policy steps read (``OnPolicySpec.top_k_logprobs``). OpenAI-compatible
 APIs cap ``top_logprobs`` at 20 as well."""
 METADATA_KEY = b"cotdistill"
 SCHEMA_VERSION = 3

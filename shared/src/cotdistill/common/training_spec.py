@@ -26,7 +26,7 @@ from typing import Annotated, Any, Final, Literal
 
 from google.protobuf.json_format import MessageToDict, ParseDict
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
-from pydantic_core import PydanticUseDefault
+from pydantic_core import PydanticCustomError, PydanticUseDefault
 
 from cotdistill.common import enums
 from cotdistill.common.samples import MAX_TOP_K
@@ -190,7 +190,9 @@ class OnPolicyConfig(Section):
     teacher_addresses: list[str] = Field(default_factory=list, description="Teacher replicas (host:port, dns:///).")
     divergence: Divergence = Field("jsd", description="reverse_kl is MiniLLM's single-step term.")
     jsd_beta: Annotated[float, ZeroIsDefault] = Field(DEFAULT_JSD_BETA, gt=0, lt=1)
-    top_k: Annotated[int, ZeroIsDefault] = Field(MAX_TOP_K, ge=1, le=MAX_TOP_K, description="Candidates per position.")
+    top_k_logprobs: Annotated[int, ZeroIsDefault] = Field(
+        MAX_TOP_K, ge=1, le=MAX_TOP_K, description="Teacher candidates kept per position."
+    )
     support: OnPolicySupport = Field(
         "teacher_topk", description="The teacher's top-k (any tokenizers) or the student's own (same vocabulary)."
     )
@@ -200,9 +202,29 @@ class OnPolicyConfig(Section):
     timeout_s: Annotated[float, ZeroIsDefault] = Field(120.0, gt=0, description="Deadline of one Score call.")
     max_attempts: Annotated[int, ZeroIsDefault] = Field(4, ge=1, le=20, description="Tries per Score call.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        """``top_k`` gets an error naming its new key (not "extra inputs"); the error's ``key``
+        lets the config loader point at that key's line."""
+        if isinstance(data, dict):
+            for key, new in _RENAMED_ON_POLICY_KEYS.items():
+                if key in data:
+                    raise PydanticCustomError(
+                        "moved_key",
+                        "renamed to on_policy.{new} (teacher candidates per token: the one name, "
+                        "as in sampling.top_k_logprobs)",
+                        {"key": key, "new": new},
+                    )
+        return data
+
     @property
     def enabled(self) -> bool:
         return self.fraction > 0
+
+
+# Keys of the on_policy section that were renamed, and their names now.
+_RENAMED_ON_POLICY_KEYS: Final = {"top_k": "top_k_logprobs"}
 
 
 class SpecSections(Section):

@@ -151,12 +151,12 @@ class ObjectiveSpec(_message.Message):
     def __init__(self, sft_weight: _Optional[float] = ..., kd_weight: _Optional[float] = ..., divergence: _Optional[_Union[Divergence, str]] = ..., jsd_beta: _Optional[float] = ..., top_k_mass: _Optional[_Union[TopKMass, str]] = ..., kd_temperature: _Optional[float] = ...) -> None: ...
 
 class OnPolicySpec(_message.Message):
-    __slots__ = ("fraction", "teacher_addresses", "divergence", "jsd_beta", "top_k", "support", "max_new_tokens", "temperature", "concurrency", "timeout_s", "max_attempts")
+    __slots__ = ("fraction", "teacher_addresses", "divergence", "jsd_beta", "top_k_logprobs", "support", "max_new_tokens", "temperature", "concurrency", "timeout_s", "max_attempts")
     FRACTION_FIELD_NUMBER: _ClassVar[int]
     TEACHER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
     JSD_BETA_FIELD_NUMBER: _ClassVar[int]
-    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -167,14 +167,14 @@ class OnPolicySpec(_message.Message):
     teacher_addresses: _containers.RepeatedScalarFieldContainer[str]
     divergence: Divergence
     jsd_beta: float
-    top_k: int
+    top_k_logprobs: int
     support: OnPolicySupport
     max_new_tokens: int
     temperature: float
     concurrency: int
     timeout_s: float
     max_attempts: int
-    def __init__(self, fraction: _Optional[float] = ..., teacher_addresses: _Optional[_Iterable[str]] = ..., divergence: _Optional[_Union[Divergence, str]] = ..., jsd_beta: _Optional[float] = ..., top_k: _Optional[int] = ..., support: _Optional[_Union[OnPolicySupport, str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., concurrency: _Optional[int] = ..., timeout_s: _Optional[float] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    def __init__(self, fraction: _Optional[float] = ..., teacher_addresses: _Optional[_Iterable[str]] = ..., divergence: _Optional[_Union[Divergence, str]] = ..., jsd_beta: _Optional[float] = ..., top_k_logprobs: _Optional[int] = ..., support: _Optional[_Union[OnPolicySupport, str]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., concurrency: _Optional[int] = ..., timeout_s: _Optional[float] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
     __slots__ = ("learning_rate", "max_steps", "epochs", "batch_size", "gradient_accumulation", "warmup_steps", "schedule", "weight_decay", "max_grad_norm", "precision", "gradient_checkpointing", "seed", "loss_chunk_tokens")

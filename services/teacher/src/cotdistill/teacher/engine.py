@@ -195,7 +195,7 @@ class Engine(Protocol):
         """
         ...
 
-    async def score(self, items: Sequence[ScoreInput], top_k: int) -> list[ScoreOutput]:
+    async def score(self, items: Sequence[ScoreInput], top_k_logprobs: int) -> list[ScoreOutput]:
         """Teacher forcing: raw logprobs and top-k of each completion token, in item order."""
         ...
 

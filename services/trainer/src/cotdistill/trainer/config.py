@@ -146,7 +146,7 @@ class RecipeConfig(training_spec.SpecSections):
         """Distribution matching needs top-k logprobs and a way to the teacher's tokenizer."""
         from cotdistill.trainer.data import teacher_tokenizer_ref
 
-        if train.top_k == 0:
+        if train.top_k_logprobs == 0:
             raise InvalidArgument(
                 "objective.kd_weight",
                 "> 0 but the samples carry no top-k logprobs "

@@ -89,7 +89,7 @@ def _files_of(raw: str, field: str) -> tuple[list[Path], list[Path]]:
 class TrainingData:
     """The training inputs as far as they are read before a run is queued."""
 
-    top_k: int  # teacher candidates per token in the samples (0: none carry top-k logprobs)
+    top_k_logprobs: int  # teacher candidates per token in the samples (0: none carry top-k logprobs)
     metadata: ShardMetadata  # the first Parquet shard's (empty for JSONL-only data)
 
 
@@ -104,7 +104,7 @@ def inspect_training_data(paths: Sequence[str], field_name: str) -> TrainingData
     """
     from cotdistill.common.samples import inspect_shard
 
-    top_k, metadata = 0, None
+    top_k_logprobs, metadata = 0, None
     for i, raw in enumerate(paths):
         field = f"{field_name}[{i}]"
         parquet, jsonl = _files_of(raw, field)
@@ -116,11 +116,11 @@ def inspect_training_data(paths: Sequence[str], field_name: str) -> TrainingData
             except ValueError as err:
                 raise InvalidArgument(field, f"{path}: {err}") from None
             metadata = shard.metadata if metadata is None else metadata
-            top_k = top_k or shard.top_k
+            top_k_logprobs = top_k_logprobs or shard.top_k
         for path in jsonl:
             top = _check_jsonl_head(path, field).get("top_ids")
-            top_k = top_k or (len(top[0]) if top else 0)
-    return TrainingData(top_k, metadata or ShardMetadata())
+            top_k_logprobs = top_k_logprobs or (len(top[0]) if top else 0)
+    return TrainingData(top_k_logprobs, metadata or ShardMetadata())
 
 
 def _check_jsonl_head(path: Path, field: str) -> dict[str, Any]:
@@ -342,7 +342,7 @@ class ExampleBuilder:
         max_seq_len: int,
         answer_only_fraction: float = 0.0,
         aligner: Aligner | None = None,
-        top_k: int = 0,
+        top_k_logprobs: int = 0,
         seed: int = 0,
         decoder_start_id: int = 0,
     ) -> None:
@@ -352,7 +352,7 @@ class ExampleBuilder:
         self.max_seq_len = max_seq_len
         self.answer_only_fraction = answer_only_fraction
         self.aligner = aligner
-        self.top_k = top_k
+        self.top_k_logprobs = top_k_logprobs
         self.rng = random.Random(seed)
         self.decoder_start_id = decoder_start_id
         self.stats = BuildStats()
@@ -361,7 +361,7 @@ class ExampleBuilder:
 
     def _kd(self, completion_ids: np.ndarray, sample: Sample, spells_teacher: bool) -> tuple[np.ndarray, np.ndarray]:
         """(C, k) targets for the completion tokens: aligned teacher top-k or one-hot."""
-        k = self.top_k
+        k = self.top_k_logprobs
         if self.aligner is not None and sample.teacher is not None and spells_teacher:
             ids, lps, matched = self.aligner.targets(completion_ids, sample.teacher)
             self.stats.kd_matched_tokens += matched
@@ -383,7 +383,7 @@ class ExampleBuilder:
             c_ids = np.asarray(self.tok(completion, add_special_tokens=False)["input_ids"], dtype=np.int64)
             if eos is not None:
                 c_ids = np.append(c_ids, eos)
-            kd = self._kd(c_ids, sample, spells) if self.top_k else None
+            kd = self._kd(c_ids, sample, spells) if self.top_k_logprobs else None
             if self.encoder_decoder:
                 if self.max_seq_len and max(len(p_ids), len(c_ids)) > self.max_seq_len:
                     self.stats.dropped_too_long += 1
@@ -401,8 +401,8 @@ class ExampleBuilder:
             labels[start : start + len(c_ids)] = c_ids
             kd_ids = kd_lps = None
             if kd is not None:
-                kd_ids = np.zeros((len(ids), self.top_k), dtype=np.int64)
-                kd_lps = np.full((len(ids), self.top_k), ABSENT, dtype=np.float32)
+                kd_ids = np.zeros((len(ids), self.top_k_logprobs), dtype=np.int64)
+                kd_lps = np.full((len(ids), self.top_k_logprobs), ABSENT, dtype=np.float32)
                 kd_ids[start : start + len(c_ids)], kd_lps[start : start + len(c_ids)] = kd
             out.append(Example(ids, labels, kd_ids, kd_lps))
         self.stats.examples = len(out)
@@ -507,7 +507,7 @@ def build_batches(
     packing: bool,
     pad_id: int,
     seed: int,
-    top_k: int = 0,
+    top_k_logprobs: int = 0,
     encoder_decoder: bool = False,
     bucket_span: int = 50,
     pack_width: int = 0,
@@ -534,16 +534,18 @@ def build_batches(
     for group in groups:
         exs = [examples[i] for i in group]
         if encoder_decoder:
-            batches.append(_collate_seq2seq(exs, pad_id, top_k))
+            batches.append(_collate_seq2seq(exs, pad_id, top_k_logprobs))
         elif packing:
             longest = max(len(e.input_ids) for e in exs)
             width = max(longest, pack_width or 2 * longest)
             rows = _pack_rows([len(e.input_ids) for e in exs], width)
             used = max(sum(len(exs[i].input_ids) for i in row) for row in rows)
-            batches.append(_collate_decoder([[exs[i] for i in row] for row in rows], used, pad_id, True, top_k))
+            batches.append(
+                _collate_decoder([[exs[i] for i in row] for row in rows], used, pad_id, True, top_k_logprobs)
+            )
         else:
             width = max(len(e.input_ids) for e in exs)
-            batches.append(_collate_decoder([[e] for e in exs], width, pad_id, False, top_k))
+            batches.append(_collate_decoder([[e] for e in exs], width, pad_id, False, top_k_logprobs))
     rng.shuffle(batches)  # bucketing sorted them by length: mix lengths across steps
     return batches
 

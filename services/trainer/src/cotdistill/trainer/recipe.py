@@ -453,14 +453,14 @@ class TrainRecipe:
         cfg, hp = self.config, self.config.hyperparameters
         samples, metadata = load_samples(cfg.data.train_paths, only_correct=cfg.data.only_correct)
         self._samples, self._metadata = samples, metadata  # on-policy questions come from here too
-        top_k, aligner = 0, None
+        top_k_logprobs, aligner = 0, None
         if cfg.objective.kd_weight > 0:
             ks = {s.teacher.top_ids.shape[1] for s in samples if s.teacher is not None}
             if not ks or max(ks) == 0:
                 raise InvalidArgument("objective.kd_weight", "> 0 but the samples carry no top-k logprobs")
             if len(ks) > 1:
                 raise InvalidArgument("data.train_paths", f"samples disagree on top-k size: {sorted(ks)}")
-            top_k = ks.pop()
+            top_k_logprobs = ks.pop()
             teacher_tok, teacher_vocab = self._teacher_tokenizer(metadata)
             aligner = Aligner(teacher_tok, self.tokenizer, self.student_vocab_size, teacher_vocab)
         max_len = cfg.data.max_seq_len or context_length(model.config)
@@ -470,7 +470,7 @@ class TrainRecipe:
             "encoder_decoder": self.encoder_decoder,
             "max_seq_len": max_len,
             "aligner": aligner,
-            "top_k": top_k,
+            "top_k_logprobs": top_k_logprobs,
             "decoder_start_id": int(getattr(config, "decoder_start_token_id", 0) or 0),
         }
         builder = ExampleBuilder(
@@ -487,7 +487,7 @@ class TrainRecipe:
             "kd_matched_tokens": builder.stats.kd_matched_tokens,
         }
         log.info("training data: %s", self.data_stats)
-        self.top_k = top_k
+        self.top_k_logprobs = top_k_logprobs
         batches = self._batches(examples, hp.seed)
         generator = torch.Generator()
         generator.manual_seed(hp.seed)
@@ -511,7 +511,7 @@ class TrainRecipe:
             packing=self.config.data.packing,
             pad_id=pad_id(self.tokenizer),
             seed=seed,
-            top_k=self.top_k,
+            top_k_logprobs=self.top_k_logprobs,
             encoder_decoder=self.encoder_decoder,
         )
 

@@ -147,7 +147,7 @@ class Rollouts:
         max_new_tokens: int,
         temperature: float,
         top_p: float = 1.0,
-        top_k: int,
+        top_k_logprobs: int,
         support: Support = "teacher_topk",
         seed: int = 0,
         rank: int = 0,
@@ -167,7 +167,7 @@ class Rollouts:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p
-        self.top_k = top_k
+        self.top_k_logprobs = top_k_logprobs
         self.support: Support = support
         self.seed = seed
         self.rank = rank
@@ -205,13 +205,15 @@ class Rollouts:
                     temperature=self.temperature,
                     top_p=self.top_p,
                     stop=self.stop,
-                    support_k=self.top_k if want_support else 0,
+                    support_k=self.top_k_logprobs if want_support else 0,
                 )
         finally:
             model.train(was_training)
         completions = [np.asarray(d.token_ids, dtype=np.int64) for d in decoded]
         supports = [
-            d.support.cpu().numpy().astype(np.int64) if want_support else np.zeros((0, self.top_k), dtype=np.int64)
+            d.support.cpu().numpy().astype(np.int64)
+            if want_support
+            else np.zeros((0, self.top_k_logprobs), dtype=np.int64)
             for d in decoded
         ]
         return completions, supports
@@ -240,8 +242,8 @@ class Rollouts:
         by_row = dict(zip(scored_rows, results, strict=True))
         examples, matched, teacher_lp, teacher_tokens = [], 0, 0.0, 0
         for row, (pick, completion) in enumerate(zip(picks, completions, strict=True)):
-            ids = np.full((len(completion), self.top_k), 0, dtype=np.int64)
-            lps = np.full((len(completion), self.top_k), ABSENT, dtype=np.float32)
+            ids = np.full((len(completion), self.top_k_logprobs), 0, dtype=np.int64)
+            lps = np.full((len(completion), self.top_k_logprobs), ABSENT, dtype=np.float32)
             result = by_row.get(row)
             if result is not None:
                 teacher_lp += float(result.token_logprobs.sum())
@@ -265,7 +267,7 @@ class Rollouts:
             packing=self.packing,
             pad_id=self.pad_id,
             seed=seed % 2**31,
-            top_k=self.top_k,
+            top_k_logprobs=self.top_k_logprobs,
         )[0]
         generated = sum(len(c) for c in completions)
         figures = {
@@ -299,7 +301,7 @@ class Rollouts:
                     pick.query(
                         completion_ids=body.tolist(),
                         candidate_ids=cands.reshape(-1).tolist(),
-                        candidates_per_token=self.top_k,
+                        candidates_per_token=self.top_k_logprobs,
                     )
                 )
                 rows.append(row)
@@ -343,15 +345,17 @@ def build_rollouts(
     op, hp = config.on_policy, config.hyperparameters
     scorer = TeacherScorer(
         op.teacher_addresses,
-        top_k=op.top_k,
+        top_k_logprobs=op.top_k_logprobs,
         concurrency=op.concurrency,
         timeout_s=op.timeout_s,
         retry=RetryPolicy(max_attempts=op.max_attempts, base_delay_s=0.2, max_delay_s=5.0),
     )
     try:
         info = scorer.info()
-        if op.top_k > (info.max_top_k or MAX_TOP_K):
-            raise InvalidArgument("on_policy.top_k", f"{op.top_k} is more than the teacher's maximum {info.max_top_k}")
+        if op.top_k_logprobs > (info.max_top_k or MAX_TOP_K):
+            raise InvalidArgument(
+                "on_policy.top_k_logprobs", f"{op.top_k_logprobs} is more than the teacher's maximum {info.max_top_k}"
+            )
         teacher_hash = info.tokenizer.content_hash
         if op.support == "student_topk":
             if teacher_hash != tokenizer_content_hash(tokenizer):
@@ -387,7 +391,7 @@ def build_rollouts(
             batch_size=hp.batch_size,
             max_new_tokens=op.max_new_tokens,
             temperature=op.temperature,
-            top_k=op.top_k,
+            top_k_logprobs=op.top_k_logprobs,
             support=op.support,
             seed=hp.seed,
             rank=rank,

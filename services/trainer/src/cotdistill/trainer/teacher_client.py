@@ -112,7 +112,7 @@ class TeacherScorer:
 
     Args:
         addresses: host:port per replica, or ``dns:///name:port`` (one replica per record).
-        top_k: candidates per completion token to ask for (1-20).
+        top_k_logprobs: candidates per completion token to ask for (1-20).
         concurrency: Score calls in flight at once, across replicas.
         items_per_call: sequences per Score call.
         timeout_s: deadline of one call.
@@ -124,7 +124,7 @@ class TeacherScorer:
         self,
         addresses: Sequence[str],
         *,
-        top_k: int,
+        top_k_logprobs: int,
         concurrency: int = 4,
         items_per_call: int = 16,
         timeout_s: float = 120.0,
@@ -136,7 +136,7 @@ class TeacherScorer:
         if concurrency < 1 or items_per_call < 1:
             raise ValueError("concurrency and items_per_call must be >= 1")
         self.addresses = list(addresses)
-        self.top_k = top_k
+        self.top_k_logprobs = top_k_logprobs
         self.concurrency = concurrency
         self.items_per_call = items_per_call
         self.timeout_s = timeout_s
@@ -205,7 +205,9 @@ class TeacherScorer:
         return [r for part in parts for r in part]
 
     async def _call_with_retries(self, chunk: list[ScoreQuery]) -> list[ScoreResult]:
-        request = teacher_pb2.ScoreRequest(items=[_item(q, i) for i, q in enumerate(chunk)], top_k_logprobs=self.top_k)
+        request = teacher_pb2.ScoreRequest(
+            items=[_item(q, i) for i, q in enumerate(chunk)], top_k_logprobs=self.top_k_logprobs
+        )
 
         def failed(replica: Replica, attempt: int, what: str) -> None:
             if attempt < self.retry.max_attempts:

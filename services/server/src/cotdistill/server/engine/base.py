@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.samples import MAX_TOP_K
 
 FinishReason = Literal["stop", "length"]
 
-# Top-k logprobs per token an engine returns at most (OpenAI chat allows 20, vLLM too).
-MAX_TOP_LOGPROBS = 20
+# Top-k logprobs per token an engine returns at most: the project's one cap (OpenAI chat allows
+# 20, vLLM too). Named after the OpenAI request fields it bounds (``logprobs``, ``top_logprobs``).
+MAX_TOP_LOGPROBS: Final = MAX_TOP_K
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,14 @@ class Engine(Protocol):
         ...
 
     async def score(
-        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+        self, prompts: Sequence[Sequence[int]], top_k_logprobs: int, adapter: str | None = None
     ) -> list[list[TokenLogprob]]:
         """Prompt logprobs (teacher forcing), all prompts in one batch where the backend can
         (``adapter``: a LoRA adapter's served name, on backends that serve adapters).
 
         For each prompt of length L: L - 1 entries, entry t - 1 is token t's raw logprob given
-        tokens [0, t) with the ``top_k`` most likely candidates at that position (0 <= top_k <= 20).
+        tokens [0, t) with the ``top_k_logprobs`` most likely candidates at that position
+        (0 <= top_k_logprobs <= MAX_TOP_LOGPROBS).
         """
         ...
 

@@ -63,7 +63,7 @@ class _ScoreJob:
     """Prompt logprobs for a few prompts, computed by the worker between generation steps."""
 
     prompts: list[list[int]]
-    top_k: int
+    top_k_logprobs: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[list[TokenLogprob]]]
 
@@ -251,7 +251,7 @@ class TransformersEngine:
             req.cancelled = True  # the worker drops the row before its next step
 
     async def score(
-        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+        self, prompts: Sequence[Sequence[int]], top_k_logprobs: int, adapter: str | None = None
     ) -> list[list[TokenLogprob]]:
         if adapter is not None:  # settings refuse adapters on this backend; a guard for direct callers
             raise EngineLoadError("LoRA adapters are served by the vllm backend only")
@@ -264,7 +264,7 @@ class TransformersEngine:
                     f"has {len(ids)} tokens; the model's context is {self.max_model_len}",
                 )
         loop = asyncio.get_running_loop()
-        job = _ScoreJob([list(p) for p in prompts], top_k, loop, loop.create_future())
+        job = _ScoreJob([list(p) for p in prompts], top_k_logprobs, loop, loop.create_future())
         self._pending.put(job)
         try:
             return await job.future
@@ -358,7 +358,7 @@ class TransformersEngine:
             if job.cancelled:
                 continue
             try:
-                result: list[list[TokenLogprob]] | BaseException = self._score(job.prompts, job.top_k)
+                result: list[list[TokenLogprob]] | BaseException = self._score(job.prompts, job.top_k_logprobs)
             except Exception as exc:  # a failed scoring pass fails its request, never the engine
                 log.exception("scoring failed")
                 result = RuntimeError(f"scoring failed: {type(exc).__name__}")
@@ -367,7 +367,7 @@ class TransformersEngine:
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 pass
 
-    def _score(self, prompts: list[list[int]], top_k: int) -> list[list[TokenLogprob]]:
+    def _score(self, prompts: list[list[int]], top_k_logprobs: int) -> list[list[TokenLogprob]]:
         """Teacher-forced logprobs of every prompt token after the first (left-padded batches)."""
         torch = self._torch
         out: list[list[TokenLogprob]] = []
@@ -395,16 +395,16 @@ class TransformersEngine:
                 lp = torch.log_softmax(logits[r, width - length : width - 1].float(), dim=-1)  # (L-1, V)
                 targets = ids[r, width - length + 1 :]
                 chosen = lp.gather(-1, targets[:, None])[:, 0].tolist()
-                if top_k > 0:
-                    values, indices = lp.topk(top_k, dim=-1)
+                if top_k_logprobs > 0:
+                    values, indices = lp.topk(top_k_logprobs, dim=-1)
                     top_ids, top_lps = indices.tolist(), values.tolist()
                 targets_list = targets.tolist()
                 results[i] = [
                     TokenLogprob(
                         int(targets_list[t]),
                         float(chosen[t]),
-                        tuple(top_ids[t]) if top_k > 0 else (),
-                        tuple(top_lps[t]) if top_k > 0 else (),
+                        tuple(top_ids[t]) if top_k_logprobs > 0 else (),
+                        tuple(top_lps[t]) if top_k_logprobs > 0 else (),
                     )
                     for t in range(length - 1)
                 ]
@@ -578,7 +578,7 @@ class Seq2SeqEngine(TransformersEngine):
         self.decoder_start_token_id = int(model.config.decoder_start_token_id or 0)
 
     async def score(
-        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+        self, prompts: Sequence[Sequence[int]], top_k_logprobs: int, adapter: str | None = None
     ) -> list[list[TokenLogprob]]:
         if adapter is not None:  # settings refuse adapters on this backend; a guard for direct callers
             raise EngineLoadError("LoRA adapters are served by the vllm backend only")

@@ -148,7 +148,7 @@ class VllmEngine:
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     async def score(
-        self, prompts: Sequence[Sequence[int]], top_k: int, adapter: str | None = None
+        self, prompts: Sequence[Sequence[int]], top_k_logprobs: int, adapter: str | None = None
     ) -> list[list[TokenLogprob]]:
         """Prompt logprobs from vLLM (``prompt_logprobs``; one generated token is discarded).
 
@@ -163,7 +163,7 @@ class VllmEngine:
             n=1,
             max_tokens=1,
             temperature=0.0,
-            prompt_logprobs=max(1, top_k),
+            prompt_logprobs=max(1, top_k_logprobs),
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
@@ -181,7 +181,7 @@ class VllmEngine:
                     await asyncio.shield(self._engine.abort(request_id))
             entries = (final.prompt_logprobs or [])[1:] if final is not None else []
             return [
-                _token_logprob(int(token), candidates, top_k)
+                _token_logprob(int(token), candidates, top_k_logprobs)
                 for token, candidates in zip(list(ids)[1:], entries, strict=True)
             ]
 

@@ -31,6 +31,7 @@ import httpx
 from cotdistill.common.errors import ConfigError, InvalidArgument, Unavailable
 from cotdistill.common.lm.loading import load_tokenizer
 from cotdistill.common.models import resolve_model
+from cotdistill.common.samples import MAX_TOP_K
 from cotdistill.common.token_strings import token_strings
 from cotdistill.teacher.engine import (
     Backend,
@@ -245,7 +246,7 @@ class OpenAIEngine:
         api_key: str | None = None,
         token_ids_param: bool = False,
         probe_token_ids: bool = False,
-        max_top_k: int = 20,
+        max_top_k: int = MAX_TOP_K,
         max_retries: int = 5,
         backoff_s: float = 0.5,
         timeout_s: float = 600.0,
@@ -526,7 +527,7 @@ class OpenAIEngine:
 
     # ---- score -----------------------------------------------------------------------------
 
-    async def score(self, items: Sequence[ScoreInput], top_k: int) -> list[ScoreOutput]:
+    async def score(self, items: Sequence[ScoreInput], top_k_logprobs: int) -> list[ScoreOutput]:
         """Prompt logprobs via ``echo`` on token-id prompts (vLLM servers; needs the tokenizer)."""
         if self.tokenizer is None:
             raise InvalidArgument("items", "Score over the openai backend needs COTDISTILL_TEACHER_TOKENIZER")
@@ -546,7 +547,7 @@ class OpenAIEngine:
                 "prompt": p + c,
                 "max_tokens": 1,
                 "echo": True,
-                "logprobs": top_k,
+                "logprobs": top_k_logprobs,
                 "temperature": 1.0,
             }
             if self.token_ids_param:
@@ -567,8 +568,8 @@ class OpenAIEngine:
                     if mapped is not None:
                         entries.setdefault(mapped, float(lp))
                 columns.extend_dicts([entries])
-            token_lp, top_ids, top_lps = normalize(columns, c, top_k, sampled_first=False)
-            return ScoreOutput(TokenScores(c, token_lp, top_k, top_ids, top_lps, "raw"), len(p))
+            token_lp, top_ids, top_lps = normalize(columns, c, top_k_logprobs, sampled_first=False)
+            return ScoreOutput(TokenScores(c, token_lp, top_k_logprobs, top_ids, top_lps, "raw"), len(p))
 
         return list(await asyncio.gather(*(one(item) for item in items)))
 

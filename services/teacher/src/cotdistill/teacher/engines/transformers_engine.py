@@ -28,6 +28,7 @@ from cotdistill.common.lm import cut_at_stop
 from cotdistill.common.lm.loading import load_config, load_lm
 from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
 from cotdistill.common.models import resolve_model
+from cotdistill.common.samples import MAX_TOP_K
 from cotdistill.teacher.engine import (
     PAD_ID,
     Backend,
@@ -149,7 +150,7 @@ class _Row:
 @dataclass(eq=False)
 class _ScoreJob:
     items: Sequence[ScoreInput]
-    top_k: int
+    top_k_logprobs: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[ScoreOutput]]
 
@@ -183,7 +184,7 @@ class TransformersEngine:
         dtype: str = "auto",
         max_batch_sequences: int = 256,
         max_model_len: int = 0,
-        max_top_k: int = 20,
+        max_top_k: int = MAX_TOP_K,
         num_threads: int = 0,
     ) -> None:
         self.model_path = model_path
@@ -321,9 +322,9 @@ class TransformersEngine:
             # Queued rows never reach the model; rows in the running batch stop at the next step.
             self._queues.rows = collections.deque(r for r in self._queues.rows if r.state is not state)
 
-    async def score(self, items: Sequence[ScoreInput], top_k: int) -> list[ScoreOutput]:
+    async def score(self, items: Sequence[ScoreInput], top_k_logprobs: int) -> list[ScoreOutput]:
         loop = asyncio.get_running_loop()
-        job = _ScoreJob(items, top_k, loop, loop.create_future())
+        job = _ScoreJob(items, top_k_logprobs, loop, loop.create_future())
         with self._cv:
             if self._closing:
                 raise RuntimeError("engine is shutting down")
@@ -376,7 +377,7 @@ class TransformersEngine:
         self._queues.scores.clear()
 
     def _run_score_job(self, job: _ScoreJob) -> None:
-        result = self._score(job.items, job.top_k)
+        result = self._score(job.items, job.top_k_logprobs)
         job.loop.call_soon_threadsafe(_set_result, job.future, result)
 
     def _generate_batch(self, rows: list[_Row]) -> None:
@@ -523,7 +524,7 @@ class TransformersEngine:
         )
         return Completion(row.prompt_index, row.sample_index, text, scores, reason, len(row.prompt_ids))
 
-    def _score(self, items: Sequence[ScoreInput], top_k: int) -> list[ScoreOutput]:
+    def _score(self, items: Sequence[ScoreInput], top_k_logprobs: int) -> list[ScoreOutput]:
         import torch
 
         bos = self.tokenizer.bos_token_id
@@ -542,7 +543,7 @@ class TransformersEngine:
                 p = [bos]
             seqs.append((p, c))
         results: list[ScoreOutput | None] = [None] * len(seqs)
-        k_eff = min(top_k, self.vocab_size)
+        k_eff = min(top_k_logprobs, self.vocab_size)
         order = sorted(range(len(seqs)), key=lambda j: len(seqs[j][0]) + len(seqs[j][1]))
         for start in range(0, len(order), self.max_batch_sequences):
             chunk = order[start : start + self.max_batch_sequences]
@@ -557,14 +558,14 @@ class TransformersEngine:
                 token_lp = lp.gather(1, target[:, None]).squeeze(1)
                 top_ids: list[int] = []
                 top_lps: list[float] = []
-                if top_k:
+                if top_k_logprobs:
                     values, cand = lp.topk(k_eff, dim=-1)
-                    if k_eff < top_k:
-                        pad = top_k - k_eff
+                    if k_eff < top_k_logprobs:
+                        pad = top_k_logprobs - k_eff
                         values = torch.nn.functional.pad(values, (0, pad), value=float("-inf"))
                         cand = torch.nn.functional.pad(cand, (0, pad), value=PAD_ID)
                     top_ids, top_lps = cand.reshape(-1).tolist(), values.reshape(-1).tolist()
-                scores = TokenScores(c, token_lp.tolist(), top_k, top_ids, top_lps, "raw")
+                scores = TokenScores(c, token_lp.tolist(), top_k_logprobs, top_ids, top_lps, "raw")
                 results[j] = ScoreOutput(scores, len(p), _candidate_logprobs(lp, items[j]))
         return [r for r in results if r is not None]
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from cotdistill.common.lm.loading import load_tokenizer
 from cotdistill.common.models import resolve_model
+from cotdistill.common.samples import MAX_TOP_K
 from cotdistill.teacher.engine import (
     Backend,
     Completion,
@@ -75,7 +76,7 @@ class VllmEngine:
         *,
         engine_kwargs: dict[str, Any] | None = None,
         logprob_mode: str = "raw",
-        max_top_k: int = 20,
+        max_top_k: int = MAX_TOP_K,
     ) -> None:
         self.model_path = model_path
         self.engine_kwargs = dict(engine_kwargs or {})
@@ -275,10 +276,10 @@ class VllmEngine:
 
     # ---- score -----------------------------------------------------------------------------
 
-    async def score(self, items: Sequence[ScoreInput], top_k: int) -> list[ScoreOutput]:
+    async def score(self, items: Sequence[ScoreInput], top_k_logprobs: int) -> list[ScoreOutput]:
         """Prompt logprobs of prompt + completion; the completion's positions are kept.
 
-        prompt + completion is sent as one prompt with ``prompt_logprobs=top_k`` and one token
+        prompt + completion is sent as one prompt with ``prompt_logprobs=top_k_logprobs`` and one token
         to generate: vLLM's teacher forcing. Candidate ids of an item go in as
         ``prompt_logprob_token_ids`` rows starting at the completion's first position (Model
         Runner V2 only; :attr:`EngineInfo.scores_candidates` says whether this engine has it).
@@ -296,7 +297,7 @@ class VllmEngine:
         base_args: dict[str, Any] = {
             "max_tokens": 1,
             "temperature": 1.0,
-            "prompt_logprobs": top_k,
+            "prompt_logprobs": top_k_logprobs,
             "output_kind": RequestOutputKind.FINAL_ONLY,
             "flat_logprobs": True,
         }
@@ -325,14 +326,14 @@ class VllmEngine:
                 final = output
             assert final is not None and final.prompt_logprobs is not None
             columns = _prompt_columns(final.prompt_logprobs, len(p), len(c))
-            token_lp, top_ids, top_lps = normalize(columns, c, top_k, sampled_first=True)
+            token_lp, top_ids, top_lps = normalize(columns, c, top_k_logprobs, sampled_first=True)
             candidates: list[float] = []
             if item_params is not params:
                 found = getattr(final, "prompt_token_id_logprobs", None)
                 if found is None:
                     raise RuntimeError("vLLM returned no prompt_token_id_logprobs for candidate ids")
                 candidates = [float(v) for v in np.asarray(found, dtype=np.float64).reshape(-1)]
-            return ScoreOutput(TokenScores(c, token_lp, top_k, top_ids, top_lps, "raw"), len(p), candidates)
+            return ScoreOutput(TokenScores(c, token_lp, top_k_logprobs, top_ids, top_lps, "raw"), len(p), candidates)
 
         return list(await asyncio.gather(*(one(j) for j in range(len(items)))))
 
