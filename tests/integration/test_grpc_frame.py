@@ -19,6 +19,7 @@ from cotdistill.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 from cotdistill.common.grpc_client import open_channel, wait_for_ready
@@ -234,6 +235,7 @@ async def test_bare_exceptions_are_internal_not_client_errors(error: Exception) 
         (FailedPrecondition("f", "m"), grpc.StatusCode.FAILED_PRECONDITION),
         (NotFound("m"), grpc.StatusCode.NOT_FOUND),
         (Unavailable("m"), grpc.StatusCode.UNAVAILABLE),
+        (ResourceExhausted("m"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (ValueError("m"), grpc.StatusCode.INTERNAL),
         (KeyError("m"), grpc.StatusCode.INTERNAL),
     ],

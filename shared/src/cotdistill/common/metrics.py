@@ -6,6 +6,7 @@ interceptor, so a service's domain code only records what is specific to it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -95,8 +96,10 @@ def _status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -
         return code.name if isinstance(code, grpc.StatusCode) else str(code)
     if isinstance(error, (TimeoutError,)):
         return "DEADLINE_EXCEEDED"
-    if isinstance(error, BaseException) and error.__class__.__name__ == "CancelledError":
-        return "CANCELLED"
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        # grpc cancels the handler both when the client cancels and when its deadline passes.
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
     return "UNKNOWN"
 
 
