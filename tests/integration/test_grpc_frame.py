@@ -84,6 +84,34 @@ async def test_sigterm_style_stop_drains_in_flight_streams() -> None:
         assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+async def test_before_stop_hooks_run_before_the_drain_and_clean_ups_after_it() -> None:
+    service = await create_server("test", SETTINGS, _register)
+    await service.set_serving(True)
+    seen: list[tuple[str, float | None]] = []
+
+    def in_flight() -> float | None:
+        return service.registry.get_sample_value(
+            "cotdistill_grpc_in_flight_requests", {"service": "test", "method": "Sample"}
+        )
+
+    async def before() -> None:
+        seen.append(("before", in_flight()))
+
+    async def after() -> None:
+        seen.append(("after", in_flight()))
+
+    service.before_stop(before)
+    service.on_stop(after)
+    async with open_channel(f"127.0.0.1:{service.port}") as channel:
+        call = teacher_pb2_grpc.TeacherServiceStub(channel).Sample(teacher_pb2.SampleRequest())
+        await call.read()
+        stopping = asyncio.create_task(service.stop(grace_s=5))
+        while await call.read() is not grpc.aio.EOF:
+            pass
+        await stopping
+    assert seen == [("before", 1.0), ("after", 0.0)]  # the stream was in flight, then drained
+
+
 async def test_grace_period_bounds_the_drain() -> None:
     service = await create_server("test", SETTINGS, _register)
     await service.set_serving(True)
