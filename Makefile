@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.cotdistill-setup
-DISTS := shared services/teacher services/trainer services/evaluator services/server
+DISTS := shared client services/teacher services/trainer services/evaluator services/server
 PROTO_OUT := shared/src/cotdistill/v1
 SCRATCH := $(CURDIR)/.scratch
 
@@ -37,7 +37,7 @@ INSTALL = if $(PY) -m uv --version >/dev/null 2>&1; then \
 	  UV_LINK_MODE=copy $(PY) -m uv pip install -q --compile-bytecode --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) $(1); \
 	else $(PIP) install -q $(1) 2>&1 | grep -v "^WARNING: Location" || true; fi
 
-$(STAMP): requirements/lock.txt requirements/models.txt shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+$(STAMP): requirements/lock.txt requirements/models.txt shared/pyproject.toml client/pyproject.toml $(wildcard services/*/pyproject.toml)
 	@start=$$(date +%s); \
 	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
 	$(PIP) install -q uv==$(UV_VERSION) >/dev/null 2>&1 || echo "setup: uv could not be installed; installing with pip (slower)"; \

@@ -37,7 +37,7 @@ def texts() -> tuple[list[str], str]:
 
 
 def main() -> None:
-    from cotdistill.common.tiny_models import train_tokenizer
+    from cotdistill.pipeline.tiny_models import train_tokenizer
 
     corpus, source = texts()
     teacher = train_tokenizer(corpus, "byte_bpe", 2000)

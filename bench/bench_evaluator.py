@@ -37,11 +37,11 @@ def main() -> None:
     from prometheus_client import CollectorRegistry
 
     from cotdistill.common.artifacts import ArtifactStore
-    from cotdistill.common.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
     from cotdistill.evaluator.backends import GenerationParams, TransformersGenerator
     from cotdistill.evaluator.evaluation import DatasetTask, EvaluationOutcome, EvaluationRequest, run_evaluation
     from cotdistill.evaluator.metrics import EvaluatorMetrics
     from cotdistill.evaluator.task_suite import RegistrySuite
+    from cotdistill.pipeline.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
 
     torch.set_num_threads(1)
     suite = RegistrySuite()

@@ -43,7 +43,7 @@ PROMPTS = [
 
 def build_model(root: Path) -> Path:
     """A small Llama student (4 layers, hidden 128) with the project's Metaspace tokenizer."""
-    from cotdistill.common.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
+    from cotdistill.pipeline.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
 
     tok = train_tokenizer(reasoning_corpus(), "metaspace_bpe", 200)
     return build_causal_lm(root / "student", tok, hidden_size=128, num_layers=4, num_heads=4, seed=5)

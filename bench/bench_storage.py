@@ -77,7 +77,7 @@ def trained_lm(tokens: int, steps: int = 200) -> tuple[np.ndarray, np.ndarray, n
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cotdistill.common.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
+    from cotdistill.pipeline.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
 
     try:
         from cotdistill.common.tasks import load_dataset

@@ -40,7 +40,7 @@ ROUNDS = 5
 
 def build_teacher(root: Path) -> Path:
     """The benchmark teacher: a 4-layer Llama (hidden 128, head_dim 32), byte-level BPE."""
-    from cotdistill.common.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
+    from cotdistill.pipeline.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
 
     out = root / "teacher"
     if not (out / "config.json").exists():

@@ -129,7 +129,7 @@ def _free_port() -> int:
 
 async def _job(addresses: list[str], units: int, out: Path) -> tuple[float, int]:
     from cotdistill.common.artifacts import ArtifactStore
-    from cotdistill.common.run_config import RunConfig
+    from cotdistill.pipeline.run_config import RunConfig
     from cotdistill.pipeline.sampling.stage import run_sampling
 
     config = RunConfig.model_validate(

@@ -40,7 +40,7 @@ def build_fixture(
     """Student model + Parquet samples (with a synthetic top-k in the student's vocabulary)."""
     from cotdistill.common.samples import SampleRecord, write_shard
     from cotdistill.common.tasks import generate_synthetic, render_student_pair
-    from cotdistill.common.tiny_models import build_causal_lm, train_tokenizer
+    from cotdistill.pipeline.tiny_models import build_causal_lm, train_tokenizer
 
     mix = {"arithmetic": 0.6, "last_letters": 0.3, "coin_flip": 0.1}
     examples = [e for task, share in mix.items() for e in generate_synthetic(task, int(n * share), seed=0)]

@@ -28,8 +28,9 @@ WORKDIR /src
 # The build backend, at the version the lock pins, so the build needs no index of its own.
 RUN pip install --no-cache-dir --no-deps setuptools==78.1.1
 COPY shared shared
+COPY client client
 COPY services/evaluator services/evaluator
-RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-dir /wheels ./shared ./services/evaluator
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-dir /wheels ./shared ./client ./services/evaluator
 
 # ---- cpu-builder: a venv with exactly the service's pins, then the cotdistill wheels ------------
 FROM ${PYTHON_IMAGE} AS cpu-builder

@@ -42,13 +42,15 @@ TARGET_ENV = {**default_environment(), "python_version": "3.11", "python_full_ve
 # Local distributions: installed from source (wheels built in the image), never from the lock.
 LOCAL = {
     "cotdistill-shared": REPO / "shared",
+    "cotdistill-client": REPO / "client",
     **{f"cotdistill-{s}": REPO / "services" / s for s in SERVICES},
 }
 # What every image holds besides its service's own requirements: the chart's `models` init
-# containers run `cotdistill models pull` in the service's image, which converts the registry's
-# GGUF files with `gguf` (the CLI is cotdistill-shared's, the package is not among its
-# requirements).
-IMAGE_EXTRAS = ("gguf",)
+# containers run `cotdistill models pull` in the service's image: the CLI (cotdistill-client),
+# `gguf` to convert the registry's GGUF files, and `s3fs` (fsspec's S3 backend) for `s3://`
+# sources; none of them is among a service's requirements.
+IMAGE_CLIENT = "cotdistill-client"
+IMAGE_EXTRAS = ("gguf", "s3fs")
 # Services whose CUDA image starts from the official vLLM image (the teacher samples with it, the
 # server serves with it on GPUs).
 VLLM_BASED = ("teacher", "server")
@@ -110,6 +112,7 @@ def closure(service: str, with_vllm: bool) -> Closure:
     result = Closure()
     seen: set[tuple[str, frozenset[str]]] = set()
     todo: list[tuple[str, set[str]]] = [(f"cotdistill-{service}", {"vllm"} if with_vllm else set())]
+    todo.append((IMAGE_CLIENT, set()))
     for extra in IMAGE_EXTRAS:
         result.pins[extra] = lock[extra]
         todo.append((extra, set()))

@@ -26,8 +26,9 @@ WORKDIR /src
 # The build backend, at the version the lock pins, so the build needs no index of its own.
 RUN pip install --no-cache-dir --no-deps setuptools==78.1.1
 COPY shared shared
+COPY client client
 COPY services/teacher services/teacher
-RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-dir /wheels ./shared ./services/teacher
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-dir /wheels ./shared ./client ./services/teacher
 
 # ---- cpu-builder: a venv with exactly the service's pins, then the cotdistill wheels ------------
 FROM ${PYTHON_IMAGE} AS cpu-builder

@@ -57,7 +57,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     Built from config with random weights; saved in Hugging Face format; never downloaded.
     """
-    from cotdistill.common.tiny_models import build_tiny_pair
+    from cotdistill.pipeline.tiny_models import build_tiny_pair
 
     return build_tiny_pair(tmp_path_factory.mktemp("tiny-models"))
 

@@ -13,7 +13,7 @@ What it does, all real components:
    (``synthetic_last_letters``), the OOD set (``synthetic_last_letters_4``: 4 words) and a
    BIG-Bench-Hard-style generic set (coin-flip questions as ``{"examples": [{input, target}]}``);
 3. runs ``Select`` (OOD accuracy on the dev splits) and renders the report with
-   :func:`cotdistill.common.reports.render_run_report` into this folder.
+   :func:`cotdistill.pipeline.reports.render_run_report` into this folder.
 
 The "teacher" here is not a sampled teacher: it is a larger model trained on the same gold
 rationales, so that the teacher-vs-student plot has something to show on a CPU.
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from cotdistill.common.tasks import load_dataset, render_student_pair
-from cotdistill.common.tiny_models import build_causal_lm, train_tokenizer
+from cotdistill.pipeline.tiny_models import build_causal_lm, train_tokenizer
 
 HERE = Path(__file__).resolve().parent
 ID, OOD = "synthetic_last_letters", "synthetic_last_letters_4"
@@ -225,7 +225,7 @@ def main() -> None:
         models.append((path, f"student D={d}", D_STEPS, {"role": "student", "run": f"D{d}", "num_samples": str(d)}))
     asyncio.run(evaluate_all(run, models, generic_set(work / "coin_flip_bbh_style.json")))
 
-    from cotdistill.common.reports import render_run_report
+    from cotdistill.pipeline.reports import render_run_report
 
     report = render_run_report(run, HERE)
     # Paths inside the committed files point into the temporary work dir; keep them relative.

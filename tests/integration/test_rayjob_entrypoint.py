@@ -46,7 +46,7 @@ def _get_json(url: str) -> object:
 
 
 def test_the_rayjob_entrypoint_trains_on_the_cluster_it_was_submitted_to(tmp_path: Path) -> None:
-    from cotdistill.common.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
+    from cotdistill.pipeline.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
     from tests.integration.trainer.conftest import arithmetic_jsonl
 
     tool("ray")

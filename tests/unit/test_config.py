@@ -8,7 +8,7 @@ import pytest
 
 from cotdistill.common.config import apply_overrides, dump_config, load_config
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.run_config import RunConfig
 
 GOOD = """\
 name: demo

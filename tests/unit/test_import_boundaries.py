@@ -1,4 +1,5 @@
-"""Services import only cotdistill.common / cotdistill.v1 (and themselves); shared code imports no service."""
+"""Services import only cotdistill.common / cotdistill.v1 (and themselves); the library imports no service
+and not the client; the client imports no service (it starts them through entry points)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("teacher", "trainer", "evaluator", "server")
-SHARED_ALLOWED = ("common", "v1", "pipeline")
+LIBRARY_ALLOWED = ("common", "v1")
+CLIENT_ALLOWED = ("common", "v1", "pipeline")
 
 
 def cotdistill_imports(path: Path) -> list[tuple[int, str]]:
@@ -45,21 +47,24 @@ def test_service_imports_only_common_v1_and_itself(service: str) -> None:
     assert not bad, "service imports another service or the CLI:\n" + "\n".join(bad)
 
 
-def test_shared_code_imports_no_service() -> None:
-    files = list((REPO / "shared" / "src").rglob("*.py"))
+@pytest.mark.parametrize(("root", "allowed"), [("shared/src", LIBRARY_ALLOWED), ("client/src", CLIENT_ALLOWED)])
+def test_library_and_client_import_no_service(root: str, allowed: tuple[str, ...]) -> None:
+    files = list((REPO / root).rglob("*.py"))
+    assert files, f"no sources under {root}"
     bad = [
         f"{f.relative_to(REPO)}:{line}: {mod}"
         for f in files
         for line, mod in cotdistill_imports(f)
-        if second_part(mod) not in SHARED_ALLOWED
+        if second_part(mod) not in allowed
     ]
-    assert not bad, "shared code imports a service:\n" + "\n".join(bad)
+    assert not bad, f"{root} imports outside {allowed}:\n" + "\n".join(bad)
 
 
-def test_common_does_not_import_the_cli() -> None:
-    files = list((REPO / "shared" / "src" / "cotdistill" / "common").rglob("*.py"))
-    bad = [f"{f.name}:{line}" for f in files for line, mod in cotdistill_imports(f) if second_part(mod) == "pipeline"]
-    assert not bad, f"cotdistill.common must not depend on the CLI: {bad}"
+def test_the_library_holds_no_client_code() -> None:
+    # The CLI, its jobs, demos and the modules only it uses live in client/ (cotdistill-client).
+    assert not (REPO / "shared" / "src" / "cotdistill" / "pipeline").exists()
+    for name in ("run_config", "reports", "tiny_models"):
+        assert not (REPO / "shared" / "src" / "cotdistill" / "common" / f"{name}.py").exists(), name
 
 
 def test_checker_catches_a_cross_service_import(tmp_path: Path) -> None:

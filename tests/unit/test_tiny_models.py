@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from cotdistill.common.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
+from cotdistill.pipeline.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
 
 TEXT = "Tom has 12 apples. 12 + 3 = 15. --> 15 END"
 

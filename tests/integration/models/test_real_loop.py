@@ -17,8 +17,8 @@ import pytest
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import load_config
-from cotdistill.common.run_config import RunConfig
 from cotdistill.common.samples import read_records
+from cotdistill.pipeline.run_config import RunConfig
 from tests.conftest import REAL_MODELS_CACHE
 from tests.integration.conftest import ServiceProcess, grpc_serving, start_service, wait_until
 

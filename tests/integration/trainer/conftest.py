@@ -108,7 +108,7 @@ def arithmetic_jsonl(path: Path, n: int = 96, seed: int = 0) -> Path:
 @pytest.fixture(scope="package")
 def task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny student (Llama, Metaspace BPE) and SFT data for it."""
-    from cotdistill.common.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
+    from cotdistill.pipeline.tiny_models import build_causal_lm, reasoning_corpus, train_tokenizer
 
     root = tmp_path_factory.mktemp("trainer-task")
     tokenizer = train_tokenizer(reasoning_corpus(), "metaspace_bpe", 200)

@@ -23,7 +23,7 @@ from cotdistill.common.alignment import (
     tokenizer_fingerprint,
     vocabulary_map,
 )
-from cotdistill.common.tiny_models import reasoning_corpus, train_tokenizer
+from cotdistill.pipeline.tiny_models import reasoning_corpus, train_tokenizer
 
 tokens = st.lists(
     st.binary(min_size=0, max_size=4).map(lambda b: bytes(x % 4 + 97 for x in b)), min_size=0, max_size=14

@@ -351,7 +351,7 @@ def test_every_component_takes_env_volumes_and_scheduling() -> None:
 
 def test_a_rayjob_trains_the_recipe_with_checkpoints_on_the_artifacts_volume() -> None:
     from cotdistill.common.config import load_config
-    from cotdistill.common.run_config import RunConfig
+    from cotdistill.pipeline.run_config import RunConfig
 
     rendered = render_profile("full")
     (job,) = of_kind(rendered, "RayJob")
@@ -411,7 +411,7 @@ def test_ray_network_policy_covers_rayjob_clusters_and_the_submitter() -> None:
 
 def test_the_pipeline_job_runs_the_recipe_against_the_release(tmp_path: Path) -> None:
     from cotdistill.common.config import load_config
-    from cotdistill.common.run_config import RunConfig
+    from cotdistill.pipeline.run_config import RunConfig
 
     rendered = render_profile("full")
     (job,) = of_kind(rendered, "Job")

@@ -135,7 +135,7 @@ def test_images_install_the_generated_pins_without_dependency_resolution(service
         pins = f"deploy/requirements/{service}-{variant}.txt"
         assert any(c.startswith(pins) for c in copies), f"{service}: {pins} is not copied into the build"
     wheel = _pip_runs(df.stage("wheels"), "wheel")
-    assert wheel and "--no-deps" in wheel[0] and {"./shared", f"./services/{service}"} <= set(wheel[0])
+    assert wheel and "--no-deps" in wheel[0] and {"./shared", "./client", f"./services/{service}"} <= set(wheel[0])
 
 
 def test_pin_files_are_current_and_subsets_of_the_lock() -> None:
@@ -263,11 +263,13 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.pyc")
     shutil.copytree(REPO / "shared", src / "shared", ignore=ignore)
+    shutil.copytree(REPO / "client", src / "client", ignore=ignore)
     for service in SERVICES:
         shutil.copytree(REPO / "services" / service, src / "services" / service, ignore=ignore)
     out = tmp_path_factory.mktemp("wheels")
     args = _pip_runs(dockerfile("teacher").stage("wheels"), "wheel")[0]
-    args = [a for a in args if not a.startswith("./")] + ["./shared"] + [f"./services/{s}" for s in SERVICES]
+    dists = ["./shared", "./client"] + [f"./services/{s}" for s in SERVICES]
+    args = [a for a in args if not a.startswith("./")] + dists
     args[args.index("--wheel-dir") + 1] = str(out)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", *args], cwd=src, capture_output=True, text=True, timeout=120
@@ -304,7 +306,7 @@ def _fresh_venv(service: str, wheels: Path, root: Path) -> tuple[Path, set[str]]
             name, _, version = line.partition("==")
             pinned.add(name)
             _link_distribution(name, version, site)
-    ours = sorted(str(w) for w in wheels.glob("*.whl") if re.match(rf"cotdistill_(shared|{service})-", w.name))
+    ours = sorted(str(w) for w in wheels.glob("*.whl") if re.match(rf"cotdistill_(shared|client|{service})-", w.name))
     final = next(a for a in _pip_runs(df.stage("cpu-builder"), "install") if any(x.endswith(".whl") for x in a))
     flags = [a for a in final if a.startswith("--")]
     assert {"--no-deps", "--no-index"} <= set(flags)

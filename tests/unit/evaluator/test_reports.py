@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cotdistill.common.reports import load_results, render_report, render_run_report
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.reports import load_results, render_report, render_run_report
+from cotdistill.pipeline.run_config import RunConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cotdistill.common.config import load_located_config
-from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline.recipe_checks import check_recipe
+from cotdistill.pipeline.run_config import RunConfig
 
 RECIPE = """\
 name: r

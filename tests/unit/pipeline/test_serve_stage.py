@@ -14,7 +14,7 @@ from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import NotFound, Unavailable
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.run_config import RunConfig
 from cotdistill.pipeline.serve_stage import chosen_checkpoint, serve_stage
 from cotdistill.pipeline.stages import STAGES
 

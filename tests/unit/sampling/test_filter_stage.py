@@ -10,8 +10,8 @@ from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.run_config import SamplingSection
 from cotdistill.common.samples import SampleRecord, read_samples, write_shard
+from cotdistill.pipeline.run_config import SamplingSection
 from cotdistill.pipeline.sampling.stage import job_spec, run_filter
 from cotdistill.pipeline.stages import STAGES
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from cotdistill.common import tasks
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.run_config import RunConfig, ScoringSection
 from cotdistill.common.samples import SampleRecord, read_records, read_samples, shard_metadata, write_shard
+from cotdistill.pipeline.run_config import RunConfig, ScoringSection
 from cotdistill.pipeline.sampling.stage import run_filter
 from cotdistill.pipeline.scoring.stage import plan, run_scoring
 from cotdistill.pipeline.scoring.units import ScoreRef

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from cotdistill.common.tiny_models import reasoning_corpus, train_tokenizer
 from cotdistill.common.token_strings import TokenStrings, offsets
+from cotdistill.pipeline.tiny_models import reasoning_corpus, train_tokenizer
 
 TEXTS = [
     "Tom has 3 apples.  Tom buys  2 more. ###",

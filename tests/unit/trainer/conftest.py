@@ -13,7 +13,7 @@ from tests.unit.trainer import synthetic
 @pytest.fixture(scope="session")
 def task_tokenizers() -> dict[str, Any]:
     """Teacher (byte-level BPE) and student (Metaspace BPE) tokenizers of the copy task."""
-    from cotdistill.common.tiny_models import train_tokenizer
+    from cotdistill.pipeline.tiny_models import train_tokenizer
 
     texts = synthetic.corpus()
     return {
@@ -25,7 +25,7 @@ def task_tokenizers() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def task_models(tmp_path_factory: pytest.TempPathFactory, task_tokenizers: dict[str, Any]) -> dict[str, Path]:
     """A tiny Llama student, a padded-vocabulary twin, a T5 student and the teacher tokenizer dir."""
-    from cotdistill.common.tiny_models import build_causal_lm, build_t5
+    from cotdistill.pipeline.tiny_models import build_causal_lm, build_t5
 
     root = tmp_path_factory.mktemp("trainer-models")
     student = task_tokenizers["student"]

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from cotdistill.common.artifacts import ArtifactStore
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.run_config import RunConfig
 from cotdistill.pipeline.train_cli import build_spec
 from cotdistill.trainer.checkpoint_eval import validate_checkpoint_eval
 from cotdistill.trainer.server import build_server

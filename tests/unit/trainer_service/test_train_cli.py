@@ -14,7 +14,7 @@ from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import InvalidArgument
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.run_config import RunConfig
 from cotdistill.pipeline.train_cli import TrainingFailed, _finish, build_spec, start_and_watch
 from cotdistill.trainer.server import build_server
 from cotdistill.v1 import trainer_pb2

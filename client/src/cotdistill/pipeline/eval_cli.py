@@ -2,7 +2,7 @@
 
 A client of the evaluator service: builds Evaluate/Select requests from the run recipe's
 ``evaluation`` section, shows a progress bar while results stream, and renders the report
-(:mod:`cotdistill.common.reports`) from the ``eval/*.json`` files the service wrote into the run.
+(:mod:`cotdistill.pipeline.reports`) from the ``eval/*.json`` files the service wrote into the run.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from cotdistill.common.config import dump_config, load_config
 from cotdistill.common.errors import CotdistillError, InvalidArgument, NotFound, Unavailable
 from cotdistill.common.grpc_client import open_channel
 from cotdistill.common.models import is_registry_name
-from cotdistill.common.reports import Report, render_run_report
-from cotdistill.common.run_config import DatasetRef, EvaluationSection, RunConfig
 from cotdistill.pipeline import stages
+from cotdistill.pipeline.reports import Report, render_run_report
+from cotdistill.pipeline.run_config import DatasetRef, EvaluationSection, RunConfig
 from cotdistill.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
 _STEP = re.compile(r"step[-_]?(\d+)$")

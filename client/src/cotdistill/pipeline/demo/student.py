@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from cotdistill.common import tasks
-from cotdistill.common.tiny_models import build_causal_lm, train_tokenizer
+from cotdistill.pipeline.tiny_models import build_causal_lm, train_tokenizer
 
 TOKENIZER_DATASETS = (
     "synthetic_arithmetic",

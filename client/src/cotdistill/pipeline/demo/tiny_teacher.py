@@ -115,7 +115,7 @@ def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from cotdistill.common.tiny_models import SPECIAL_TOKENS
+    from cotdistill.pipeline.tiny_models import SPECIAL_TOKENS
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -199,7 +199,7 @@ def _train(recipe: TeacherRecipe, out: Path, progress: Progress | None) -> dict[
     import transformers
     from transformers import LlamaForCausalLM
 
-    from cotdistill.common.tiny_models import build_causal_lm
+    from cotdistill.pipeline.tiny_models import build_causal_lm
 
     transformers.utils.logging.disable_progress_bar()
     # A 1M-parameter model stops scaling after a few threads; on 2 idle cores, 2 threads take

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import InvalidArgument, NotFound, Unavailable
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.run_config import RunConfig
 
 
 def chosen_checkpoint(run_dir: Path) -> str:

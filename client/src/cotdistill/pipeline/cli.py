@@ -15,12 +15,12 @@ from rich.table import Table
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import dump_config, load_located_config
 from cotdistill.common.errors import ConfigError, CotdistillError
-from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline.align_cli import align as align_command
 from cotdistill.pipeline.data_cli import data_app
 from cotdistill.pipeline.eval_cli import install as install_eval
 from cotdistill.pipeline.models_cli import models_app
 from cotdistill.pipeline.recipe_checks import check_recipe
+from cotdistill.pipeline.run_config import RunConfig
 from cotdistill.pipeline.sample_cli import sample as sample_command
 from cotdistill.pipeline.sample_cli import score as score_command
 from cotdistill.pipeline.stages import STAGES

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from cotdistill.common.config import KeyPath
 from cotdistill.common.models import registry
-from cotdistill.common.run_config import DatasetRef, RunConfig
 from cotdistill.common.suggest import did_you_mean
 from cotdistill.common.tasks import get_dataset_info, known_names, list_formats
 from cotdistill.common.tasks.errors import UnknownDatasetError
+from cotdistill.pipeline.run_config import DatasetRef, RunConfig
 
 # Files the evaluator reads as a dataset instead of a registry name.
 _DATASET_FILE_SUFFIXES = (".json", ".jsonl")

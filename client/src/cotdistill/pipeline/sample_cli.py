@@ -11,7 +11,7 @@ from rich.console import Console
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import dump_config, load_config
 from cotdistill.common.logging import configure_logging
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.run_config import RunConfig
 from cotdistill.pipeline.sampling.stage import run_filter, sample_stage
 from cotdistill.pipeline.scoring.stage import score_stage
 

@@ -13,8 +13,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline.demo.real import STUDENT, TEACHER, Phase
+from cotdistill.pipeline.run_config import RunConfig
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:

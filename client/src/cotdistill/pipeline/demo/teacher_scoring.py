@@ -35,11 +35,11 @@ from typing import Any
 
 from cotdistill.common.config import load_config
 from cotdistill.common.models import pull_model
-from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline import local_services
 from cotdistill.pipeline.demo.real import STUDENT, TEACHER
 from cotdistill.pipeline.demo.real_report import wilson
 from cotdistill.pipeline.demo.runner import cli, console, flow, launch, run_checkpoints, step, stop_services
+from cotdistill.pipeline.run_config import RunConfig
 
 DEFAULT_RECIPE = Path("configs/teacher-scoring.yaml")
 BASELINE_FORMAT = "chat_zero_shot_cot"  # the untrained student, asked through its own chat template

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from cotdistill.common import tasks
 from cotdistill.common.errors import ConfigError
-from cotdistill.common.run_config import ScoringSection
 from cotdistill.common.samples import SampleRecord, read_records
+from cotdistill.pipeline.run_config import ScoringSection
 from cotdistill.pipeline.scoring.units import ScoreRef
 
 DATASETS_WITH_RATIONALES = (

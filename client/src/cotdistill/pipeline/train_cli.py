@@ -27,8 +27,8 @@ from cotdistill.common.config import load_config
 from cotdistill.common.errors import CotdistillError, InvalidArgument, NotFound, Unavailable
 from cotdistill.common.grpc_client import open_channel
 from cotdistill.common.models import is_registry_name
-from cotdistill.common.run_config import RunConfig, TrainingSection
 from cotdistill.pipeline import stages
+from cotdistill.pipeline.run_config import RunConfig, TrainingSection
 from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
 
 # Reconnect attempts after a dropped WatchRun stream (the service restarting takes seconds).

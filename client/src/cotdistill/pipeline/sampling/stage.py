@@ -21,8 +21,8 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
 from cotdistill.common.grpc_client import ReplicaPool
 from cotdistill.common.retry import RetryPolicy
-from cotdistill.common.run_config import FilterSection, RunConfig, SamplingSection, ScoringSection
 from cotdistill.common.samples import SampleRecord, read_records, shard_bytes, write_shard
+from cotdistill.pipeline.run_config import FilterSection, RunConfig, SamplingSection, ScoringSection
 from cotdistill.pipeline.sampling.job import JobResult, SamplingJob, UnitJob
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
 from cotdistill.pipeline.sampling.metrics import serve_from_env

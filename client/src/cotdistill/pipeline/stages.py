@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from cotdistill.common.artifacts import ArtifactStore
-from cotdistill.common.run_config import RunConfig
+from cotdistill.pipeline.run_config import RunConfig
 
 StageFn = Callable[[RunConfig, ArtifactStore, Console], None]
 

@@ -29,9 +29,9 @@ from rich.table import Table
 
 from cotdistill.common.config import load_config
 from cotdistill.common.models import pull_model
-from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline import local_services
 from cotdistill.pipeline.demo.runner import DemoFailed, cli, console, flow, launch, run_checkpoints, step, stop_services
+from cotdistill.pipeline.run_config import RunConfig
 
 DEFAULT_RECIPE = Path("configs/demo-real.yaml")
 TEACHER = "qwen2.5-coder-0.5b-instruct"

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cotdistill.common.run_config import RunConfig
 from cotdistill.pipeline.demo.real import STUDENT, TEACHER
+from cotdistill.pipeline.run_config import RunConfig
 
 
 def _final(rows: list[dict[str, Any]], fmt: str) -> dict[str, Any] | None:

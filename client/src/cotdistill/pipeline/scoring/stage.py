@@ -17,7 +17,7 @@ from rich.console import Console
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
 from cotdistill.common.grpc_client import ReplicaPool
-from cotdistill.common.run_config import RunConfig, ScoringSection
+from cotdistill.pipeline.run_config import RunConfig, ScoringSection
 from cotdistill.pipeline.sampling.job import JobResult, UnitJob
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
 from cotdistill.pipeline.sampling.stage import run_teacher_job

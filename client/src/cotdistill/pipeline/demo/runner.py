@@ -28,10 +28,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from cotdistill.common.config import load_config
-from cotdistill.common.run_config import DatasetRef, RunConfig
 from cotdistill.pipeline import local_services
 from cotdistill.pipeline.demo.student import build_student, parameter_count
 from cotdistill.pipeline.demo.tiny_teacher import TeacherRecipe, build_teacher
+from cotdistill.pipeline.run_config import DatasetRef, RunConfig
 
 console = Console(highlight=False)
 
