@@ -25,6 +25,7 @@ from cotdistill.common.errors import (
 from cotdistill.common.grpc_client import open_channel, wait_for_ready
 from cotdistill.common.grpc_errors import status_for, unary_errors
 from cotdistill.common.grpc_server import create_server
+from cotdistill.common.metrics import DEADLINE_SLACK_S, _status_of
 from cotdistill.common.settings import ServiceSettings
 from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc
 
@@ -270,3 +271,32 @@ async def test_bare_exceptions_are_internal_not_client_errors(error: Exception) 
 )
 def test_only_typed_errors_are_client_errors(error: Exception, code: grpc.StatusCode) -> None:
     assert status_for(error) == code
+
+
+class _EndedCall:
+    """The part of a servicer context the metrics interceptor reads when a call ends early."""
+
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def code(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("remaining", "code"),
+    [
+        (None, "CANCELLED"),  # no deadline: the client cancelled
+        (5.0, "CANCELLED"),
+        (DEADLINE_SLACK_S + 0.01, "CANCELLED"),
+        (DEADLINE_SLACK_S, "DEADLINE_EXCEEDED"),  # the client's timer fired just before the server's
+        (0.0, "DEADLINE_EXCEEDED"),
+        (-1.0, "DEADLINE_EXCEEDED"),
+    ],
+)
+def test_a_cancelled_call_counts_as_deadline_exceeded_only_at_its_deadline(remaining: float | None, code: str) -> None:
+    for error in (asyncio.CancelledError(), GeneratorExit()):
+        assert _status_of(_EndedCall(remaining), error) == code  # type: ignore[arg-type]
