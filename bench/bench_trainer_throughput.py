@@ -81,9 +81,9 @@ def build_fixture(
 
 
 def _hash(tok: Any) -> str:
-    from cotdistill.common.alignment import tokenizer_fingerprint
+    from cotdistill.common.lm import tokenizer_content_hash
 
-    return tokenizer_fingerprint(tok)
+    return tokenizer_content_hash(tok)
 
 
 def recipe_config(fixture: dict[str, Any], out: Path, **overrides: Any) -> Any:

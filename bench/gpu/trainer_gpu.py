@@ -35,7 +35,7 @@ def measure(model_name: str, device: str, batch: int, seq: int, steps: int, warm
     from transformers import AutoModelForCausalLM
 
     from bench.gpu.models import build_config
-    from cotdistill.trainer.objectives import ObjectiveWeights
+    from cotdistill.trainer.objectives import ObjectiveConfig
     from cotdistill.trainer.recipe import StudentLM, make_adamw
 
     torch.manual_seed(0)
@@ -43,7 +43,7 @@ def measure(model_name: str, device: str, batch: int, seq: int, steps: int, warm
     dev = torch.device(device)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(dev)
     params = sum(p.numel() for p in model.parameters())
-    student = StudentLM(model, False, ObjectiveWeights(), compute_dtype=torch.bfloat16).to(dev)
+    student = StudentLM(model, False, ObjectiveConfig(), compute_dtype=torch.bfloat16).to(dev)
     student.train()
     optimizer = make_adamw([p for p in student.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.0)
     ids = torch.randint(0, config.vocab_size, (batch, seq), device=dev)

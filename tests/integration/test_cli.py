@@ -59,10 +59,10 @@ def test_run_writes_resolved_config_and_reports_an_unreachable_teacher(tmp_path:
 
 def test_config_validate_rejects_unknown_names_with_a_suggestion(repo_root: Path) -> None:
     demo = repo_root / "configs" / "demo.yaml"
-    result = cli("config", "validate", str(demo), "sampling.dataset=gsm9k", "training.student=smollm2-135m")
+    result = cli("config", "validate", str(demo), "sampling.dataset=gsm9k", "training.student.model=smollm2-135m")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     text = " ".join(result.stderr.split())  # rich wraps long lines at the terminal width
     assert (
         "override 'sampling.dataset=gsm9k': sampling.dataset: unknown dataset 'gsm9k' (did you mean 'gsm8k'?)" in text
     )
-    assert "training.student: unknown model 'smollm2-135m' (did you mean 'smollm2-135m-instruct'?)" in text
+    assert "training.student.model: unknown model 'smollm2-135m' (did you mean 'smollm2-135m-instruct'?)" in text

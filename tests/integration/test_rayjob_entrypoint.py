@@ -54,10 +54,15 @@ def test_the_rayjob_entrypoint_trains_on_the_cluster_it_was_submitted_to(tmp_pat
     student = build_causal_lm(tmp_path / "student", tokenizer, hidden_size=64, seed=2)
     data = arithmetic_jsonl(tmp_path / "train.jsonl", n=32)
     recipe = (
-        f"name: rayjob-test\ntraining:\n  student: {student}\n  train_paths: [{data}]\n"
-        "  max_steps: 2\n  batch_size: 4\n  max_seq_len: 64\n  cpus_per_worker: 1\n"
+        f"name: rayjob-test\ntraining:\n  student: {{model: {student}}}\n"
+        f"  data: {{train_paths: [{data}], max_seq_len: 64}}\n"
+        "  hyperparameters: {max_steps: 2, batch_size: 4}\n  scaling: {cpus_per_worker: 1}\n"
     )
-    values = {"trainer": {"rayJobs": [{"name": "t1", "recipe": recipe, "overrides": ["training.learning_rate=0.003"]}]}}
+    values = {
+        "trainer": {
+            "rayJobs": [{"name": "t1", "recipe": recipe, "overrides": ["training.hyperparameters.learning_rate=0.003"]}]
+        }
+    }
     rendered = render(values)
     (job,) = of_kind(rendered, "RayJob")
     (config_map,) = [c for c in of_kind(rendered, "ConfigMap") if c["metadata"]["name"] == job["metadata"]["name"]]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from cotdistill.common.samples import SampleRecord, read_samples, shard_metadata, write_shard
@@ -49,8 +51,8 @@ def test_round_trip_flat_arrays_and_offsets(tmp_path: Path) -> None:
         np.sort(np.reshape(records[0].top_logprobs, (3, 5)), axis=1),
         atol=1 / 8,  # half a step (1/16 nat up to 4 nats below the best, 1/8 beyond) plus the mass scaling
     )
-    assert table.metadata["teacher_model"] == "tiny"
-    assert shard_metadata(tmp_path / "part-00000.parquet")["schema_version"] == 3
+    assert table.metadata.teacher.model_id == "tiny"  # the old top-level key, read into its one place
+    assert shard_metadata(tmp_path / "part-00000.parquet").schema_version == 3
 
 
 def test_shape_errors_name_the_field() -> None:
@@ -71,3 +73,21 @@ def test_failed_write_leaves_no_partial_shard(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_shard(tmp_path / "part-00000.parquet", [bad])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_shard_metadata_stores_each_fact_once_and_reads_the_old_duplicates(tmp_path: Path) -> None:
+    from cotdistill.common.samples import ShardMetadata, TeacherFacts, TokenizerFacts
+
+    teacher = TeacherFacts(model_id="t", max_top_k=20, tokenizer=TokenizerFacts(name="tok", content_hash="h1"))
+    record = SampleRecord(example_id="e", sample_index=0, prompt="q", rationale="r")
+    path = write_shard(tmp_path / "new.parquet", [record], ShardMetadata(teacher=teacher, prompt_template="chat"))
+    raw = json.loads(pq.read_schema(path).metadata[b"cotdistill"])
+    assert raw["teacher"]["tokenizer"]["content_hash"] == "h1" and raw["prompt_template"] == "chat"
+    assert "tokenizer_hash" not in raw and "teacher_model" not in raw and "unit_id" not in raw
+    back = shard_metadata(path)
+    assert back.teacher == teacher and back.tokenizer_hash == "h1" and back.schema_version == 3
+    # A shard of the old layout: hash and model id also at the top level, the teacher partly filled.
+    old = ShardMetadata.from_dict({"teacher": {"backend": "vllm"}, "tokenizer_hash": "h0", "teacher_model": "m0"})
+    assert (old.tokenizer_hash, old.teacher.model_id, old.teacher.backend) == ("h0", "m0", "vllm")
+    unknown = ShardMetadata.from_dict({"teacher": "not a mapping", "future_key": [1]})
+    assert unknown.teacher == TeacherFacts() and unknown.to_dict()["future_key"] == [1]

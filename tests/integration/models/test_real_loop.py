@@ -79,9 +79,9 @@ def _quiet() -> object:
 def test_chat_template_prompts_are_recorded_in_the_shards(sampled: Path) -> None:
     shard = next((sampled / "samples").glob("part-*.parquet"))
     records, meta = read_records(shard)
-    assert meta["prompt_template"] == "chat"
-    assert meta["teacher"]["model_id"] == NAME
-    assert "<|im_start|>" in meta["teacher"]["tokenizer"]["chat_template"]
+    assert meta.prompt_template == "chat"
+    assert meta.teacher.model_id == NAME
+    assert "<|im_start|>" in meta.teacher.tokenizer.chat_template
     for r in records:
         # Zero-shot-CoT as a conversation: the question is the user turn, the trigger opens the reply.
         assert r.prompt.startswith("<|im_start|>system\n")

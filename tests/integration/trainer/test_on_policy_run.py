@@ -58,14 +58,11 @@ def test_score_then_train_with_on_policy_steps_through_the_services(
         "scoring": {"dataset": "synthetic_arithmetic", "split": "train", "limit": 16, "top_k_logprobs": 5},
         "training": {
             "trainer_address": trainer.address,
-            "student": str(tiny_models["student"]),
-            "objective": "sft+kd",
-            "max_steps": STEPS,
-            "batch_size": 4,
-            "learning_rate": 0.003,
-            "max_seq_len": 160,
-            "cpus_per_worker": 1,
-            "seed": SEED,
+            "student": {"model": str(tiny_models["student"])},
+            "objective": {"sft_weight": 1.0, "kd_weight": 1.0},
+            "hyperparameters": {"max_steps": STEPS, "batch_size": 4, "learning_rate": 0.003, "seed": SEED},
+            "data": {"max_seq_len": 160},
+            "scaling": {"cpus_per_worker": 1},
             "on_policy": {"fraction": 0.5, "max_new_tokens": 12, "top_k": 5, "divergence": "jsd"},
         },
     }
@@ -81,7 +78,7 @@ def test_score_then_train_with_on_policy_steps_through_the_services(
     table = read_samples(run_dir / "train")
     assert len(table) == 16 and table.k == 5 and all(table.correct)
     meta = shard_metadata(next((run_dir / "samples").glob("part-*.parquet")))
-    assert meta["job"]["kind"] == "score" and meta["teacher_model"] == str(tiny_models["teacher"])
+    assert meta.job["kind"] == "score" and meta.teacher.model_id == str(tiny_models["teacher"])
     assert scored_tokens(teacher) > len(table.token_ids)  # the on-policy steps scored student samples too
 
     # train: the run's step events say which steps were on-policy and what scoring cost.

@@ -95,15 +95,16 @@ def test_cli_train_starts_and_watches_a_run(trainer: TrainerUnderTest, task: dic
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"name: cli-run\noutput_dir: {tmp_path / 'runs'}\nstages: [train]\n"
-        f"training:\n  student: {task['student']}\n  train_paths: [{task['train']}]\n"
-        "  max_steps: 3\n  batch_size: 4\n  max_seq_len: 64\n  cpus_per_worker: 1\n"
+        f"training:\n  student: {{model: {task['student']}}}\n"
+        f"  data: {{train_paths: [{task['train']}], max_seq_len: 64}}\n"
+        "  hyperparameters: {max_steps: 3, batch_size: 4}\n  scaling: {cpus_per_worker: 1}\n"
     )
     done = subprocess.run(
         [
             str(VENV_BIN / "cotdistill"),
             "train",
             str(recipe),
-            "training.learning_rate=0.003",
+            "training.hyperparameters.learning_rate=0.003",
             "--address",
             trainer.address,
         ],

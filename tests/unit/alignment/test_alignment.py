@@ -20,9 +20,9 @@ from cotdistill.common.alignment import (
     match_tokens,
     one_to_one,
     token_bytes,
-    tokenizer_fingerprint,
     vocabulary_map,
 )
+from cotdistill.common.lm import tokenizer_content_hash
 from cotdistill.pipeline.tiny_models import reasoning_corpus, train_tokenizer
 
 tokens = st.lists(
@@ -98,7 +98,7 @@ def test_vocabulary_map_matches_strings_and_handles_padded_embeddings(tokenizer_
     # Same tokenizer: identity, limited to the student's embedding rows.
     same = vocabulary_map(student, student, 150)
     assert same[:150].tolist() == list(range(150)) and (same[150:] == -1).all()
-    assert tokenizer_fingerprint(student) != tokenizer_fingerprint(teacher)
+    assert tokenizer_content_hash(student) != tokenizer_content_hash(teacher)
 
 
 def _teacher_sample(tok: Any, text: str, k: int = 3) -> TeacherTokens:

@@ -366,7 +366,10 @@ def test_a_rayjob_trains_the_recipe_with_checkpoints_on_the_artifacts_volume() -
     assert argv[:3] == ["python", "/etc/cotdistill/rayjob/rayjob_train.py", "/etc/cotdistill/rayjob/recipe.yaml"]
     assert argv[3:5] == ["--artifacts-dir", "/var/lib/cotdistill/artifacts"]
     overrides = argv[5:]
-    assert overrides == ["output_dir=/var/lib/cotdistill/artifacts/pipeline", "training.learning_rate=5e-5"]
+    assert overrides == [
+        "output_dir=/var/lib/cotdistill/artifacts/pipeline",
+        "training.hyperparameters.learning_rate=5e-5",
+    ]
     # The recipe in the ConfigMap, with the entrypoint's overrides, is a valid recipe.
     recipe = Path(__file__).parent / "_rayjob_recipe.yaml"
     try:

@@ -1,4 +1,4 @@
-"""A stop string the student's tokenizer cannot spell is cut after decoding, not an evaluation failure."""
+"""A stop string the student's tokenizer cannot spell still stops and cuts, never an evaluation failure."""
 
 from __future__ import annotations
 
@@ -22,5 +22,4 @@ def test_unspellable_stop_strings_are_cut_after_decoding(tiny_models: dict[str, 
     params = GenerationParams(max_tokens=8, stop=("\n\nQ:", "the"))
     texts = asyncio.run(gen.generate(["Q: what is 2 + 3?\nLet's think step by step"], params))
     assert len(texts) == 1 and len(texts[0]) == 1
-    assert "\n\nQ:" not in texts[0][0]
-    assert gen._stops_generate_can_watch(params.stop) == ["the"]  # the spellable one still stops early
+    assert "\n\nQ:" not in texts[0][0] and "the" not in texts[0][0]

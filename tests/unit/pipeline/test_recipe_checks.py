@@ -31,8 +31,8 @@ def test_a_recipe_whose_names_resolve_passes(tmp_path: Path) -> None:
     model = tmp_path / "student"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    assert problems(tmp_path, f"training.student={model}", "training.student=smollm2-135m-instruct") == []
-    assert problems(tmp_path, f"training.student={model}") == []
+    assert problems(tmp_path, f"training.student.model={model}", "training.student.model=smollm2-135m-instruct") == []
+    assert problems(tmp_path, f"training.student.model={model}") == []
 
 
 @pytest.mark.parametrize(
@@ -41,14 +41,17 @@ def test_a_recipe_whose_names_resolve_passes(tmp_path: Path) -> None:
         ("sampling.dataset=gsm9k", "sampling.dataset: unknown dataset 'gsm9k' (did you mean 'gsm8k'?)"),
         ("sampling.split=tset", "sampling.split: dataset 'gsm8k' has no split 'tset' (did you mean 'test'?)"),
         ("sampling.prompt_format=zero_shot_cto", "unknown format 'zero_shot_cto' (did you mean 'zero_shot_cot'?)"),
-        ("training.format=ft_cto", "training.format: unknown format 'ft_cto' (did you mean 'ft_cot'?)"),
-        ("training.student=qwen2.5-coder-0.5b", "unknown model 'qwen2.5-coder-0.5b' (did you mean "
+        ("training.data.format=ft_cto", "training.data.format: unknown format 'ft_cto' (did you mean 'ft_cot'?)"),
+        ("training.student.model=qwen2.5-coder-0.5b", "unknown model 'qwen2.5-coder-0.5b' (did you mean "
          "'qwen2.5-coder-0.5b-instruct'?)"),
-        ("training.student=/no/such/model", "training.student: no model directory (config.json) at /no/such/model"),
-        ("training.train_paths=[/no/such/shard.parquet]", "training.train_paths[0]: no such file or directory"),
+        ("training.student.model=/no/such/model",
+         "training.student.model: no model directory (config.json) at /no/such/model"),
+        ("training.data.train_paths=[/no/such/shard.parquet]",
+         "training.data.train_paths[0]: no such file or directory"),
         ("evaluation.checkpoints=[/no/such/step-1]", "evaluation.checkpoints[0]: no model directory (config.json)"),
         ("evaluation.checkpoints=[smollm2-135m]", "checkpoints[0]: unknown model 'smollm2-135m' (did you mean"),
-        ("training.student=/no/model.gguf", "training.student: no such GGUF file on this machine: /no/model.gguf"),
+        ("training.student.model=/no/model.gguf",
+         "training.student.model: no such GGUF file on this machine: /no/model.gguf"),
         ("evaluation.generic_set=/no/bbh.json", "evaluation.generic_set: no such file or directory"),
     ],
 )  # fmt: skip
@@ -69,7 +72,7 @@ def test_evaluation_datasets_name_the_file_line_and_index(tmp_path: Path) -> Non
 
 
 def test_files_are_skipped_with_no_paths_and_inside_the_run_directory(tmp_path: Path) -> None:
-    assert problems(tmp_path, "training.student=/no/such/model", paths=False) == []
+    assert problems(tmp_path, "training.student.model=/no/such/model", paths=False) == []
     own = tmp_path / "runs" / "r" / "train"  # written by the run's filter stage, later
-    assert problems(tmp_path, f"training.train_paths=[{own}]") == []
-    assert problems(tmp_path, "training.student=no-such-model", paths=False)  # names are still checked
+    assert problems(tmp_path, f"training.data.train_paths=[{own}]") == []
+    assert problems(tmp_path, "training.student.model=no-such-model", paths=False)  # names are still checked

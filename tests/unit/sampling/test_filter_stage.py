@@ -47,7 +47,7 @@ def test_keeps_correct_unique_samples_and_writes_statistics(tmp_path: Path) -> N
     kept = read_samples(tmp_path / "train")
     assert sorted(zip(kept.example_id, kept.sample_index.tolist(), strict=True)) == [("a", 0), ("b", 0)]
     assert kept.k == 2 and kept.top_ids.tolist()[0] == [1, 2]
-    assert kept.metadata["teacher"] == {"model_id": "t"} and "unit_id" not in kept.metadata
+    assert kept.metadata.teacher.model_id == "t" and kept.metadata.unit_id == ""
 
 
 def test_without_samples_it_says_to_sample_first(tmp_path: Path) -> None:

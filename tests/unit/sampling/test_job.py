@@ -78,12 +78,12 @@ async def test_every_example_and_sample_index_exactly_once(tmp_path: Path, teach
     assert all(fake.calls for fake, _ in teachers)
     manifest = load_manifest(store)
     assert manifest is not None and len(manifest.completed) == 4
-    assert manifest.teacher["tokenizer"]["content_hash"] == "abc123"
+    assert manifest.teacher is not None and manifest.teacher.tokenizer.content_hash == "abc123"
     table = read_samples(tmp_path / "samples")
     assert table.k == 4 and table.top_ids.shape[1] == 4
     assert [c for c in table.correct] == [s % 2 == 0 for s in table.sample_index.tolist()]
     meta = shard_metadata(next((tmp_path / "samples").glob("part-*.parquet")))
-    assert meta["teacher_model"] == "fake-teacher" and meta["tokenizer_hash"] == "abc123"
+    assert meta.teacher.model_id == "fake-teacher" and meta.tokenizer_hash == "abc123"
 
 
 async def test_failed_unit_is_retried_on_the_other_replica(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]

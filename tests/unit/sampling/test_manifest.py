@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cotdistill.common.artifacts import ArtifactStore
-from cotdistill.common.samples import SampleRecord, write_shard
+from cotdistill.common.samples import SampleRecord, TeacherFacts, TokenizerFacts, write_shard
 from cotdistill.pipeline.sampling.manifest import (
     Manifest,
     UnitRecord,
@@ -35,7 +35,7 @@ def record(unit: WorkUnit) -> UnitRecord:
 
 def test_complete_shard_missing_from_the_manifest_is_adopted_not_redone(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    manifest = Manifest.new(SPEC, {"model_id": "t"}, len(UNITS))
+    manifest = Manifest.new(SPEC, TeacherFacts(model_id="t"), len(UNITS))
     write_unit(tmp_path, UNITS[0])
     manifest.completed[UNITS[0].unit_id] = record(UNITS[0])
     write_unit(tmp_path, UNITS[1])  # the driver died after this shard, before the manifest update
@@ -47,7 +47,7 @@ def test_complete_shard_missing_from_the_manifest_is_adopted_not_redone(tmp_path
 
 def test_listed_unit_without_its_shard_is_redone(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    manifest = Manifest.new(SPEC, {}, len(UNITS))
+    manifest = Manifest.new(SPEC, TeacherFacts(), len(UNITS))
     manifest.completed[UNITS[2].unit_id] = record(UNITS[2])
     (tmp_path / "samples").mkdir()
     report = reconcile(store, manifest, UNITS, D)
@@ -56,7 +56,7 @@ def test_listed_unit_without_its_shard_is_redone(tmp_path: Path) -> None:
 
 def test_foreign_incomplete_and_temporary_files_are_moved_aside(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    manifest = Manifest.new(SPEC, {}, len(UNITS))
+    manifest = Manifest.new(SPEC, TeacherFacts(), len(UNITS))
     write_unit(tmp_path, UNITS[0], rows=3)  # fewer rows than the unit must have
     write_unit(tmp_path, UNITS[1], unit_id="0" * 20)  # metadata of another unit
     (tmp_path / "samples" / "part-00009-0123456789abcdef0123.parquet").write_bytes(b"x")  # not in the plan
@@ -71,10 +71,10 @@ def test_foreign_incomplete_and_temporary_files_are_moved_aside(tmp_path: Path) 
 
 def test_manifest_round_trips(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    manifest = Manifest.new(SPEC, {"model_id": "t", "tokenizer": {"content_hash": "h"}}, 3)
+    manifest = Manifest.new(SPEC, TeacherFacts(model_id="t", tokenizer=TokenizerFacts(content_hash="h")), 3)
     manifest.completed[UNITS[0].unit_id] = record(UNITS[0])
     save_manifest(store, manifest)
     loaded = load_manifest(store)
     assert loaded is not None
     assert loaded.completed == manifest.completed and loaded.fingerprint == SPEC.fingerprint()
-    assert loaded.teacher["tokenizer"]["content_hash"] == "h" and loaded.samples == 4
+    assert loaded.teacher is not None and loaded.teacher.tokenizer.content_hash == "h" and loaded.samples == 4

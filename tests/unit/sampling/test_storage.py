@@ -159,7 +159,7 @@ def test_at_most_2_bytes_per_entry_for_a_tiny_teacher_vocabulary(tmp_path: Path)
 def test_schema_2_shards_read_as_the_schema_2_reader_read_them(vocab: int) -> None:
     # Written and read by the schema-2 code (commit 041e3ad); uint16 and uint32 id gaps.
     path = DATA / f"schema2-vocab{vocab}.parquet"
-    assert shard_metadata(path)["schema_version"] == 2
+    assert shard_metadata(path).schema_version == 2
     table = read_samples(path)
     want = np.load(DATA / f"schema2-vocab{vocab}-read.npz")
     for name in ("top_ids", "top_logprobs", "token_ids", "token_offsets"):
@@ -171,8 +171,8 @@ def test_rewriting_a_schema_2_shard_writes_schema_3_without_stale_keys(tmp_path:
     records, meta = read_records(DATA / "schema2-vocab151936.parquet")
     write_shard(tmp_path / "new.parquet", records, meta)
     new_meta = shard_metadata(tmp_path / "new.parquet")
-    assert new_meta["schema_version"] == 3 and "top_logprob_step" not in new_meta
-    assert new_meta["teacher_model"] == "fixture"
+    assert new_meta.schema_version == 3 and "top_logprob_step" not in new_meta.extra
+    assert new_meta.teacher.model_id == "fixture"
     old, new = read_samples(DATA / "schema2-vocab151936.parquet"), read_samples(tmp_path / "new.parquet")
     np.testing.assert_array_equal(np.sort(old.top_ids, axis=1), np.sort(new.top_ids, axis=1))
     finite = np.isfinite(old.top_logprobs)
@@ -182,7 +182,7 @@ def test_rewriting_a_schema_2_shard_writes_schema_3_without_stale_keys(tmp_path:
 def test_an_unknown_encoding_is_a_clear_error(tmp_path: Path) -> None:
     path = write_shard(tmp_path / "a.parquet", records_of(*top_k(4, 50, 3)[:2]))
     table = pq.read_table(path)
-    meta = {**shard_metadata(path), "top_encoding": "from-the-future"}
+    meta = {**shard_metadata(path).to_dict(), "top_encoding": "from-the-future"}
     pq.write_table(table.replace_schema_metadata({b"cotdistill": json.dumps(meta).encode()}), path)
     with pytest.raises(ValueError, match="unknown top-k encoding 'from-the-future'"):
         read_samples(path)
@@ -226,7 +226,7 @@ def test_records_round_trip_for_rewriting(tmp_path: Path) -> None:
     )
     write_shard(tmp_path / "a.parquet", [rec], {"teacher_model": "x"})
     (back,), meta = read_records(tmp_path / "a.parquet")
-    assert meta["teacher_model"] == "x" and back.gold == "4" and back.correct is True
+    assert meta.teacher.model_id == "x" and back.gold == "4" and back.correct is True
     write_shard(tmp_path / "b.parquet", [back])  # re-encoding stored values is lossless
     a, b = read_samples(tmp_path / "a.parquet"), read_samples(tmp_path / "b.parquet")
     np.testing.assert_array_equal(a.top_ids, b.top_ids)

@@ -74,8 +74,8 @@ async def test_gold_rationales_scored_once_each_with_the_raw_prompt(tmp_path: Pa
         assert r.correct is True and r.prediction == r.gold == e.answer
     assert all(f.calls for f, _ in teachers)  # both replicas got units
     meta = shard_metadata(next((tmp_path / "scored" / "samples").glob("part-*.parquet")))
-    assert meta["job"]["kind"] == "score" and meta["job"]["source"] == f"gold:{DATASET}/train"
-    assert meta["prompt_template"] == "raw" and meta["logprob_mode"] == "raw"
+    assert meta.job["kind"] == "score" and meta.job["source"] == f"gold:{DATASET}/train"
+    assert meta.prompt_template == "raw" and meta.logprob_mode == "raw"
     # The filter stage and the sample reader take scored shards as they take sampled ones.
     stats = run_filter(store, Console(quiet=True))
     assert stats["kept"] == 10
@@ -97,7 +97,7 @@ async def test_a_chat_teacher_gets_conversations_rendered_as_sampling_renders_th
     got = rows(tmp_path)
     assert got[0].prompt.startswith("<chat>Be brief.|")  # the prompt the replica says it rendered
     meta = shard_metadata(next((tmp_path / "scored" / "samples").glob("part-*.parquet")))
-    assert meta["prompt_template"] == "chat"
+    assert meta.prompt_template == "chat"
 
 
 async def test_a_failed_score_call_is_retried_on_the_other_replica_exactly_once(tmp_path: Path, teachers) -> None:  # type: ignore[no-untyped-def]

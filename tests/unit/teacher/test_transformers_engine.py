@@ -14,10 +14,8 @@ from cotdistill.teacher.engines import transformers_engine
 from cotdistill.teacher.engines.transformers_engine import (
     GQA_ATTENTION,
     TransformersEngine,
-    _top_p_filter,
     auto_dtype,
     gqa_sdpa_attention,
-    truncate_at_stop,
 )
 from tests.unit.teacher.conftest import collect
 
@@ -77,21 +75,6 @@ async def test_samples_of_one_prompt_share_its_prefill_and_still_match_a_forward
         torch.testing.assert_close(
             torch.tensor(c.scores.top_logprobs).view(-1, 4), ref.topk(4).values, atol=1e-4, rtol=0
         )
-
-
-def test_sampling_draws_from_the_distribution_and_never_a_zero_mass_token() -> None:
-    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 1.0, 0.0], [0.1, 0.2, 0.3, 0.4]]).repeat(2000, 1)
-    greedy = torch.zeros(len(probs), dtype=torch.bool)
-    greedy[2::3] = True  # every third row is greedy: its argmax (3), whatever the draw
-    generators = {i: torch.Generator().manual_seed(i) for i in range(0, len(probs), 2)}  # half the rows seeded
-    tokens = TransformersEngine._sample(probs.log(), probs, greedy, list(range(len(probs))), generators)
-    first = torch.bincount(tokens[0::3], minlength=4).float() / 2000
-    torch.testing.assert_close(first, probs[0], atol=0.04, rtol=0)
-    assert (tokens[1::3] == 2).all() and (tokens[2::3] == 3).all()
-    again = TransformersEngine._sample(
-        probs.log(), probs, greedy, list(range(len(probs))), {i: torch.Generator().manual_seed(i) for i in generators}
-    )
-    assert torch.equal(tokens[0::2], again[0::2])  # seeded rows: the same draws
 
 
 def test_auto_dtype_keeps_bf16_checkpoints_in_bf16_only_on_bf16_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,19 +213,3 @@ async def test_score_matches_a_forward_pass(engine: TransformersEngine) -> None:
         torch.testing.assert_close(
             torch.tensor(out.scores.top_logprobs).view(-1, 4), ref.topk(4).values, atol=1e-4, rtol=0
         )
-
-
-def test_top_p_keeps_the_smallest_nucleus_per_row() -> None:
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]])
-    out = _top_p_filter(probs, torch.tensor([0.7, 1.0]))
-    torch.testing.assert_close(out[0], torch.tensor([0.625, 0.375, 0.0, 0.0]))
-    torch.testing.assert_close(out[1], probs[1])
-    assert _top_p_filter(probs, torch.tensor([0.01, 0.01])).count_nonzero(dim=-1).tolist() == [1, 1]
-
-
-@pytest.mark.parametrize(
-    ("text", "stop", "expected"),
-    [("a. b. c", (".",), "a"), ("x END y", ("END", " y"), "x "), ("none", ("z",), "none")],
-)
-def test_truncate_at_the_earliest_stop(text: str, stop: tuple[str, ...], expected: str) -> None:
-    assert truncate_at_stop(text, stop) == expected

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from cotdistill.common.alignment import tokenizer_fingerprint
+from cotdistill.common.lm import tokenizer_content_hash
+from cotdistill.common.samples import TeacherFacts, TokenizerFacts
 from cotdistill.trainer.teacher_client import ScoreQuery, ScoreResult, ScoringStats
 
 
@@ -27,19 +28,19 @@ class FakeScorer:
     stats: ScoringStats = field(default_factory=ScoringStats)
     closed: bool = False
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "model_id": "fake-teacher",
-            "backend": "transformers",
-            "max_top_k": 20,
-            "scores_candidates": self.scores_candidates,
-            "tokenizer": {
-                "name": str(self.tokenizer_dir),
-                "vocab_size": len(self.tokenizer),
-                "content_hash": tokenizer_fingerprint(self.tokenizer),
-                "chat_template": self.chat_template,
-            },
-        }
+    def info(self) -> TeacherFacts:
+        return TeacherFacts(
+            model_id="fake-teacher",
+            backend="transformers",
+            max_top_k=20,
+            scores_candidates=self.scores_candidates,
+            tokenizer=TokenizerFacts(
+                name=str(self.tokenizer_dir),
+                vocab_size=len(self.tokenizer),
+                content_hash=tokenizer_content_hash(self.tokenizer),
+                chat_template=self.chat_template,
+            ),
+        )
 
     def score(self, queries: Sequence[ScoreQuery]) -> list[ScoreResult]:
         self.queries.extend(queries)

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional
 
 from cotdistill.trainer.chunked_loss import auto_chunk_rows, chunked_head_objective
-from cotdistill.trainer.objectives import ObjectiveWeights, distillation_objective
+from cotdistill.trainer.objectives import ObjectiveConfig, distillation_objective
 
 
 def _problem(seed: int, n: int = 13, h: int = 8, v: int = 40, k: int = 5) -> dict[str, torch.Tensor]:
@@ -33,15 +33,17 @@ def _grads(loss: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor
 @pytest.mark.parametrize(
     "objective",
     [
-        ObjectiveWeights(),
-        ObjectiveWeights(sft_weight=0.5, kd_weight=1.0, kind="forward_kl", mass="tail_bucket"),
-        ObjectiveWeights(sft_weight=1.0, kd_weight=0.7, kind="reverse_kl", mass="renormalize", temperature=2.0),
-        ObjectiveWeights(sft_weight=0.0, kd_weight=1.0, kind="jsd", beta=0.3, mass="tail_bucket"),
+        ObjectiveConfig(),
+        ObjectiveConfig(sft_weight=0.5, kd_weight=1.0, divergence="forward_kl", top_k_mass="tail_bucket"),
+        ObjectiveConfig(
+            sft_weight=1.0, kd_weight=0.7, divergence="reverse_kl", top_k_mass="renormalize", kd_temperature=2.0
+        ),
+        ObjectiveConfig(sft_weight=0.0, kd_weight=1.0, divergence="jsd", jsd_beta=0.3, top_k_mass="tail_bucket"),
     ],
     ids=["sft", "sft+forward-kl-tail", "sft+reverse-kl-T2", "jsd-only"],
 )
 def test_chunked_objective_equals_the_full_objective_with_its_gradients(
-    chunk_rows: int, objective: ObjectiveWeights
+    chunk_rows: int, objective: ObjectiveConfig
 ) -> None:
     p = _problem(seed=chunk_rows)
     leaves = [p[name].clone().requires_grad_(True) for name in ("hidden", "weight", "bias")]
@@ -67,14 +69,14 @@ def test_frozen_weight_gets_no_gradient_and_no_grad_mode_builds_no_graph() -> No
     p = _problem(seed=5)
     hidden = p["hidden"].clone().requires_grad_(True)
     weight = p["weight"]  # frozen (LoRA): only the hidden states need a gradient
-    loss, _ = chunked_head_objective(hidden, weight, None, p["labels"], None, None, ObjectiveWeights(), chunk_rows=4)
+    loss, _ = chunked_head_objective(hidden, weight, None, p["labels"], None, None, ObjectiveConfig(), chunk_rows=4)
     (grad,) = torch.autograd.grad(loss, [hidden])
-    want, _ = distillation_objective(functional.linear(hidden, weight), p["labels"], None, None, ObjectiveWeights())
+    want, _ = distillation_objective(functional.linear(hidden, weight), p["labels"], None, None, ObjectiveConfig())
     (want_grad,) = torch.autograd.grad(want, [hidden])
     assert torch.allclose(grad, want_grad, rtol=1e-6, atol=1e-9)
     with torch.no_grad():
         value, _ = chunked_head_objective(
-            hidden, weight, None, p["labels"], None, None, ObjectiveWeights(), chunk_rows=4
+            hidden, weight, None, p["labels"], None, None, ObjectiveConfig(), chunk_rows=4
         )
     assert not value.requires_grad and value.item() == pytest.approx(want.item(), rel=1e-6)
 
@@ -83,7 +85,7 @@ def test_no_supervised_positions_give_a_zero_loss_and_zero_gradients() -> None:
     hidden = torch.zeros(0, 8, requires_grad=True)
     weight = torch.randn(40, 8, requires_grad=True)
     loss, parts = chunked_head_objective(
-        hidden, weight, None, torch.zeros(0, dtype=torch.long), None, None, ObjectiveWeights(), chunk_rows=4
+        hidden, weight, None, torch.zeros(0, dtype=torch.long), None, None, ObjectiveConfig(), chunk_rows=4
     )
     loss.backward()
     assert loss.item() == 0.0 and parts["sft"].item() == 0.0
@@ -93,9 +95,9 @@ def test_no_supervised_positions_give_a_zero_loss_and_zero_gradients() -> None:
 def test_bf16_projection_stays_close_to_fp32() -> None:
     p = _problem(seed=9, n=64, h=32, v=500)
     hidden, weight = p["hidden"].float(), p["weight"].float() * 0.2
-    full, _ = distillation_objective(functional.linear(hidden, weight), p["labels"], None, None, ObjectiveWeights())
+    full, _ = distillation_objective(functional.linear(hidden, weight), p["labels"], None, None, ObjectiveConfig())
     bf16, _ = chunked_head_objective(
-        hidden, weight, None, p["labels"], None, None, ObjectiveWeights(), chunk_rows=16, compute_dtype=torch.bfloat16
+        hidden, weight, None, p["labels"], None, None, ObjectiveConfig(), chunk_rows=16, compute_dtype=torch.bfloat16
     )
     assert bf16.dtype == torch.float32
     assert bf16.item() == pytest.approx(full.item(), rel=2e-2)

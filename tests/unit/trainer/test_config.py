@@ -89,6 +89,11 @@ def test_from_proto_maps_every_enum_and_lora() -> None:
             "data.answer_only_fraction",
         ),
         (pb.RunSpec(student=pb.StudentSpec(model="")), "student.model"),
+        # An enum value this build does not know (a newer client's) is named, not guessed.
+        (
+            pb.RunSpec(student=pb.StudentSpec(model="/m"), objective=pb.ObjectiveSpec(divergence=7)),
+            "objective.divergence",
+        ),
         (
             pb.RunSpec(
                 student=pb.StudentSpec(model="/m"), hyperparameters=pb.Hyperparameters(max_steps=2, warmup_steps=5)

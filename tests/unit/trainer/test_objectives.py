@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.nn import functional
 
 from cotdistill.trainer.objectives import (
-    ObjectiveWeights,
+    ObjectiveConfig,
     distillation_objective,
     divergence,
     generalized_jsd,
@@ -130,10 +130,10 @@ def test_mixture_is_the_weighted_sum_of_its_parts() -> None:
     labels = torch.tensor([0, 1, 2, 3, 4, 5])
     ids = teacher.topk(4, -1).indices
     lps = teacher.log_softmax(-1).gather(-1, ids)
-    weights = ObjectiveWeights(sft_weight=0.3, kd_weight=2.0, kind="jsd", mass="tail_bucket", beta=0.3)
+    weights = ObjectiveConfig(sft_weight=0.3, kd_weight=2.0, divergence="jsd", top_k_mass="tail_bucket", jsd_beta=0.3)
     loss, parts = distillation_objective(student, labels, ids, lps, weights)
     assert loss.item() == pytest.approx(0.3 * parts["sft"].item() + 2.0 * parts["kd"].item(), rel=1e-9)
-    sft_only, sft_parts = distillation_objective(student, labels, None, None, ObjectiveWeights())
+    sft_only, sft_parts = distillation_objective(student, labels, None, None, ObjectiveConfig())
     assert "kd" not in sft_parts and sft_only.item() == pytest.approx(parts["sft"].item())
     with pytest.raises(ValueError, match="kd_weight"):
-        distillation_objective(student, labels, None, None, ObjectiveWeights(kd_weight=1.0))
+        distillation_objective(student, labels, None, None, ObjectiveConfig(kd_weight=1.0))

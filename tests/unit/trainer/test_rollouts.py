@@ -102,6 +102,23 @@ def test_the_student_support_is_its_own_top_k_at_each_sampled_token(
     assert figures["on_policy_scored_fraction"] > 0
 
 
+def test_a_completion_ending_in_eos_keeps_no_target_on_the_eos_under_student_support(
+    student: tuple[Any, Any], task_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tok = student
+    scorer = FakeScorer(tok, task_models["student"])
+    ro = rollouts(student, scorer, tok, support="student_topk", packing=False, batch_size=1)
+    eos = tok.eos_token_id
+    ended = np.array([5, 6, 7, eos], dtype=np.int64)  # the teacher scores the body only (3 tokens)
+    support = np.arange(16, dtype=np.int64).reshape(4, 4)
+    monkeypatch.setattr(ro, "generate", lambda *a, **k: ([ended], [support]))
+    batch, figures = ro.batch(model, step=0)
+    assert len(scorer.queries[-1].completion_ids) == 3
+    targets = torch.isfinite(batch["kd_logprobs"].float()).any(-1)
+    assert int(targets.sum()) == 3  # the three body tokens; none on the EOS
+    assert figures["on_policy_scored_fraction"] == pytest.approx(3 / 4)
+
+
 def test_the_recipe_trains_on_student_samples_on_a_share_of_its_steps(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,

@@ -34,7 +34,7 @@ async def test_scores_come_back_in_order_with_bounded_concurrency_over_both_repl
     client = scorer([a for _, a in teachers])
     try:
         info = await asyncio.to_thread(client.info)
-        assert info["model_id"] == "fake-teacher" and info["tokenizer"]["content_hash"] == "abc123"
+        assert info.model_id == "fake-teacher" and info.tokenizer.content_hash == "abc123"
         queries = [ScoreQuery(prompt=f"Q{i}", completion=f" answer {i}") for i in range(40)]
         results = await asyncio.to_thread(client.score, queries)
         assert [list(r.token_ids) for r in results] == [[ord(c) % 300 for c in q.completion] for q in queries]

@@ -145,7 +145,11 @@ def test_recipe_maps_checkpoint_evaluation_from_the_evaluation_section(tmp_path:
         {
             "name": "cli",
             "output_dir": str(tmp_path / "runs"),
-            "training": {"student": "models/s", "evaluate_at_checkpoints": True, "evaluator_limit": 5},
+            "training": {
+                "student": {"model": "models/s"},
+                "evaluate_at_checkpoints": True,
+                "checkpoints": {"evaluator_limit": 5},
+            },
             "evaluation": {
                 "evaluator_address": "127.0.0.1:50099",
                 "datasets": [{"name": "synthetic_last_letters"}, {"name": "gsm8k", "split": "dev"}],

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cotdistill.common.errors import InvalidArgument
-from cotdistill.common.samples import write_shard
+from cotdistill.common.samples import ShardMetadata, TeacherFacts, write_shard
 from cotdistill.common.tasks import (
     Example,
     ExtractionMode,
@@ -254,7 +254,10 @@ def import_command(
     if not records:
         raise InvalidArgument("file", f"{file} holds no completions")
     shard = out_dir / "samples" / "part-00000.parquet"
-    metadata = {"teacher": {"name": "imported", "source": str(file)}, "dataset": dataset, "split": split}
+    metadata = ShardMetadata(
+        teacher=TeacherFacts(model_id="imported"),
+        job={"kind": "import", "source": str(file), "dataset": dataset, "split": split},
+    )
     write_shard(shard, records, metadata)
     _, stats = filter_samples(records)
     summary = {"shard": str(shard), "samples": len(records), "would_keep": stats.to_dict()}

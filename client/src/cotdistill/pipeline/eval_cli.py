@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cotdistill.common import enums
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import dump_config, load_config
 from cotdistill.common.errors import CotdistillError, InvalidArgument, NotFound, Unavailable
@@ -31,17 +32,8 @@ from cotdistill.pipeline.run_config import DatasetRef, EvaluationSection, RunCon
 from cotdistill.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
 _STEP = re.compile(r"step[-_]?(\d+)$")
-GROUPS = {
-    "in_distribution": evaluator_pb2.DATASET_GROUP_IN_DISTRIBUTION,
-    "out_of_distribution": evaluator_pb2.DATASET_GROUP_OUT_OF_DISTRIBUTION,
-    "generic": evaluator_pb2.DATASET_GROUP_GENERIC,
-}
-SIGNALS = {
-    "in_distribution": evaluator_pb2.SELECTION_SIGNAL_IN_DISTRIBUTION_ACCURACY,
-    "out_of_distribution": evaluator_pb2.SELECTION_SIGNAL_OUT_OF_DISTRIBUTION_ACCURACY,
-    "weighted": evaluator_pb2.SELECTION_SIGNAL_WEIGHTED,
-    "validation_loss": evaluator_pb2.SELECTION_SIGNAL_VALIDATION_LOSS,
-}
+GROUPS = enums.names(evaluator_pb2.DatasetGroup)
+SIGNALS = enums.names(evaluator_pb2.SelectionSignal, drop_suffix="_ACCURACY")
 # Files in a checkpoint directory where the trainer may record the validation loss.
 LOSS_FILES = ("run_state.json", "trainer_state.json", "state.json", "metrics.json")
 LOSS_KEYS = ("validation_loss", "val_loss", "eval_loss")
@@ -109,7 +101,8 @@ def find_checkpoints(section: EvaluationSection, run_dir: Path) -> list[Checkpoi
 
 def eval_datasets(refs: list[DatasetRef], generic_set: str | None) -> list[evaluator_pb2.EvalDataset]:
     out = [
-        evaluator_pb2.EvalDataset(name=d.name, split=d.split, group=GROUPS[d.group], limit=d.limit or 0) for d in refs
+        evaluator_pb2.EvalDataset(name=d.name, split=d.split, group=GROUPS.value(d.group), limit=d.limit or 0)
+        for d in refs
     ]
     if generic_set:
         out.append(evaluator_pb2.EvalDataset(name=generic_set, split="test", group=evaluator_pb2.DATASET_GROUP_GENERIC))
@@ -215,7 +208,7 @@ def print_results(results: list[evaluator_pb2.EvaluationResult], console: Consol
                 str(r.step),
                 f"{d.dataset}/{d.split}",
                 d.format,
-                evaluator_pb2.DatasetGroup.Name(d.group).removeprefix("DATASET_GROUP_").lower(),
+                GROUPS.name(d.group, "unspecified"),
                 f"{100 * d.accuracy:.1f}",
                 f"[{100 * d.ci_low:.1f}, {100 * d.ci_high:.1f}]",
                 f"{d.correct}/{d.total}",
@@ -284,7 +277,7 @@ def select_stage(config: RunConfig, store: ArtifactStore, console: Console) -> N
         ],
         datasets=eval_datasets(refs, None) if section.selection_signal != "validation_loss" or refs else [],
         format=section.formats[0],
-        signal=SIGNALS[section.selection_signal],
+        signal=SIGNALS.value(section.selection_signal),
         id_weight=section.id_weight,
         generation=generation(section),
         output_dir=str(run_dir),

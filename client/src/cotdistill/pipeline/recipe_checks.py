@@ -7,8 +7,8 @@ this module checks that the names it uses exist, with "did you mean" for near mi
   (``cotdistill data list``) with a split they have, or, where the evaluator accepts one, a
   ``.json``/``.jsonl`` file;
 * formats are teacher prompt formats (``sampling.prompt_format``) or student formats
-  (``training.format``);
-* models (``training.student``) are registry names or model directories;
+  (``training.data.format``);
+* models (``training.student.model``) are registry names or model directories;
 * files (checkpoints, sample shards, tokenizers, the generic set) exist.
 
 Files are checked on *this* machine, which is right when the services share its file system
@@ -60,15 +60,15 @@ def check_recipe(config: RunConfig, *, paths: bool = True) -> list[Problem]:
     s, t, e = config.sampling, config.training, config.evaluation
     checker.dataset(("sampling",), s.dataset, s.split, files=False)
     checker.name(("sampling", "prompt_format"), s.prompt_format, [f.name for f in list_formats("teacher")], "format")
-    checker.name(("training", "format"), t.format, [f.name for f in list_formats("student")], "format")
-    if t.student:
-        checker.model(("training", "student"), t.student)
-    for name in ("tokenizer", "teacher_tokenizer"):
-        if getattr(t, name):
-            checker.path(("training", name), getattr(t, name), directory=True)
+    checker.name(("training", "data", "format"), t.data.format, [f.name for f in list_formats("student")], "format")
+    if t.student.model:
+        checker.model(("training", "student", "model"), t.student.model)
+    for section, name in (("student", "tokenizer"), ("data", "teacher_tokenizer")):
+        if value := getattr(getattr(t, section), name):
+            checker.path(("training", section, name), value, directory=True)
     for name in ("train_paths", "validation_paths"):
-        for i, value in enumerate(getattr(t, name)):
-            checker.path(("training", name, i), value)
+        for i, value in enumerate(getattr(t.data, name)):
+            checker.path(("training", "data", name, i), value)
     for name in ("datasets", "selection_datasets"):
         refs: Sequence[DatasetRef] = getattr(e, name)
         for i, ref in enumerate(refs):

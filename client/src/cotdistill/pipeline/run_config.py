@@ -7,9 +7,13 @@ A recipe is YAML (see ``configs/``) validated into :class:`RunConfig`; unknown k
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from cotdistill.common.samples import MAX_TOP_K
+from cotdistill.common.training_spec import SpecSections
 
 DatasetGroupName = Literal["in_distribution", "out_of_distribution", "generic"]
 StageName = Literal["sample", "score", "filter", "train", "evaluate", "select", "serve"]
@@ -68,7 +72,7 @@ class SamplingSection(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(128, ge=1, le=32768)
     stop: list[str] = Field(default_factory=list, max_length=16, description="Strings that end a rationale.")
-    top_k_logprobs: int = Field(0, ge=0, le=20, description="Teacher candidates kept per token (0 = none).")
+    top_k_logprobs: int = Field(0, ge=0, le=MAX_TOP_K, description="Teacher candidates kept per token (0 = none).")
     logprob_mode: Literal["raw", "processed"] = Field(
         "raw", description="Top-k logprobs before (raw) or after (processed) temperature."
     )
@@ -114,7 +118,9 @@ class ScoringSection(Section):
         description="Text between the prompt and a gold rationale; None: a space after a prompt ending in a word "
         "(e.g. 'Let's think step by step.'), nothing after whitespace or a fresh assistant turn.",
     )
-    top_k_logprobs: int = Field(20, ge=1, le=20, description="Teacher candidates kept per rationale token.")
+    top_k_logprobs: int = Field(
+        MAX_TOP_K, ge=1, le=MAX_TOP_K, description="Teacher candidates kept per rationale token."
+    )
     concurrency: int = Field(8, ge=1, le=4096, description="Work units in flight across replicas.")
     unit_size: int = Field(16, ge=1, le=4096, description="Rationales per work unit (one Score call).")
     max_attempts: int = Field(5, ge=1, le=100, description="Tries per work unit (each on another replica).")
@@ -133,97 +139,79 @@ class FilterSection(Section):
     max_rationale_chars: int | None = Field(None, ge=1, description="Drop longer rationales; None keeps all.")
 
 
-class OnPolicySection(Section):
-    """On-policy distillation (GKD / MiniLLM): a share of the training steps runs on the student's
-    own samples, which the trainer's workers send to the teacher replicas' ``Score``."""
-
-    fraction: float = Field(0.0, ge=0, le=1, description="Share of optimizer steps on student samples (GKD's lambda).")
-    teacher_addresses: list[str] = Field(
-        default_factory=list, description="Teacher replicas the workers call; empty means teacher.addresses."
-    )
-    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
-        "jsd", description="Divergence on the student's samples (reverse_kl: MiniLLM's single-step term)."
-    )
-    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Generalized JSD interpolation weight.")
-    top_k: int = Field(20, ge=1, le=20, description="Candidates per position.")
-    support: Literal["teacher_topk", "student_topk"] = Field(
-        "teacher_topk",
-        description="The teacher's top-k (any tokenizers) or the student's own top-k (a teacher with its vocabulary).",
-    )
-    max_new_tokens: int = Field(128, ge=1, le=4096, description="Tokens the student generates per sample.")
-    temperature: float = Field(1.0, ge=0, le=10, description="The student's sampling temperature.")
-    concurrency: int = Field(4, ge=1, le=64, description="Score calls in flight per worker.")
-    timeout_s: float = Field(120.0, gt=0, description="Deadline of one Score call.")
-    max_attempts: int = Field(4, ge=1, le=20, description="Tries per Score call, each on another replica.")
+# Keys of the flat training section before it was nested like RunSpec, and where each went.
+_RENAMED: dict[str, str] = {
+    "tokenizer": "student.tokenizer",
+    "lora_rank": "student.lora.rank",
+    "lora_alpha": "student.lora.alpha",
+    "lora_target_modules": "student.lora.target_modules",
+    "checkpoint_interval_steps": "checkpoints.interval_steps",
+}
 
 
-class TrainingSection(Section):
+def _moved_training_keys() -> dict[str, str]:
+    moved = dict(_RENAMED)
+    for section, info in SpecSections.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for key in annotation.model_fields:
+                moved.setdefault(key, f"{section}.{key}")
+    return moved
+
+
+MOVED_TRAINING_KEYS: dict[str, str] = _moved_training_keys()
+"""Old flat ``training`` key -> its path in the nested section."""
+
+
+class TrainingSection(SpecSections):
     """Student fine-tuning through the trainer service (``cotdistill train`` and the train stage).
 
-    Each key maps to one field of the trainer's ``RunSpec``; the service validates the whole spec
-    and names the RunSpec field it rejects (``student.model``, ``data.train_paths[0]``, ...).
+    Nested like the trainer's ``RunSpec`` (:mod:`cotdistill.common.training_spec`: the same
+    sections, names and defaults), so ``training.hyperparameters.learning_rate`` is
+    ``RunSpec.hyperparameters.learning_rate`` and the service's errors name the same path.
+    Filled in by the client when left empty: ``data.train_paths`` (this run's ``train/``, else
+    ``samples/``), ``on_policy.teacher_addresses`` (``teacher.addresses``) and the checkpoint
+    evaluation's datasets and format (the ``evaluation`` section's).
     """
 
     trainer_address: str = Field("127.0.0.1:50052", description="host:port of the trainer service.")
-    # -- student (RunSpec.student)
-    student: str = Field("", description="Student model directory (Hugging Face format).")
-    tokenizer: str = Field("", description="Tokenizer directory; empty means the student's.")
-    lora_rank: int = Field(0, ge=0, le=512, description="LoRA adapter rank; 0 trains all weights.")
-    lora_alpha: float = Field(0.0, ge=0, description="LoRA scaling numerator; 0 means 2 x rank.")
-    lora_target_modules: list[str] = Field(default_factory=list, description="Modules to adapt; empty = all linear.")
-    # -- data (RunSpec.data)
-    train_paths: list[str] = Field(
-        default_factory=list,
-        description="Sample shards/dirs (Parquet or JSONL); empty means this run's train/ (else samples/).",
-    )
-    validation_paths: list[str] = Field(default_factory=list, description="Held-out samples for validation loss.")
-    format: str = Field("ft_cot", description="Student completion format, e.g. ft_cot.")
-    answer_only_fraction: float = Field(0.0, ge=0, le=1, description="Share of answer-only examples (Flan mix).")
-    max_seq_len: int = Field(0, ge=0, description="Longest example in tokens; 0 = the model's maximum.")
-    packing: bool = Field(True, description="Pack examples into sequences (else bucket by length).")
-    teacher_tokenizer: str = Field("", description="Teacher tokenizer dir for alignment; empty = samples' manifest.")
-    # -- objective (RunSpec.objective)
-    objective: Literal["sft", "kd", "sft+kd"] = Field("sft", description="Sample matching, top-k KD, or both.")
-    kd_weight: float = Field(1.0, ge=0, description="Weight of the KD term when objective uses it.")
-    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
-    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Generalized JSD interpolation weight.")
-    top_k_mass: Literal["renormalize", "tail_bucket"] = "renormalize"
-    kd_temperature: float = Field(1.0, gt=0, description="Temperature on student logits in the KD term.")
-    # -- hyperparameters (RunSpec.hyperparameters)
-    max_steps: int = Field(100, ge=0, description="Optimizer steps; 0 derives them from epochs.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is 0.")
-    batch_size: int = Field(16, ge=1, description="Examples per worker per micro-batch.")
-    gradient_accumulation: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-3, gt=0, le=1)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clip norm; 0 disables clipping.")
-    precision: Literal["fp32", "bf16"] = "fp32"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    # -- scaling (RunSpec.scaling)
-    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (data-parallel replicas).")
-    use_gpu: bool = False
-    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker when use_gpu; 0 means 1.")
-    cpus_per_worker: float = Field(0.0, ge=0, description="CPUs per worker; 0 means the service's default.")
-    strategy: Literal["ddp", "fsdp"] = "ddp"
-    max_failures: int = Field(2, ge=0, le=100, description="Worker failures survived by resuming.")
-    # -- checkpoints (RunSpec.checkpoints)
-    checkpoint_interval_steps: int = Field(0, ge=0, description="Save every N steps; 0 = only at the end.")
-    keep_last: int = Field(0, ge=0, description="Checkpoints kept besides the best; 0 = all.")
-    validation_interval_steps: int = Field(0, ge=0, description="Validation every N steps; 0 = at checkpoints.")
-    evaluator_address: str = Field(
-        "",
-        description="Evaluator called at each checkpoint (on evaluation.datasets, evaluation.formats[0]); "
-        "empty for none unless evaluate_at_checkpoints.",
-    )
     evaluate_at_checkpoints: bool = Field(
-        False, description="Evaluate each checkpoint; evaluator_address defaults to evaluation.evaluator_address."
+        False,
+        description="Evaluate each checkpoint (on evaluation.datasets, evaluation.formats[0]); "
+        "checkpoints.evaluator_address defaults to evaluation.evaluator_address.",
     )
-    evaluator_limit: int = Field(0, ge=0, description="Examples per dataset at checkpoint evaluations; 0 = all.")
-    # -- on-policy distillation (RunSpec.on_policy)
-    on_policy: OnPolicySection = Field(default_factory=OnPolicySection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys_moved(cls, data: Any) -> Any:
+        """A key of the old flat section gets an error saying where it went (not "extra inputs").
+
+        The error's ``key`` lets the config loader point at that key's line.
+        """
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            if key == "student" and isinstance(value, str):
+                raise PydanticCustomError(
+                    "moved_key",
+                    "a section like RunSpec.student now: write student: {model: {value}}",
+                    {"key": key, "value": value},
+                )
+            if key == "objective" and isinstance(value, str):
+                raise PydanticCustomError(
+                    "moved_key",
+                    "a section like RunSpec.objective now: give its weights, e.g. objective: "
+                    "{sft_weight: 1.0, kd_weight: 1.0} for sft+kd, {sft_weight: 0, kd_weight: 1.0} for kd "
+                    "(was '{value}')",
+                    {"key": key, "value": value},
+                )
+            if key in MOVED_TRAINING_KEYS and key not in cls.model_fields:
+                raise PydanticCustomError(
+                    "moved_key",
+                    "moved to training.{new} (the section is nested like the trainer's RunSpec)",
+                    {"key": key, "new": MOVED_TRAINING_KEYS[key]},
+                )
+        return data
 
 
 class EvaluationSection(Section):

@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import grpc
 import typer
@@ -22,13 +22,14 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from cotdistill.common import enums, training_spec
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.config import load_config
 from cotdistill.common.errors import CotdistillError, InvalidArgument, NotFound, Unavailable
 from cotdistill.common.grpc_client import open_channel
 from cotdistill.common.models import is_registry_name
 from cotdistill.pipeline import stages
-from cotdistill.pipeline.run_config import RunConfig, TrainingSection
+from cotdistill.pipeline.run_config import RunConfig
 from cotdistill.v1 import trainer_pb2, trainer_pb2_grpc
 
 # Reconnect attempts after a dropped WatchRun stream (the service restarting takes seconds).
@@ -36,23 +37,7 @@ MAX_RECONNECTS = 30
 RECONNECT_DELAY_S = 2.0
 TERMINAL = {trainer_pb2.RUN_STATE_SUCCEEDED, trainer_pb2.RUN_STATE_FAILED, trainer_pb2.RUN_STATE_CANCELLED}
 
-_DIVERGENCE = {
-    "forward_kl": trainer_pb2.DIVERGENCE_FORWARD_KL,
-    "reverse_kl": trainer_pb2.DIVERGENCE_REVERSE_KL,
-    "jsd": trainer_pb2.DIVERGENCE_JSD,
-}
-_MASS = {"renormalize": trainer_pb2.TOP_K_MASS_RENORMALIZE, "tail_bucket": trainer_pb2.TOP_K_MASS_TAIL_BUCKET}
-_SUPPORT = {
-    "teacher_topk": trainer_pb2.ON_POLICY_SUPPORT_TEACHER_TOPK,
-    "student_topk": trainer_pb2.ON_POLICY_SUPPORT_STUDENT_TOPK,
-}
-_SCHEDULE = {
-    "cosine": trainer_pb2.LR_SCHEDULE_COSINE,
-    "linear": trainer_pb2.LR_SCHEDULE_LINEAR,
-    "constant": trainer_pb2.LR_SCHEDULE_CONSTANT,
-}
-_PRECISION = {"fp32": trainer_pb2.PRECISION_FP32, "bf16": trainer_pb2.PRECISION_BF16}
-_STRATEGY = {"ddp": trainer_pb2.PARALLEL_STRATEGY_DDP, "fsdp": trainer_pb2.PARALLEL_STRATEGY_FSDP}
+STATES = enums.names(trainer_pb2.RunState)
 
 
 class TrainingFailed(CotdistillError):
@@ -76,99 +61,43 @@ def default_train_paths(store: ArtifactStore) -> list[str]:
 
 
 def build_spec(config: RunConfig, store: ArtifactStore) -> trainer_pb2.RunSpec:
-    """The trainer ``RunSpec`` of a recipe's ``training`` section (no validation here: the service does it)."""
-    t: TrainingSection = config.training
-    sft_weight, kd_weight = {"sft": (1.0, 0.0), "kd": (0.0, t.kd_weight), "sft+kd": (1.0, t.kd_weight)}[t.objective]
-    student = trainer_pb2.StudentSpec(model=_local_path(t.student), tokenizer=_local_path(t.tokenizer))
-    if t.lora_rank:
-        student.lora.CopyFrom(
-            trainer_pb2.LoraSpec(rank=t.lora_rank, alpha=t.lora_alpha, target_modules=t.lora_target_modules)
-        )
-    train_paths = [_local_path(p) for p in t.train_paths] or default_train_paths(store)
-    return trainer_pb2.RunSpec(
-        name=config.name,
-        student=student,
-        data=trainer_pb2.DataSpec(
-            train_paths=train_paths,
-            validation_paths=[_local_path(p) for p in t.validation_paths],
-            format=t.format,
-            answer_only_fraction=t.answer_only_fraction,
-            max_seq_len=t.max_seq_len,
-            packing=t.packing,
-            teacher_tokenizer=_local_path(t.teacher_tokenizer),
-        ),
-        objective=trainer_pb2.ObjectiveSpec(
-            sft_weight=sft_weight,
-            kd_weight=kd_weight,
-            divergence=_DIVERGENCE[t.divergence],
-            jsd_beta=t.jsd_beta,
-            top_k_mass=_MASS[t.top_k_mass],
-            kd_temperature=t.kd_temperature,
-        ),
-        hyperparameters=trainer_pb2.Hyperparameters(
-            learning_rate=t.learning_rate,
-            max_steps=t.max_steps,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            gradient_accumulation=t.gradient_accumulation,
-            warmup_steps=t.warmup_steps,
-            schedule=_SCHEDULE[t.schedule],
-            weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm,
-            precision=_PRECISION[t.precision],
-            gradient_checkpointing=t.gradient_checkpointing,
-            seed=t.seed,
-        ),
-        scaling=trainer_pb2.ScalingSpec(
-            num_workers=t.num_workers,
-            use_gpu=t.use_gpu,
-            gpus_per_worker=t.gpus_per_worker,
-            cpus_per_worker=t.cpus_per_worker,
-            strategy=_STRATEGY[t.strategy],
-            max_failures=t.max_failures,
-        ),
-        checkpoints=trainer_pb2.CheckpointSpec(
-            interval_steps=t.checkpoint_interval_steps,
-            keep_last=t.keep_last,
-            validation_interval_steps=t.validation_interval_steps,
-            **_checkpoint_evaluation(config),
-        ),
-        on_policy=_on_policy(config),
-    )
+    """The trainer ``RunSpec`` of a recipe's ``training`` section (no validation here: the service does it).
+
+    The section has the RunSpec's shape, so this is protobuf's JSON mapping
+    (:func:`cotdistill.common.training_spec.to_proto`) plus what the recipe fills in: local paths
+    made absolute, this run's samples, the recipe's teacher replicas and evaluation datasets.
+    """
+    t = config.training
+    spec = training_spec.to_proto(t, name=config.name)
+    student, data = spec.student, spec.data
+    student.model, student.tokenizer = _local_path(student.model), _local_path(student.tokenizer)
+    data.teacher_tokenizer = _local_path(data.teacher_tokenizer)
+    train_paths = [_local_path(p) for p in data.train_paths] or default_train_paths(store)
+    validation_paths = [_local_path(p) for p in data.validation_paths]
+    data.ClearField("train_paths")
+    data.ClearField("validation_paths")
+    data.train_paths.extend(train_paths)
+    data.validation_paths.extend(validation_paths)
+    if spec.HasField("on_policy") and not spec.on_policy.teacher_addresses:
+        spec.on_policy.teacher_addresses.extend(config.teacher.addresses)
+    _checkpoint_evaluation(config, spec.checkpoints)
+    return spec
 
 
-def _on_policy(config: RunConfig) -> trainer_pb2.OnPolicySpec:
-    """RunSpec.on_policy of ``training.on_policy``; the teacher defaults to the recipe's replicas."""
-    o = config.training.on_policy
-    if o.fraction == 0:
-        return trainer_pb2.OnPolicySpec()
-    return trainer_pb2.OnPolicySpec(
-        fraction=o.fraction,
-        teacher_addresses=o.teacher_addresses or config.teacher.addresses,
-        divergence=_DIVERGENCE[o.divergence],
-        jsd_beta=o.jsd_beta,
-        top_k=o.top_k,
-        support=_SUPPORT[o.support],
-        max_new_tokens=o.max_new_tokens,
-        temperature=o.temperature,
-        concurrency=o.concurrency,
-        timeout_s=o.timeout_s,
-        max_attempts=o.max_attempts,
-    )
-
-
-def _checkpoint_evaluation(config: RunConfig) -> dict[str, Any]:
-    """CheckpointSpec.evaluator_* from ``training`` and the ``evaluation`` section's datasets/format."""
+def _checkpoint_evaluation(config: RunConfig, checkpoints: trainer_pb2.CheckpointSpec) -> None:
+    """CheckpointSpec.evaluator_*: the address (or, with ``evaluate_at_checkpoints``, the
+    ``evaluation`` section's), datasets and format from the ``evaluation`` section unless given."""
     t, e = config.training, config.evaluation
-    address = t.evaluator_address or (e.evaluator_address if t.evaluate_at_checkpoints else "")
+    address = checkpoints.evaluator_address or (e.evaluator_address if t.evaluate_at_checkpoints else "")
     if not address:
-        return {}
-    return {
-        "evaluator_address": address,
-        "evaluator_datasets": [f"{d.name}:{d.split}" for d in e.datasets],
-        "evaluator_format": e.formats[0] if e.formats else "",
-        "evaluator_limit": t.evaluator_limit,
-    }
+        for name in ("evaluator_address", "evaluator_datasets", "evaluator_format", "evaluator_limit"):
+            checkpoints.ClearField(name)
+        return
+    checkpoints.evaluator_address = address
+    if not checkpoints.evaluator_datasets:
+        checkpoints.evaluator_datasets.extend(f"{d.name}:{d.split}" for d in e.datasets)
+    if not checkpoints.evaluator_format:
+        checkpoints.evaluator_format = e.formats[0] if e.formats else ""
 
 
 def _rpc_error(err: grpc.aio.AioRpcError, address: str) -> CotdistillError:
@@ -246,7 +175,7 @@ class _ProgressView:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(event.evaluation.metrics.items()))
             say(f"evaluation step {event.evaluation.step}: {metrics}")
         elif kind == "state":
-            name = trainer_pb2.RunState.Name(event.state.state).removeprefix("RUN_STATE_").lower()
+            name = STATES.name(event.state.state, "unspecified")
             say(f"state {name}{': ' + event.state.reason if event.state.reason else ''}")
         elif kind == "message":
             say(f"[dim]{event.message}[/]")
@@ -296,7 +225,7 @@ async def start_and_watch(
 
 
 def _finish(run: trainer_pb2.Run, console: Console) -> None:
-    name = trainer_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_").lower()
+    name = STATES.name(run.state, "unspecified")
     if run.state != trainer_pb2.RUN_STATE_SUCCEEDED:
         raise TrainingFailed(f"run {run.run_id} {name}: {run.error or 'no reason given'}")
     best = next((c for c in run.checkpoints if c.is_best), run.checkpoints[-1] if run.checkpoints else None)
@@ -316,7 +245,9 @@ def train_stage(config: RunConfig, store: ArtifactStore, console: Console) -> No
     _finish(run, console)
 
 
-Overrides = Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. training.max_steps=50.")]
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="key.path=value overrides, e.g. training.hyperparameters.max_steps=50.")
+]
 
 
 def train(

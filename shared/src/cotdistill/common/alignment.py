@@ -43,8 +43,6 @@ command and the benchmarks share one implementation.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import re
 import weakref
 from collections.abc import Sequence
@@ -54,6 +52,8 @@ from typing import Any
 
 import numba
 import numpy as np
+
+from cotdistill.common.lm import tokenizer_content_hash
 
 ABSENT = -np.inf  # logprob of a candidate the student vocabulary lacks / of one-hot's other slots
 
@@ -144,35 +144,9 @@ def text_tokens(tokenizer: Any, text: str) -> tuple[np.ndarray, list[bytes]]:
     return ids, spelled
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """Content hash of what decides tokenization (model vocab/merges, added tokens, normalizer,
-    pre-tokenizer): equal means identical tokenization. The same definition as the teacher
-    service's ``TokenizerInfo.content_hash``, so the ``tokenizer_hash`` in sample shards compares.
-    Cached per tokenizer object: Gemma's 33 MB tokenizer JSON takes seconds to canonicalize.
-    """
-    try:
-        return _FINGERPRINTS[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        spec = json.loads(backend.to_str())
-        relevant = {k: spec.get(k) for k in ("model", "added_tokens", "normalizer", "pre_tokenizer")}
-        payload = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
-    else:  # a slow tokenizer: its vocabulary is all there is to see
-        payload = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    digest = hashlib.sha256(payload.encode()).hexdigest()
-    with contextlib.suppress(TypeError):  # not weak-referenceable: just not cached
-        _FINGERPRINTS[tokenizer] = digest
-    return digest
-
-
-_FINGERPRINTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
 def same_tokenizer(a: Any, b: Any) -> bool:
     """Whether two tokenizers tokenize identically (sizes first: hashing a large one takes seconds)."""
-    return a is b or (len(a) == len(b) and tokenizer_fingerprint(a) == tokenizer_fingerprint(b))
+    return a is b or (len(a) == len(b) and tokenizer_content_hash(a) == tokenizer_content_hash(b))
 
 
 def vocabulary_map(

@@ -116,6 +116,8 @@ def validate(
         messages = []
         for e in err.errors():
             loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if e["type"] == "moved_key":  # a section's validator names the key inside it
+                loc = (*loc, str(e["ctx"]["key"]))
             key = ".".join(str(p) for p in loc) or "(top level)"
             where = _locate(loc, lines or {}, origins or {}, source)
             messages.append(f"{where}: {key}: {e['msg']}")

@@ -53,7 +53,8 @@ Version 2 shards (``sorted-gap/q8``: id-sorted candidates as id gaps, logprobs a
 1/16-nat steps) and version 1 shards (int32 ids, float16 logprobs, in rank order) are still read.
 
 Shard-level facts (teacher model, tokenizer hash, logprob mode, sampling parameters) live in the
-Parquet key-value metadata under ``cotdistill`` as JSON, so every artifact says what made it.
+Parquet key-value metadata under ``cotdistill`` as JSON, so every artifact says what made it;
+:class:`ShardMetadata` is their typed form (readers never dig in the JSON).
 """
 
 from __future__ import annotations
@@ -62,15 +63,20 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+MAX_TOP_K: Final = 20
+"""The most teacher candidates (logprobs) kept per token, end to end: what a teacher replica
+returns at most (``Info.max_top_k``), what a request may ask for (``top_k_logprobs``), what a
+shard stores and what KD and on-policy steps read (``OnPolicySpec.top_k``). OpenAI-compatible
+APIs cap ``top_logprobs`` at 20 as well."""
 METADATA_KEY = b"cotdistill"
 SCHEMA_VERSION = 3
 TOP_ENCODING = "vocab-set/rel-grid"
@@ -153,6 +159,117 @@ class SampleRecord:
             raise ValueError(
                 f"top_ids/top_logprobs: need {t}*{self.top_k} entries, got {len(self.top_ids)}/{len(self.top_logprobs)}"
             )
+
+
+@dataclass(frozen=True)
+class TokenizerFacts:
+    """The teacher's tokenizer as its ``Info`` describes it (``common.proto`` ``TokenizerInfo``)."""
+
+    name: str = ""
+    vocab_size: int = 0  # the model's embedding rows (may exceed the tokenizer's length)
+    tokenizer_vocab_size: int = 0
+    content_hash: str = ""  # TokenizerInfo.content_hash: equal hashes mean the same token ids
+    chat_template: str = ""
+
+
+@dataclass(frozen=True)
+class TeacherFacts:
+    """What a teacher replica serves (its ``Info``), as every shard and sampling manifest records it."""
+
+    model_id: str = ""
+    backend: str = ""
+    version: str = ""
+    max_top_k: int = 0
+    context_length: int = 0
+    scores_candidates: bool = False
+    tokenizer: TokenizerFacts = field(default_factory=TokenizerFacts)
+
+    @classmethod
+    def from_info(cls, info: Any) -> TeacherFacts:
+        """From a ``teacher_pb2.InfoResponse``: the fields have the proto's names."""
+        facts = {f.name: getattr(info, f.name) for f in fields(cls) if f.name != "tokenizer"}
+        tokenizer = TokenizerFacts(**{f.name: getattr(info.tokenizer, f.name) for f in fields(TokenizerFacts)})
+        return cls(**facts, tokenizer=tokenizer)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TeacherFacts:
+        """From the JSON a shard or manifest holds; keys it does not know are ignored."""
+        if not isinstance(data, Mapping):
+            return cls()
+        known = _known_fields(cls, data, exclude=("tokenizer",))
+        tokenizer = data.get("tokenizer")
+        tok = TokenizerFacts(**_known_fields(TokenizerFacts, tokenizer)) if isinstance(tokenizer, Mapping) else None
+        return cls(**known, tokenizer=tok or TokenizerFacts())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _known_fields(cls: type, data: Mapping[str, Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)} - set(exclude)
+    return {k: v for k, v in data.items() if k in names and v is not None}
+
+
+@dataclass
+class ShardMetadata:
+    """A shard's ``cotdistill`` key-value metadata: what made its samples.
+
+    Stored as JSON under :data:`METADATA_KEY`. Each fact is stored once: the tokenizer hash is
+    ``teacher.tokenizer.content_hash`` (:attr:`tokenizer_hash`), the model ``teacher.model_id``;
+    shards written before carried both a second time at the top level (``tokenizer_hash``,
+    ``teacher_model``), which :meth:`from_dict` still reads.
+    """
+
+    teacher: TeacherFacts = field(default_factory=TeacherFacts)
+    job: dict[str, Any] = field(default_factory=dict)  # the sampling/scoring job's identity
+    logprob_mode: str = ""  # "raw" or "processed": top-k logprobs before or after temperature
+    prompt_template: str = ""  # "chat" or "raw": how the teacher's prompts were rendered
+    unit_id: str = ""  # the work unit a sample shard holds ("" in filtered shards)
+    unit_index: int = -1
+    replica: str = ""
+    attempt: int = 0
+    filter: dict[str, Any] | None = None  # the filter's settings, in filtered shards
+    schema_version: int = 1  # the shard schema (1 when the key is absent)
+    extra: dict[str, Any] = field(default_factory=dict)  # other keys (the top-k encoding's, newer ones), kept
+
+    @property
+    def tokenizer_hash(self) -> str:
+        """The teacher tokenizer's content hash ("" when unknown)."""
+        return self.teacher.tokenizer.content_hash
+
+    def without_unit(self, **changes: Any) -> ShardMetadata:
+        """A copy for a derived shard (filtered, rewritten): no work unit, ``changes`` applied."""
+        return replace(self, unit_id="", unit_index=-1, replica="", attempt=0, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ShardMetadata:
+        rest = dict(data or {})
+        teacher = TeacherFacts.from_dict(rest.pop("teacher", None))
+        old_hash, old_model = str(rest.pop("tokenizer_hash", "") or ""), str(rest.pop("teacher_model", "") or "")
+        if old_hash and not teacher.tokenizer.content_hash:
+            teacher = replace(teacher, tokenizer=replace(teacher.tokenizer, content_hash=old_hash))
+        if old_model and not teacher.model_id:
+            teacher = replace(teacher, model_id=old_model)
+        typed = {f.name for f in fields(cls)} - {"teacher", "extra"}
+        values = {name: rest.pop(name) for name in typed if rest.get(name) is not None}
+        return cls(teacher=teacher, **values, extra=rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; fields at their defaults are left out (a derived shard names no unit)."""
+        defaults = ShardMetadata()
+        out: dict[str, Any] = {"teacher": self.teacher.to_dict()}
+        for f in fields(self):
+            if f.name not in ("teacher", "extra") and getattr(self, f.name) != getattr(defaults, f.name):
+                out[f.name] = getattr(self, f.name)
+        return {**self.extra, **out}
+
+
+MetadataLike = ShardMetadata | Mapping[str, Any] | None
+"""What the writers take: typed metadata, or its JSON form (converted, old keys included)."""
+
+
+def _as_metadata(metadata: MetadataLike) -> ShardMetadata:
+    return metadata if isinstance(metadata, ShardMetadata) else ShardMetadata.from_dict(metadata)
 
 
 def grid_levels(grid: Sequence[Sequence[float]] = LOGPROB_GRID) -> np.ndarray:
@@ -267,7 +384,7 @@ def _decode_top_k_v2(gaps: np.ndarray, codes: np.ndarray, step: float) -> tuple[
     return np.take_along_axis(rank_ids, pad_last, axis=1), np.take_along_axis(rank_lp, pad_last, axis=1)
 
 
-def records_to_table(records: Iterable[SampleRecord], metadata: dict[str, Any] | None = None) -> pa.Table:
+def records_to_table(records: Iterable[SampleRecord], metadata: MetadataLike = None) -> pa.Table:
     """Columnar Arrow table of ``records`` (top-k encoded compactly) with the shard metadata."""
     rows = list(records)
     for r in rows:
@@ -289,7 +406,7 @@ def records_to_table(records: Iterable[SampleRecord], metadata: dict[str, Any] |
     arrays = [pa.array(columns[f.name], type=f.type) for f in shard_schema]
     table = pa.Table.from_arrays(arrays, schema=shard_schema)
     meta = {
-        **{k: v for k, v in (metadata or {}).items() if k not in _ENCODING_KEYS},  # a rewritten old shard's
+        **{k: v for k, v in _as_metadata(metadata).to_dict().items() if k not in _ENCODING_KEYS},  # an old shard's
         "schema_version": SCHEMA_VERSION,
         "top_encoding": TOP_ENCODING,
         "top_logprob_grid": [list(level) for level in LOGPROB_GRID],
@@ -321,9 +438,7 @@ def _write_table(table: pa.Table, where: str | io.BytesIO, compression: str) -> 
     )
 
 
-def shard_bytes(
-    records: Iterable[SampleRecord], metadata: dict[str, Any] | None = None, *, compression: str = "zstd"
-) -> bytes:
+def shard_bytes(records: Iterable[SampleRecord], metadata: MetadataLike = None, *, compression: str = "zstd") -> bytes:
     """The Parquet bytes of a shard (for object stores, where the upload itself is atomic)."""
     buffer = io.BytesIO()
     _write_table(records_to_table(records, metadata), buffer, compression)
@@ -333,7 +448,7 @@ def shard_bytes(
 def write_shard(
     path: str | os.PathLike[str],
     records: Iterable[SampleRecord],
-    metadata: dict[str, Any] | None = None,
+    metadata: MetadataLike = None,
     *,
     compression: str = "zstd",
 ) -> Path:
@@ -354,10 +469,13 @@ def write_shard(
     return path
 
 
-def shard_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+def shard_metadata(path: str | os.PathLike[str]) -> ShardMetadata:
     """The ``cotdistill`` metadata of a shard."""
-    raw = pq.read_schema(path).metadata or {}
-    return dict(json.loads(raw.get(METADATA_KEY, b"{}")))
+    return _metadata_of(pq.read_schema(path))
+
+
+def _metadata_of(schema: pa.Schema) -> ShardMetadata:
+    return ShardMetadata.from_dict(json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}")))
 
 
 @dataclass
@@ -383,7 +501,7 @@ class SampleTable:
     top_ids: np.ndarray  # int32 (T_total, k)
     top_logprobs: np.ndarray  # float32 (T_total, k)
     k: int
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: ShardMetadata = field(default_factory=ShardMetadata)
 
     def __len__(self) -> int:
         return len(self.example_id)
@@ -419,17 +537,30 @@ def _required_columns() -> list[str]:
     return [name for name, _ in _TEXT_COLUMNS] + ["top_ids", "top_logprobs"]
 
 
-def shard_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` is not a sample shard, from its footer alone; None when it is one.
+@dataclass(frozen=True)
+class ShardSummary:
+    """What a shard's footer and its ``top_k`` column say, without reading any token data."""
 
-    Cheap (no row is read), so a service can check every training input before it queues a run.
+    metadata: ShardMetadata
+    top_k: int  # candidates per token of the first sample that kept any (0: none did)
+
+
+def inspect_shard(path: str | os.PathLike[str]) -> ShardSummary:
+    """The metadata and top-k width of one shard, opening it once and reading one int column.
+
+    Cheap, so a service can check every training input before it queues a run. Raises
+    ValueError saying why ``path`` is not a sample shard.
     """
     try:
-        columns = pq.read_schema(path).names
+        parquet = pq.ParquetFile(path)
+        columns = parquet.schema_arrow.names
     except (OSError, pa.ArrowException) as err:  # not Parquet at all, or unreadable
-        return f"not a Parquet sample shard ({err})"
+        raise ValueError(f"not a Parquet sample shard ({err})") from None
     missing = [n for n in _required_columns() if n not in columns]
-    return f"not a sample shard (missing columns {', '.join(missing)})" if missing else None
+    if missing:
+        raise ValueError(f"not a sample shard (missing columns {', '.join(missing)})")
+    ks = [k for k in parquet.read(columns=["top_k"]).column("top_k").to_pylist() if k]
+    return ShardSummary(_metadata_of(parquet.schema_arrow), int(ks[0]) if ks else 0)
 
 
 def _read_shard(path: str | os.PathLike[str] | BinaryIO) -> _ShardArrays:
@@ -511,7 +642,7 @@ def read_samples(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     )
 
 
-def read_records(path: str | os.PathLike[str] | BinaryIO) -> tuple[list[SampleRecord], dict[str, Any]]:
+def read_records(path: str | os.PathLike[str] | BinaryIO) -> tuple[list[SampleRecord], ShardMetadata]:
     """Every sample of one shard as a :class:`SampleRecord` (token data as numpy slices), with
     the shard metadata; for tools that rewrite shards (filtering), not for training."""
     shard = _read_shard(path)
@@ -535,4 +666,4 @@ def read_records(path: str | os.PathLike[str] | BinaryIO) -> tuple[list[SampleRe
                 top_logprobs=shard.top_logprobs[sl].reshape(-1) if k else (),
             )
         )
-    return records, json.loads((shard.table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    return records, _metadata_of(shard.table.schema)

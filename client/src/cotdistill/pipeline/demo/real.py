@@ -44,10 +44,10 @@ QUICK = {
     "sampling.num_samples": 1,
     "sampling.max_tokens": 200,
     "sampling.unit_size": 8,
-    "training.max_steps": 4,
-    "training.checkpoint_interval_steps": 2,
-    "training.batch_size": 2,
-    "training.warmup_steps": 0,
+    "training.hyperparameters.max_steps": 4,
+    "training.checkpoints.interval_steps": 2,
+    "training.hyperparameters.batch_size": 2,
+    "training.hyperparameters.warmup_steps": 0,
     "filter.require_correct": "false",  # a few short samples rarely end right: keep what there is
 }
 """Scale of ``--quick`` (the integration test): the same loop on a handful of questions and steps."""

@@ -17,6 +17,11 @@ from cotdistill.pipeline.demo.real import STUDENT, TEACHER, Phase
 from cotdistill.pipeline.run_config import RunConfig
 
 
+def _objective_name(sft_weight: float, kd_weight: float) -> str:
+    """``sft``, ``kd`` or ``sft+kd``: which terms the objective's weights switch on."""
+    return "+".join(name for name, weight in (("sft", sft_weight), ("kd", kd_weight)) if weight) or "none"
+
+
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson interval of an accuracy ``p`` measured on ``n`` questions."""
     if n <= 0:
@@ -45,7 +50,8 @@ def write_report(
     run = _json(run_dir / "training" / "run.json")
     bars = _plot_bars(out, rows, chosen, datasets)
     steps = _plot_steps(out, rows, datasets)
-    trained_format = config.training.format
+    trained_format = config.training.data.format
+    obj, hp = config.training.objective, config.training.hyperparameters
     untrained = {r["format"]: r for r in rows if r["role"] == "untrained student"}
     best = next((r for r in rows if r["label"].endswith(chosen.name) and r["format"] == trained_format), None)
     lines = [
@@ -63,9 +69,9 @@ def write_report(
         f"- filter kept {filter_stats.get('kept', '?')} of {filter_stats.get('total', '?')} samples "
         f"({_dropped(filter_stats)});",
         f"- student `{STUDENT}` (49k-token BPE; the teacher's is 152k) trained on Ray Train: "
-        f"`{config.training.objective}` (KD weight {config.training.kd_weight}, top-k mass "
-        f"`{config.training.top_k_mass}`), format `{trained_format}`, {config.training.max_steps} steps x batch "
-        f"{config.training.batch_size}, lr {config.training.learning_rate}, {config.training.precision};",
+        f"`{_objective_name(obj.sft_weight, obj.kd_weight)}` (KD weight {obj.kd_weight}, top-k mass "
+        f"`{obj.top_k_mass}`), format `{trained_format}`, {hp.max_steps} steps x batch "
+        f"{hp.batch_size}, lr {hp.learning_rate}, {hp.precision};",
         f"- evaluated greedily on {', '.join(f'{d} ({groups[d]}, {sizes[d]} questions)' for d in datasets)}; "
         f"checkpoint chosen by `{config.evaluation.selection_signal}`: `{chosen.name}`.",
         "",

@@ -60,8 +60,8 @@ def quick_overrides(recipe: Path) -> list[str]:
 
     out = [
         f"sampling.limit={s['questions']}",
-        f"training.max_steps={s['steps']}",
-        f"training.checkpoint_interval_steps={s['checkpoint_every']}",
+        f"training.hyperparameters.max_steps={s['steps']}",
+        f"training.checkpoints.interval_steps={s['checkpoint_every']}",
         f"evaluation.datasets={limited(config.evaluation.datasets, s['eval_limit'])}",
     ]
     if config.evaluation.selection_datasets:
@@ -221,7 +221,7 @@ def _base_overrides(options: DemoOptions, services: dict[str, local_services.Loc
     return [
         f"teacher.addresses={flow([services['teacher'].address])}",
         f"training.trainer_address={services['trainer'].address}",
-        f"training.student={student}",
+        f"training.student.model={student}",
         f"evaluation.evaluator_address={services['evaluator'].address}",
         f"serving.url=http://{services['server'].address}",
         *options.overrides,

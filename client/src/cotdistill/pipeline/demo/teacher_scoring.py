@@ -51,10 +51,10 @@ SMOKE = {
     "scoring.limit": 6,
     "scoring.unit_size": 6,
     "filter.require_correct": "false",
-    "training.max_steps": 2,
-    "training.batch_size": 2,
-    "training.warmup_steps": 0,
-    "training.checkpoint_interval_steps": 1,
+    "training.hyperparameters.max_steps": 2,
+    "training.hyperparameters.batch_size": 2,
+    "training.hyperparameters.warmup_steps": 0,
+    "training.checkpoints.interval_steps": 1,
     "training.on_policy.max_new_tokens": 24,
 }
 SMOKE_EVAL_LIMIT = 3
@@ -71,13 +71,15 @@ class Arm:
 def arms(runs: Path) -> list[Arm]:
     kd_train = runs / "ts-kd-gold" / "train"
     return [
-        Arm("sft-samples", "SFT on teacher samples", ("sample", "filter", "train"), ("training.objective=sft",)),
+        Arm(
+            "sft-samples", "SFT on teacher samples", ("sample", "filter", "train"), ("training.objective.kd_weight=0",)
+        ),
         Arm("kd-gold", "SFT + KD on gold rationales", ("score", "filter", "train")),
         Arm(
             "on-policy",
             "KD on gold + on-policy (GKD, lambda 0.5)",
             ("train",),
-            ("training.on_policy.fraction=0.5", f"training.train_paths={flow([str(kd_train)])}"),
+            ("training.on_policy.fraction=0.5", f"training.data.train_paths={flow([str(kd_train)])}"),
         ),
     ]
 
@@ -159,7 +161,7 @@ def run(options: Options) -> dict[str, Any]:
         t0 = time.monotonic()
         cli(
             ["run", *base, "name=ts-untrained", "stages=[evaluate]", f"evaluation.checkpoints={flow([STUDENT])}",
-             f"evaluation.formats={flow([BASELINE_FORMAT, config.training.format])}"],
+             f"evaluation.formats={flow([BASELINE_FORMAT, config.training.data.format])}"],
             "evaluation of the untrained student",
         )  # fmt: skip
         results["phases"]["evaluate untrained"] = time.monotonic() - t0
@@ -186,9 +188,9 @@ def run(options: Options) -> dict[str, Any]:
     results["config"] = {
         "questions": config.scoring.limit,
         "num_samples": config.sampling.num_samples,
-        "steps": config.training.max_steps,
-        "batch_size": config.training.batch_size,
-        "learning_rate": config.training.learning_rate,
+        "steps": config.training.hyperparameters.max_steps,
+        "batch_size": config.training.hyperparameters.batch_size,
+        "learning_rate": config.training.hyperparameters.learning_rate,
         "eval": {d.name: options.eval_limit or d.limit for d in config.evaluation.datasets},
     }
     if options.report_dir is not None:

@@ -64,7 +64,7 @@ def _plot(out: Path, results: dict[str, Any], datasets: list[str], fmt: str) -> 
 def write_report(out: Path, results: dict[str, Any], config: RunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    fmt = config.training.format
+    fmt = config.training.data.format
     datasets = [d.name for d in config.evaluation.datasets]
     cfg = results["config"]
     plot = _plot(out, results, datasets, fmt)

@@ -25,11 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cotdistill.common import enums
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
 from cotdistill.common.retry import CallFailed, IncompleteUnit, RetryPolicy, on_replicas
-from cotdistill.common.samples import SampleRecord, shard_bytes, write_shard
+from cotdistill.common.samples import MAX_TOP_K, SampleRecord, ShardMetadata, TeacherFacts, shard_bytes, write_shard
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
 from cotdistill.common.teacher_info import fetch_teacher_info
 from cotdistill.pipeline.sampling.manifest import (
@@ -49,12 +50,8 @@ from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 log = logging.getLogger(__name__)
 
 EVENTS = "events.jsonl"
-_FINISH = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_ABORT: "abort",
-}
-_MODES = {"raw": common_pb2.LOGPROB_MODE_RAW, "processed": common_pb2.LOGPROB_MODE_PROCESSED}
+_FINISH = enums.names(common_pb2.FinishReason)
+_MODES = enums.names(common_pb2.LogprobMode)
 
 Extractor = Callable[[str, str | None], str | None]
 """(rationale, stage-2 answer text or None) -> extracted answer, or None when none is found."""
@@ -82,7 +79,7 @@ class JobResult:
     units_done: int
     sampled: list[UnitRecord] = field(default_factory=list)
     reconciliation: Reconciliation = field(default_factory=Reconciliation)
-    teacher: dict[str, Any] = field(default_factory=dict)
+    teacher: TeacherFacts = field(default_factory=TeacherFacts)
     elapsed_s: float = 0.0
 
     @property
@@ -159,15 +156,15 @@ class UnitJob(ABC):
     def rows_per_example(self) -> int:
         """Rows a unit stores per example (D for sampling, 1 for scoring)."""
 
-    def _prepare(self, teacher: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+    def _prepare(self, teacher: TeacherFacts) -> None:  # noqa: B027 - optional hook
         """Check the job against the teacher's Info before any unit runs (raise to refuse)."""
 
     @abstractmethod
     async def _attempt(self, unit: WorkUnit, replica: Replica, attempt: int) -> list[SampleRecord]:
         """One call of ``unit`` to ``replica``: its complete rows, in a stable order."""
 
-    def _shard_metadata(self, teacher: dict[str, Any]) -> dict[str, Any]:
-        """Job-specific shard metadata (merged over the common keys)."""
+    def _shard_metadata(self, teacher: TeacherFacts) -> dict[str, Any]:
+        """Job-specific :class:`ShardMetadata` fields (``logprob_mode``, ``prompt_template``)."""
         return {}
 
     async def run(self) -> JobResult:
@@ -243,7 +240,7 @@ class UnitJob(ABC):
         return result
 
     async def _worker(
-        self, queue: asyncio.Queue[WorkUnit], teacher: dict[str, Any], result: JobResult, failures: list[str]
+        self, queue: asyncio.Queue[WorkUnit], teacher: TeacherFacts, result: JobResult, failures: list[str]
     ) -> None:
         while not queue.empty():
             if self._fatal:
@@ -259,7 +256,7 @@ class UnitJob(ABC):
             if self.progress is not None:
                 self.progress.unit_done(record)
 
-    async def _run_unit(self, unit: WorkUnit, teacher: dict[str, Any]) -> UnitRecord:
+    async def _run_unit(self, unit: WorkUnit, teacher: TeacherFacts) -> UnitRecord:
         def started(replica: Replica, attempt: int) -> None:
             self.events.write(
                 "unit_started", unit_id=unit.unit_id, index=unit.index, attempt=attempt, replica=replica.address
@@ -287,19 +284,17 @@ class UnitJob(ABC):
         records: list[SampleRecord],
         replica: Replica,
         attempt: int,
-        teacher: dict[str, Any],
+        teacher: TeacherFacts,
     ) -> UnitRecord:
-        metadata = {
-            "unit_id": unit.unit_id,
-            "unit_index": unit.index,
-            "replica": replica.address,
-            "attempt": attempt,
-            "teacher": teacher,
-            "teacher_model": teacher.get("model_id", ""),
-            "tokenizer_hash": teacher.get("tokenizer", {}).get("content_hash", ""),
-            "job": self.spec.as_dict(),
+        metadata = ShardMetadata(
+            teacher=teacher,
+            job=self.spec.as_dict(),
+            unit_id=unit.unit_id,
+            unit_index=unit.index,
+            replica=replica.address,
+            attempt=attempt,
             **self._shard_metadata(teacher),
-        }
+        )
         await asyncio.to_thread(self._write, unit.shard_name, records, metadata)
         record = UnitRecord(
             unit_id=unit.unit_id,
@@ -322,7 +317,7 @@ class UnitJob(ABC):
         )
         return record
 
-    def _write(self, name: str, records: list[SampleRecord], metadata: dict[str, Any]) -> None:
+    def _write(self, name: str, records: list[SampleRecord], metadata: ShardMetadata) -> None:
         if self.store.is_local:
             write_shard(self.store.path(SAMPLES_DIR, name), records, metadata)
         else:  # an object store upload is atomic by itself
@@ -354,11 +349,11 @@ class SamplingJob(UnitJob):
     def rows_per_example(self) -> int:
         return self.spec.params.num_samples
 
-    def _prepare(self, teacher: dict[str, Any]) -> None:
+    def _prepare(self, teacher: TeacherFacts) -> None:
         self._check_params(teacher)
         self._use_chat = use_chat_template(self.spec.params.prompt_template, teacher, "sampling.prompt_template")
 
-    def _shard_metadata(self, teacher: dict[str, Any]) -> dict[str, Any]:
+    def _shard_metadata(self, teacher: TeacherFacts) -> dict[str, Any]:
         return {
             "logprob_mode": self.spec.params.logprob_mode,
             "prompt_template": "chat" if self._use_chat else "raw",
@@ -369,11 +364,11 @@ class SamplingJob(UnitJob):
             return teacher_pb2.Prompt(id=example.id, text=example.prompt)
         return teacher_pb2.Prompt(id=example.id, chat=chat_message(example.chat))
 
-    def _check_params(self, teacher: dict[str, Any]) -> None:
+    def _check_params(self, teacher: TeacherFacts) -> None:
         k = self.spec.params.top_k_logprobs
-        if k > int(teacher.get("max_top_k", 20)):
+        if k > (teacher.max_top_k or MAX_TOP_K):
             raise CotdistillError(
-                f"sampling.top_k_logprobs: {k} is more than the teacher's maximum {teacher['max_top_k']}"
+                f"sampling.top_k_logprobs: {k} is more than the teacher's maximum {teacher.max_top_k}"
             )
 
     async def _attempt(self, unit: WorkUnit, replica: Replica, attempt: int) -> list[SampleRecord]:
@@ -388,7 +383,7 @@ class SamplingJob(UnitJob):
             max_tokens=p.max_tokens,
             stop=list(p.stop),
             top_k_logprobs=p.top_k_logprobs,
-            logprob_mode=_MODES[p.logprob_mode],
+            logprob_mode=_MODES.value(p.logprob_mode),
         )
         if unit.seed is not None:
             params.seed = unit.seed
@@ -448,7 +443,7 @@ class SamplingJob(UnitJob):
             prediction=prediction,
             gold=example.gold,
             correct=correct,
-            finish_reason=_FINISH.get(r.finish_reason, "stop"),
+            finish_reason=_FINISH.name(r.finish_reason, "stop"),
             prompt_tokens=r.usage.prompt_tokens,
             token_ids=lp.token_ids,
             token_logprobs=lp.token_logprobs,
@@ -458,12 +453,12 @@ class SamplingJob(UnitJob):
         )
 
 
-def use_chat_template(mode: str, teacher: dict[str, Any], key: str) -> bool:
+def use_chat_template(mode: str, teacher: TeacherFacts, key: str) -> bool:
     """Whether prompts go through the teacher's chat template under ``mode`` (auto|chat|raw)."""
-    has_template = bool(teacher.get("tokenizer", {}).get("chat_template"))
+    has_template = bool(teacher.tokenizer.chat_template)
     if mode == "chat" and not has_template:
         raise CotdistillError(
-            f"{key}: chat, but the teacher {teacher.get('model_id', '')!r} has no chat template; use raw or auto"
+            f"{key}: chat, but the teacher {teacher.model_id!r} has no chat template; use raw or auto"
         )
     return mode == "chat" or (mode == "auto" and has_template)
 

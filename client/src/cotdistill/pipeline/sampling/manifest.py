@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
+from cotdistill.common.samples import METADATA_KEY, ShardMetadata, TeacherFacts
 from cotdistill.pipeline.sampling.units import JobIdentity, WorkUnit
 
 SAMPLES_DIR = "samples"
@@ -49,13 +50,13 @@ class Manifest:
 
     job: dict[str, Any]
     fingerprint: str
-    teacher: dict[str, Any] = field(default_factory=dict)
+    teacher: TeacherFacts | None = None
     units_total: int = 0
     completed: dict[str, UnitRecord] = field(default_factory=dict)
     updated_at: float = field(default_factory=time.time)
 
     @classmethod
-    def new(cls, spec: JobIdentity, teacher: dict[str, Any], units_total: int) -> Manifest:
+    def new(cls, spec: JobIdentity, teacher: TeacherFacts, units_total: int) -> Manifest:
         return cls(job=spec.as_dict(), fingerprint=spec.fingerprint(), teacher=teacher, units_total=units_total)
 
     def to_json(self) -> dict[str, Any]:
@@ -69,7 +70,7 @@ class Manifest:
         return cls(
             job=data["job"],
             fingerprint=data["fingerprint"],
-            teacher=data.get("teacher", {}),
+            teacher=TeacherFacts.from_dict(data["teacher"]) if data.get("teacher") else None,
             units_total=int(data.get("units_total", 0)),
             completed=completed,
             updated_at=float(data.get("updated_at", 0.0)),
@@ -98,7 +99,7 @@ def save_manifest(store: ArtifactStore, manifest: Manifest) -> None:
     store.write_json(manifest.to_json(), SAMPLES_DIR, MANIFEST)
 
 
-def check_compatible(manifest: Manifest, spec: JobIdentity, teacher: dict[str, Any]) -> None:
+def check_compatible(manifest: Manifest, spec: JobIdentity, teacher: TeacherFacts) -> None:
     """Refuse to resume another job's samples or mix two teachers in one sample set."""
     if manifest.fingerprint != spec.fingerprint():
         old, new = manifest.job, spec.as_dict()
@@ -107,12 +108,12 @@ def check_compatible(manifest: Manifest, spec: JobIdentity, teacher: dict[str, A
             f"{SAMPLES_DIR}/ holds samples of a different job (changed: {', '.join(changed) or 'format'}); "
             "use another run name, or delete that directory to sample again"
         )
-    old_hash = manifest.teacher.get("tokenizer", {}).get("content_hash")
-    new_hash = teacher.get("tokenizer", {}).get("content_hash")
+    before = manifest.teacher or TeacherFacts()
+    old_hash, new_hash = before.tokenizer.content_hash, teacher.tokenizer.content_hash
     if manifest.completed and old_hash and new_hash and old_hash != new_hash:
         raise ConfigError(
             f"the teacher's tokenizer changed since these samples were taken ({old_hash[:12]} -> {new_hash[:12]}, "
-            f"model {manifest.teacher.get('model_id')!r} -> {teacher.get('model_id')!r}); "
+            f"model {before.model_id!r} -> {teacher.model_id!r}); "
             "samples of two teachers must not be mixed: use another run name"
         )
 
@@ -180,14 +181,13 @@ def reconcile(store: ArtifactStore, manifest: Manifest, plan: list[WorkUnit], nu
 def _inspect_shard(store: ArtifactStore, unit: WorkUnit, name: str, num_samples: int) -> UnitRecord | None:
     with store.fs.open(store.path(SAMPLES_DIR, name), "rb") as handle:
         parquet = pq.ParquetFile(handle)
-        raw = (parquet.schema_arrow.metadata or {}).get(b"cotdistill", b"{}")
-        meta = json.loads(raw)
+        meta = ShardMetadata.from_dict(json.loads((parquet.schema_arrow.metadata or {}).get(METADATA_KEY, b"{}")))
         rows = parquet.metadata.num_rows
         tokens = 0
         if rows:
             lengths = parquet.read(columns=["token_ids"]).column("token_ids").combine_chunks().value_lengths()
             tokens = int(sum(lengths.to_pylist()))
-    if meta.get("unit_id") != unit.unit_id or rows != unit.expected_results(num_samples):
+    if meta.unit_id != unit.unit_id or rows != unit.expected_results(num_samples):
         return None
     return UnitRecord(
         unit_id=unit.unit_id,
@@ -196,8 +196,8 @@ def _inspect_shard(store: ArtifactStore, unit: WorkUnit, name: str, num_samples:
         examples=len(unit.examples),
         samples=rows,
         tokens=tokens,
-        replica=str(meta.get("replica", "")),
-        attempts=int(meta.get("attempt", 1)),
+        replica=meta.replica,
+        attempts=meta.attempt or 1,
         adopted=True,
     )
 

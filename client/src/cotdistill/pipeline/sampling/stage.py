@@ -21,7 +21,7 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import ConfigError
 from cotdistill.common.grpc_client import ReplicaPool
 from cotdistill.common.retry import RetryPolicy
-from cotdistill.common.samples import SampleRecord, read_records, shard_bytes, write_shard
+from cotdistill.common.samples import SampleRecord, ShardMetadata, read_records, shard_bytes, write_shard
 from cotdistill.pipeline.run_config import FilterSection, RunConfig, SamplingSection, ScoringSection
 from cotdistill.pipeline.sampling.job import JobResult, SamplingJob, UnitJob
 from cotdistill.pipeline.sampling.manifest import SAMPLES_DIR
@@ -188,11 +188,12 @@ def run_filter(store: ArtifactStore, console: Console, section: FilterSection | 
     if not shards:
         raise ConfigError(f"no sample shards under {store.uri(SAMPLES_DIR)}: run the sample stage first")
     records: list[SampleRecord] = []
-    metadata: dict[str, Any] = {}
+    metadata: ShardMetadata | None = None
     for rel in shards:
         rows, meta = read_records(store.path(rel)) if store.is_local else _read_remote(store, rel)
         records.extend(rows)
         metadata = metadata or meta
+    assert metadata is not None  # there is at least one shard
     section = section or FilterSection()
     kept, stats = tasks.filter_samples(
         records,
@@ -205,8 +206,7 @@ def run_filter(store: ArtifactStore, console: Console, section: FilterSection | 
     # Old outputs first: a re-run must not leave shards of an earlier filter pass behind.
     for old in store.list(TRAIN_DIR, pattern="part-*.parquet"):
         store.fs.rm(store.path(old))
-    shard_meta = {k: v for k, v in metadata.items() if k not in ("unit_id", "unit_index", "replica", "attempt")}
-    shard_meta["filter"] = stats.settings
+    shard_meta = metadata.without_unit(filter=stats.settings)
     for i, start in enumerate(range(0, max(len(kept), 1), TRAIN_SHARD_ROWS)):
         chunk = kept[start : start + TRAIN_SHARD_ROWS]
         name = f"part-{i:05d}.parquet"
@@ -218,7 +218,7 @@ def run_filter(store: ArtifactStore, console: Console, section: FilterSection | 
         **stats.to_dict(),
         "source": store.uri(SAMPLES_DIR),
         "shards": len(shards),
-        "teacher": metadata.get("teacher", {}),
+        "teacher": metadata.teacher.to_dict(),
     }
     store.write_json(summary, TRAIN_DIR, FILTER_STATS)
     dropped = ", ".join(f"{k} {v}" for k, v in stats.dropped.items() if v) or "none"
@@ -229,5 +229,5 @@ def run_filter(store: ArtifactStore, console: Console, section: FilterSection | 
     return summary
 
 
-def _read_remote(store: ArtifactStore, rel: str) -> tuple[list[SampleRecord], dict[str, Any]]:
+def _read_remote(store: ArtifactStore, rel: str) -> tuple[list[SampleRecord], ShardMetadata]:
     return read_records(io.BytesIO(store.read_bytes(rel)))

@@ -17,7 +17,7 @@ from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import CotdistillError
 from cotdistill.common.grpc_client import Replica, ReplicaPool
 from cotdistill.common.retry import IncompleteUnit
-from cotdistill.common.samples import SampleRecord
+from cotdistill.common.samples import MAX_TOP_K, SampleRecord, TeacherFacts
 from cotdistill.pipeline.sampling.job import UnitJob, chat_message, use_chat_template
 from cotdistill.pipeline.sampling.units import WorkUnit
 from cotdistill.pipeline.scoring.units import ScoreRef, ScoreSpec
@@ -39,15 +39,13 @@ class ScoringJob(UnitJob):
     def rows_per_example(self) -> int:
         return 1
 
-    def _prepare(self, teacher: dict[str, Any]) -> None:
+    def _prepare(self, teacher: TeacherFacts) -> None:
         k = self.spec.params.top_k_logprobs
-        if k > int(teacher.get("max_top_k", 20)):
-            raise CotdistillError(
-                f"scoring.top_k_logprobs: {k} is more than the teacher's maximum {teacher['max_top_k']}"
-            )
+        if k > (teacher.max_top_k or MAX_TOP_K):
+            raise CotdistillError(f"scoring.top_k_logprobs: {k} is more than the teacher's maximum {teacher.max_top_k}")
         self._use_chat = use_chat_template(self.spec.params.prompt_template, teacher, "scoring.prompt_template")
 
-    def _shard_metadata(self, teacher: dict[str, Any]) -> dict[str, Any]:
+    def _shard_metadata(self, teacher: TeacherFacts) -> dict[str, Any]:
         return {"logprob_mode": "raw", "prompt_template": "chat" if self._use_chat else "raw"}
 
     def _item(self, ref: ScoreRef, position: int) -> teacher_pb2.ScoreItem:

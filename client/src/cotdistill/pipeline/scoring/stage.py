@@ -3,7 +3,7 @@
 Scored shards go where sampled ones go (``samples/``, with the same manifest and event log), so
 ``filter`` and ``train`` take them unchanged: ``stages: [score, filter, train, ...]``. A run
 directory holds one job's samples; the manifest refuses to mix a scoring job into a sampling
-job's samples (use another run name, and list both in ``training.train_paths``).
+job's samples (use another run name, and list both in ``training.data.train_paths``).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import httpx
 
 from cotdistill.common.chat import render_chat
 from cotdistill.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from cotdistill.common.lm import choice_seed, cut_at_stop
 from cotdistill.common.models import is_registry_name, resolve_model
 from cotdistill.common.tasks.teacher_prompts import ChatPrompt
 from cotdistill.evaluator.suite import Prompt
@@ -81,17 +82,6 @@ class Generator(Protocol):
         """Release memory and connections."""
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to (not including) the earliest stop string."""
-    end = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                end = min(end, i)
-    return text[:end]
-
-
 # Training state kept beside the weights; it does not change what the model generates, so a
 # checkpoint re-saved with another loss record or optimizer state keeps its cached results.
 TRAINING_STATE = re.compile(
@@ -133,7 +123,9 @@ def check_checkpoint_dir(path: str | Path, field: str) -> None:
 
 
 class TransformersGenerator:
-    """A local checkpoint run with transformers ``generate``, batched with left padding."""
+    """A local checkpoint decoded exactly as the model server serves it (``cotdistill.common.lm``:
+    the same EOS set, sampling step, per-choice seeds, stop cutting and text decoding), one static
+    left-padded batch per call, so a checkpoint scores what the server would answer."""
 
     kind = "checkpoint"
 
@@ -143,13 +135,12 @@ class TransformersGenerator:
         self.description = f"checkpoint {path}"
         self.device = device
         self.torch_threads = torch_threads
-        self._model: Any = None
+        self._lm: Any = None
         self._tokenizer: Any = None
         self._hash = ""
         self._params = 0
         # transformers models are not safe to call from two threads at once.
         self._lock = threading.Lock()
-        self._watchable_stops: dict[tuple[str, ...], list[str]] = {}
 
     async def open(self) -> None:
         if is_registry_name(str(self.path)):  # e.g. the untrained student, by its registry name
@@ -159,26 +150,20 @@ class TransformersGenerator:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from cotdistill.common.lm.loading import load_lm
 
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         try:
-            config = AutoConfig.from_pretrained(self.path)
-            tokenizer = AutoTokenizer.from_pretrained(self.path)
-            cls: Any = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-            model: Any = cls.from_pretrained(self.path)
+            # float32 as the model server loads by default (its COTDISTILL_SERVER_DTYPE).
+            lm = load_lm(self.path, dtype="float32", device=self.device)
         except (OSError, ValueError) as err:
             # A model directory that does not load is the request's problem, not an outage: a
             # retry (what clients do on UNAVAILABLE) cannot help.
             raise FailedPrecondition(self.field, f"cannot load {self.path}: {err}") from err
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        # Decoder-only prompts must end where generation starts: pad on the left.
-        tokenizer.padding_side = "left"
-        model.to(self.device).eval()
-        self._model, self._tokenizer = model, tokenizer
-        self._params = sum(p.numel() for p in model.parameters())
+        self._lm, self._tokenizer = lm, lm.tokenizer
+        self._params = sum(p.numel() for p in lm.model.parameters())
         self._hash = hash_directory(self.path)
 
     def content_hash(self) -> str:
@@ -211,59 +196,32 @@ class TransformersGenerator:
     def _generate(self, prompts: list[Prompt], params: GenerationParams) -> list[list[str]]:
         import torch
 
-        model, tok = self._model, self._tokenizer
+        from cotdistill.common.lm.decode import generate
+
         if self.torch_threads:
             # OpenMP thread counts are per calling thread, and generation runs on a worker thread.
             torch.set_num_threads(self.torch_threads)
         k = params.num_samples
-        sample = params.temperature > 0
         with self._lock, torch.inference_mode():
             texts, templated = self._texts(prompts)
-            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(self.device)
-            kwargs: dict[str, Any] = {
-                "max_new_tokens": params.max_tokens,
-                "do_sample": sample,
-                "num_return_sequences": k,
-                "pad_token_id": tok.pad_token_id,
-            }
-            if sample:
-                kwargs["temperature"] = params.temperature
-                kwargs["top_k"] = 0
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-            stops = self._stops_generate_can_watch(tuple(params.stop))
-            if stops:
-                kwargs["stop_strings"] = stops
-                kwargs["tokenizer"] = tok
-            out = model.generate(**batch, **kwargs)
-        if not model.config.is_encoder_decoder:
-            out = out[:, batch["input_ids"].shape[1] :]
-        texts = tok.batch_decode(out, skip_special_tokens=True)
-        texts = [cut_at_stop(t, params.stop) for t in texts]
-        return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-    def _stops_generate_can_watch(self, stops: tuple[str, ...]) -> list[str]:
-        """The stop strings ``generate`` can watch for with this tokenizer; every stop is cut after decoding.
-
-        transformers refuses a stop string with a character no token spells (a Metaspace BPE
-        without "\\n" and the "\\n\\nQ:" stop of Fu et al.'s formats); stopping early is only a
-        saving, so such a stop is left to ``cut_at_stop`` instead of failing the evaluation.
-        """
-        if stops not in self._watchable_stops:
-            from transformers import StopStringCriteria
-
-            watchable = []
-            for stop in stops:
-                try:
-                    StopStringCriteria(self._tokenizer, [stop])
-                except ValueError:
-                    continue
-                watchable.append(stop)
-            self._watchable_stops[stops] = watchable
-        return self._watchable_stops[stops]
+            encoded = self._tokenizer(texts, add_special_tokens=not templated)["input_ids"]
+            eos = self._lm.eos_token_id
+            # An empty prompt starts from a document boundary, as the model server starts it.
+            ids = [list(x) if len(x) or eos is None else [eos] for x in encoded]
+            # Sample j of a prompt is choice j of a server request with n = num_samples.
+            decoded = generate(
+                self._lm,
+                [p for p in ids for _ in range(k)],
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                stop=params.stop,
+                seeds=[choice_seed(params.seed, j) for _ in ids for j in range(k)],
+            )
+        out = [d.text for d in decoded]
+        return [out[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     async def close(self) -> None:
-        self._model = None
+        self._lm = None
         self._tokenizer = None
 
 

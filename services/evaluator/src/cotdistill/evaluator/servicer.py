@@ -10,10 +10,11 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
+from cotdistill.common import enums
 from cotdistill.common.artifacts import ArtifactStore
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.common.grpc_errors import stream_errors, unary_errors
@@ -34,24 +35,8 @@ from cotdistill.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-GROUP_NAMES = {
-    evaluator_pb2.DATASET_GROUP_UNSPECIFIED: "in_distribution",
-    evaluator_pb2.DATASET_GROUP_IN_DISTRIBUTION: "in_distribution",
-    evaluator_pb2.DATASET_GROUP_OUT_OF_DISTRIBUTION: "out_of_distribution",
-    evaluator_pb2.DATASET_GROUP_GENERIC: "generic",
-}
-GROUP_ENUMS = {
-    "in_distribution": evaluator_pb2.DATASET_GROUP_IN_DISTRIBUTION,
-    "out_of_distribution": evaluator_pb2.DATASET_GROUP_OUT_OF_DISTRIBUTION,
-    "generic": evaluator_pb2.DATASET_GROUP_GENERIC,
-}
-SIGNALS: dict[int, Signal] = {
-    evaluator_pb2.SELECTION_SIGNAL_UNSPECIFIED: "in_distribution",
-    evaluator_pb2.SELECTION_SIGNAL_IN_DISTRIBUTION_ACCURACY: "in_distribution",
-    evaluator_pb2.SELECTION_SIGNAL_OUT_OF_DISTRIBUTION_ACCURACY: "out_of_distribution",
-    evaluator_pb2.SELECTION_SIGNAL_WEIGHTED: "weighted",
-    evaluator_pb2.SELECTION_SIGNAL_VALIDATION_LOSS: "validation_loss",
-}
+GROUPS = enums.names(evaluator_pb2.DatasetGroup)
+SIGNALS = enums.names(evaluator_pb2.SelectionSignal, drop_suffix="_ACCURACY")
 
 
 def generation_params(gen: evaluator_pb2.EvalGeneration, field: str = "generation") -> GenerationParams:
@@ -110,7 +95,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             )
             if not loaded.examples:
                 raise InvalidArgument(f"{field}[{i}]", f"{ds.name}/{ds.split or 'test'} has no examples")
-            tasks.append(DatasetTask(loaded, GROUP_NAMES.get(ds.group, "in_distribution")))
+            tasks.append(DatasetTask(loaded, GROUPS.name(ds.group, "in_distribution")))
         return tasks
 
     def _formats(self, formats: Any, field: str = "formats") -> list[str]:
@@ -216,9 +201,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
         """Check the whole request (every candidate's checkpoint included) before anything is evaluated."""
         if not request.candidates:
             raise InvalidArgument("candidates", "at least one candidate is needed")
-        signal = SIGNALS.get(request.signal)
-        if signal is None:
+        if request.signal and request.signal not in SIGNALS.by_value:
             raise InvalidArgument("signal", f"unknown selection signal {request.signal}")
+        signal = cast(Signal, SIGNALS.name(request.signal, "in_distribution"))
         if signal == "weighted" and not 0.0 <= request.id_weight <= 1.0:
             raise InvalidArgument("id_weight", f"must be in [0, 1], got {request.id_weight}")
         for i, cand in enumerate(request.candidates):
@@ -270,7 +255,7 @@ def to_proto(outcome: EvaluationOutcome) -> evaluator_pb2.EvaluationResult:
                 dataset=r.dataset,
                 split=r.split,
                 format=r.format,
-                group=GROUP_ENUMS[r.group],
+                group=GROUPS.value(r.group),
                 correct=r.correct,
                 total=r.total,
                 accuracy=r.accuracy,

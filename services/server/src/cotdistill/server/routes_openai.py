@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from cotdistill.common.lm import choice_seed
 from cotdistill.common.token_strings import TokenStrings, token_strings
 from cotdistill.server.auth import Authenticated
 from cotdistill.server.engine.base import Engine, SamplingParams, StepOutput, TokenLogprob
@@ -43,11 +44,6 @@ def _check_n(body: _Sampling, prompts: int, ctx: AppContext) -> None:
         )
 
 
-def _seed(body: _Sampling, index: int) -> int | None:
-    # Each choice gets its own seed so n>1 choices differ, yet the request stays reproducible.
-    return None if body.seed is None else (body.seed + index) % (2**63)
-
-
 def _jobs(
     body: _Sampling,
     prompts: list[list[int]],
@@ -65,7 +61,7 @@ def _jobs(
                 temperature=body.temperature,
                 top_p=body.top_p,
                 stop=stop,
-                seed=_seed(body, index),
+                seed=choice_seed(body.seed, index),  # n>1 choices differ, the request reproduces
                 logprobs=logprobs,
                 adapter=adapter,
             )

@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from cotdistill.common import enums
 from cotdistill.common.errors import ResourceExhausted, Unavailable
 from cotdistill.common.grpc_errors import stream_errors, unary_errors
 from cotdistill.teacher import validation
@@ -35,12 +36,8 @@ from cotdistill.v1 import common_pb2, teacher_pb2, teacher_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-_MODE = {"raw": common_pb2.LOGPROB_MODE_RAW, "processed": common_pb2.LOGPROB_MODE_PROCESSED}
-_FINISH = {
-    "stop": common_pb2.FINISH_REASON_STOP,
-    "length": common_pb2.FINISH_REASON_LENGTH,
-    "abort": common_pb2.FINISH_REASON_ABORT,
-}
+_MODES = enums.names(common_pb2.LogprobMode)
+_FINISH = enums.names(common_pb2.FinishReason)
 
 
 def _service_version() -> str:
@@ -58,7 +55,7 @@ def token_logprobs(scores: TokenScores) -> common_pb2.TokenLogprobs:
         k=scores.k,
         top_ids=scores.top_ids,
         top_logprobs=scores.top_logprobs,
-        mode=_MODE[scores.mode],
+        mode=_MODES.value(scores.mode),
     )
 
 
@@ -278,7 +275,7 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             sample_index=completion.sample_index,
             text=completion.text,
             logprobs=token_logprobs(completion.scores),
-            finish_reason=_FINISH[completion.finish_reason],
+            finish_reason=_FINISH.value(completion.finish_reason),
             usage=common_pb2.Usage(prompt_tokens=completion.prompt_tokens, completion_tokens=completion_tokens),
             prompt_text=prepared.prompt_texts[p],
         )

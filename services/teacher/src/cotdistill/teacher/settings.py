@@ -7,6 +7,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from cotdistill.common.samples import MAX_TOP_K
 from cotdistill.common.settings import ServiceSettings
 
 
@@ -31,7 +32,7 @@ class TeacherSettings(ServiceSettings):
     data_dir: str = Field(
         "", description="Real datasets' folder for record_id prompts; empty uses COTDISTILL_DATA_DIR or ../shared/data."
     )
-    max_top_k: int = Field(20, ge=0, le=20, description="Largest top_k_logprobs a request may ask for.")
+    max_top_k: int = Field(MAX_TOP_K, ge=0, le=MAX_TOP_K, description="Largest top_k_logprobs a request may ask for.")
     max_in_flight: int = Field(64, ge=1, le=100_000, description="Requests run at once before RESOURCE_EXHAUSTED.")
     health_check_interval_s: float = Field(
         5.0, ge=0, le=3600, description="Seconds between engine health checks (NOT_SERVING on failure); 0 is off."

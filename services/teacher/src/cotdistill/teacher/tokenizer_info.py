@@ -1,33 +1,20 @@
 """Describe a Hugging Face tokenizer: sizes, special tokens and a content hash.
 
-The hash covers what decides tokenization (the model's vocabulary and merges, added tokens,
-normalizer and pre-tokenizer), not the file layout, so two copies of one tokenizer hash equal and
-a student with another tokenizer is recognized as different.
+The hash (``cotdistill.common.lm.tokenizer_content_hash``) covers what decides tokenization, not
+the file layout, so two copies of one tokenizer hash equal and a student with another tokenizer
+is recognized as different; the trainer compares its tokenizers with the same function.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from cotdistill.common.chat import chat_template, render_chat
+from cotdistill.common.lm import tokenizer_content_hash
 from cotdistill.teacher.engine import TokenizerDescription
 
-__all__ = ["describe_tokenizer", "encode_texts", "render_chat", "tokenizer_content_hash"]
-
-
-def tokenizer_content_hash(tokenizer: Any) -> str:
-    """Hex SHA-256 of the tokenization-relevant parts of a fast tokenizer's JSON."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        spec = json.loads(backend.to_str())
-        relevant = {k: spec.get(k) for k in ("model", "added_tokens", "normalizer", "pre_tokenizer")}
-        payload = json.dumps(relevant, sort_keys=True, ensure_ascii=False)
-    else:  # a slow tokenizer: its vocabulary is all we can see
-        payload = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
+__all__ = ["describe_tokenizer", "encode_texts", "render_chat"]
 
 
 def describe_tokenizer(tokenizer: Any, name: str, model_vocab_size: int) -> TokenizerDescription:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
+from cotdistill.common import enums
 from cotdistill.common.errors import InvalidArgument
 from cotdistill.teacher.engine import EngineInfo, LogprobMode, SamplingOptions
 from cotdistill.teacher.settings import TeacherSettings
@@ -21,11 +23,7 @@ MAX_STOP = 16
 MAX_ANSWER_TOKENS = 256
 DEFAULT_ANSWER_TOKENS = 32
 
-_MODES: dict[int, LogprobMode] = {
-    common_pb2.LOGPROB_MODE_UNSPECIFIED: "raw",
-    common_pb2.LOGPROB_MODE_RAW: "raw",
-    common_pb2.LOGPROB_MODE_PROCESSED: "processed",
-}
+_MODES = enums.names(common_pb2.LogprobMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +65,9 @@ def sampling_options(
         raise InvalidArgument(
             "params.top_k_logprobs", f"must be at most {max_k} on this replica, got {params.top_k_logprobs}"
         )
-    if params.logprob_mode not in _MODES:
+    if params.logprob_mode and params.logprob_mode not in _MODES.by_value:
         raise InvalidArgument("params.logprob_mode", f"unknown mode {params.logprob_mode}")
-    mode = _MODES[params.logprob_mode]
+    mode = cast(LogprobMode, _MODES.name(params.logprob_mode, "raw"))
     if mode not in info.logprob_modes:
         raise InvalidArgument(
             "params.logprob_mode",

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch.nn import functional
 
-from cotdistill.trainer.objectives import ObjectiveCounts, ObjectiveWeights, combine, objective_sums
+from cotdistill.trainer.objectives import ObjectiveConfig, ObjectiveCounts, combine, objective_sums
 
 CPU_CHUNK_BYTES = 64 << 20
 """Budget for one chunk's fp32 logits on a CPU (when the chunk size is left to :func:`auto_chunk_rows`)."""
@@ -49,7 +49,7 @@ def chunked_head_objective(
     labels: torch.Tensor,
     teacher_ids: torch.Tensor | None,
     teacher_logprobs: torch.Tensor | None,
-    objective: ObjectiveWeights,
+    objective: ObjectiveConfig,
     *,
     chunk_rows: int,
     compute_dtype: torch.dtype | None = None,
@@ -99,7 +99,7 @@ class _ChunkedHead(torch.autograd.Function):
         labels: torch.Tensor,
         teacher_ids: torch.Tensor | None,
         teacher_logprobs: torch.Tensor | None,
-        objective: ObjectiveWeights,
+        objective: ObjectiveConfig,
         counts: ObjectiveCounts,
         chunk_rows: int,
         compute_dtype: torch.dtype | None,

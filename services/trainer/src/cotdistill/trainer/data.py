@@ -35,6 +35,7 @@ from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
 from cotdistill.common.chat import last_user_message
 from cotdistill.common.errors import InvalidArgument, NotFound
 from cotdistill.common.models import is_registry_name, resolve_model
+from cotdistill.common.samples import ShardMetadata, TeacherFacts
 
 IGNORE = -100
 # KD targets are stored compactly (they live for the whole run, one (T, k) pair per sequence):
@@ -84,30 +85,46 @@ def _files_of(raw: str, field: str) -> tuple[list[Path], list[Path]]:
     raise InvalidArgument(field, f"{p}: expected *.parquet or *.jsonl")
 
 
-def check_sample_files(paths: Sequence[str], field_name: str) -> None:
-    """Open every training input's header before a run is queued, so a file that is not sample
-    data fails the request (naming ``field_name[i]`` and file:line) instead of a Ray worker.
+@dataclass(frozen=True)
+class TrainingData:
+    """The training inputs as far as they are read before a run is queued."""
 
-    Parquet shards must carry the sample columns (footer only); a JSONL file's first record must
-    be a JSON object with ``question``, ``prompt`` or ``completion``. The rest of a JSONL file is
-    read by the workers, which report a bad line with its file:line.
+    top_k: int  # teacher candidates per token in the samples (0: none carry top-k logprobs)
+    metadata: ShardMetadata  # the first Parquet shard's (empty for JSONL-only data)
+
+
+def inspect_training_data(paths: Sequence[str], field_name: str) -> TrainingData:
+    """Open every training input once before a run is queued, so a file that is not sample data
+    fails the request (naming ``field_name[i]`` and file:line) instead of a Ray worker, and learn
+    what the KD checks need (top-k width, the teacher recorded in the shards) on the way.
+
+    Parquet shards: the footer and the ``top_k`` column (:func:`~cotdistill.common.samples.inspect_shard`).
+    JSONL: the first record must be a JSON object with ``question``, ``prompt`` or ``completion``;
+    the rest of the file is read by the workers, which report a bad line with its file:line.
     """
-    from cotdistill.common.samples import shard_problem
+    from cotdistill.common.samples import inspect_shard
 
+    top_k, metadata = 0, None
     for i, raw in enumerate(paths):
         field = f"{field_name}[{i}]"
         parquet, jsonl = _files_of(raw, field)
         if not parquet and not jsonl:
             raise InvalidArgument(field, f"no *.parquet or *.jsonl files in {raw}")
         for path in parquet:
-            problem = shard_problem(path)
-            if problem is not None:
-                raise InvalidArgument(field, f"{path}: {problem}")
+            try:
+                shard = inspect_shard(path)
+            except ValueError as err:
+                raise InvalidArgument(field, f"{path}: {err}") from None
+            metadata = shard.metadata if metadata is None else metadata
+            top_k = top_k or shard.top_k
         for path in jsonl:
-            _check_jsonl_head(path, field)
+            top = _check_jsonl_head(path, field).get("top_ids")
+            top_k = top_k or (len(top[0]) if top else 0)
+    return TrainingData(top_k, metadata or ShardMetadata())
 
 
-def _check_jsonl_head(path: Path, field: str) -> None:
+def _check_jsonl_head(path: Path, field: str) -> dict[str, Any]:
+    """The first record of a JSONL file, checked to be a sample."""
     try:
         with path.open(encoding="utf-8") as handle:
             for line_no, line in enumerate(handle, 1):
@@ -121,7 +138,7 @@ def _check_jsonl_head(path: Path, field: str) -> None:
                     raise InvalidArgument(
                         field, f"{path}:{line_no}: a sample needs 'question' (or 'prompt'/'completion')"
                     )
-                return
+                return row
     except UnicodeDecodeError:
         raise InvalidArgument(field, f"{path}: not UTF-8 text") from None
     except OSError as err:
@@ -131,20 +148,18 @@ def _check_jsonl_head(path: Path, field: str) -> None:
 
 def load_samples(
     paths: Sequence[str], *, only_correct: bool = True, field_name: str = "data.train_paths"
-) -> tuple[list[Sample], dict[str, Any]]:
+) -> tuple[list[Sample], ShardMetadata]:
     """Read teacher samples; returns them with the first shard's metadata (teacher, tokenizer...)."""
     from cotdistill.common.samples import read_samples
 
     parquet, jsonl = _files(paths, field_name)
     samples: list[Sample] = []
-    metadata: dict[str, Any] = {}
+    metadata = ShardMetadata()
     if parquet:
         table = read_samples([str(p) for p in parquet])
-        metadata = dict(table.metadata)
+        metadata = table.metadata
         # Prompts rendered through the teacher's chat template: the question is the last user turn.
-        template = ""
-        if metadata.get("prompt_template") == "chat":
-            template = str(((metadata.get("teacher") or {}).get("tokenizer") or {}).get("chat_template") or "")
+        template = metadata.teacher.tokenizer.chat_template if metadata.prompt_template == "chat" else ""
         for i in range(len(table)):
             if only_correct and table.correct[i] is False:
                 continue
@@ -193,24 +208,6 @@ def _read_jsonl(path: Path, only_correct: bool) -> Iterable[Sample]:
             yield Sample(question, row.get("rationale", ""), str(answer or ""), teacher, dataset=row.get("dataset", ""))
 
 
-def peek_top_k(paths: Sequence[str]) -> int:
-    """k of the samples' top-k logprobs (0 when none were kept), reading only that column."""
-    import pyarrow.parquet as pq
-
-    parquet, jsonl = _files(paths, "data.train_paths")
-    for p in parquet:
-        ks = [k for k in pq.read_table(p, columns=["top_k"]).column("top_k").to_pylist() if k]
-        if ks:
-            return int(ks[0])
-    for path in jsonl:
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    top = json.loads(line).get("top_ids")
-                    return len(top[0]) if top else 0
-    return 0
-
-
 @dataclass
 class TeacherTokenizerRef:
     """Where the teacher's tokenizer is, as far as the config and the shard metadata say."""
@@ -220,30 +217,15 @@ class TeacherTokenizerRef:
     vocab_size: int | None  # the teacher's embedding rows (may exceed the tokenizer's length)
 
 
-def teacher_tokenizer_ref(configured: str, metadata: dict[str, Any]) -> TeacherTokenizerRef:
-    """Resolve the teacher tokenizer from ``data.teacher_tokenizer`` or the samples' metadata."""
-    teacher = metadata.get("teacher") or {}
-    info = teacher.get("tokenizer") or {} if isinstance(teacher, dict) else {}
-    candidates = [
-        configured,
-        str(info.get("name") or ""),
-        str(teacher.get("model_id") or "") if isinstance(teacher, dict) else "",
-    ]
+def teacher_tokenizer_ref(configured: str, teacher: TeacherFacts) -> TeacherTokenizerRef:
+    """Resolve the teacher tokenizer from ``data.teacher_tokenizer`` or what the samples (or a
+    replica's Info) say about the teacher."""
+    candidates = [configured, teacher.tokenizer.name, teacher.model_id]
     path = next((c for c in candidates if c and Path(c).is_dir()), None)
     if path is None and is_registry_name(candidates[1]):
         # The teacher served a registry model: its tokenizer materializes from the same pinned source.
         path = str(resolve_model(candidates[1], need_weights=False))
-    content_hash = metadata.get("tokenizer_hash") or info.get("content_hash") or None
-    vocab_size = info.get("vocab_size") or None
-    return TeacherTokenizerRef(path, content_hash, int(vocab_size) if vocab_size else None)
-
-
-def first_shard_metadata(paths: Sequence[str]) -> dict[str, Any]:
-    """The ``cotdistill`` metadata of the first Parquet shard ({} for JSONL-only data)."""
-    from cotdistill.common.samples import shard_metadata
-
-    parquet, _ = _files(paths, "data.train_paths")
-    return shard_metadata(parquet[0]) if parquet else {}
+    return TeacherTokenizerRef(path, teacher.tokenizer.content_hash or None, teacher.tokenizer.vocab_size or None)
 
 
 # ---- formats ------------------------------------------------------------------------------

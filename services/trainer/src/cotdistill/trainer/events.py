@@ -14,6 +14,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cotdistill.common import enums
 from cotdistill.v1 import trainer_pb2
 
 EventKind = Literal["step", "checkpoint", "evaluation", "message", "phase", "finished"]
@@ -178,4 +179,4 @@ def message_event(run_id: str, text: str) -> trainer_pb2.RunEvent:
 
 def state_name(state: int) -> str:
     """``"running"`` for RUN_STATE_RUNNING: the label used in logs and metrics."""
-    return trainer_pb2.RunState.Name(state).removeprefix("RUN_STATE_").lower()
+    return enums.names(trainer_pb2.RunState).name(state, "unspecified")

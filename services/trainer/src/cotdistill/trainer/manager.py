@@ -90,16 +90,8 @@ SpecValidator = Callable[[trainer_pb2.RunSpec, Path], None]
 def validate_recipe(spec: trainer_pb2.RunSpec, output_dir: Path) -> None:
     """The recipe's own validation (model and data on disk, ranges); raises InvalidArgument."""
     from cotdistill.trainer.config import RecipeConfig
-    from cotdistill.trainer.data import peek_top_k
 
-    config = RecipeConfig.from_proto(spec, str(output_dir))
-    config.validate()
-    if config.objective.kd_weight > 0 and peek_top_k(config.data.train_paths) == 0:
-        raise InvalidArgument(
-            "objective.kd_weight",
-            "> 0 needs the teacher's top-k logprobs, but the training samples carry none "
-            "(sample with sampling.top_k_logprobs > 0, or set kd_weight to 0)",
-        )
+    RecipeConfig.from_proto(spec, str(output_dir)).validate()
 
 
 def confine_spec_paths(spec: trainer_pb2.RunSpec, roots: PathRoots) -> None:

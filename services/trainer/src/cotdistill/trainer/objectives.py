@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch.nn import functional
 
-Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
-TopKMass = Literal["renormalize", "tail_bucket"]
+from cotdistill.common.training_spec import Divergence, ObjectiveConfig, TopKMass
+
+__all__ = ["Divergence", "ObjectiveConfig", "TopKMass"]  # re-exported: the loss code's names for them
 
 _TINY = 1e-12
 ABSENT_LOGPROB = -1e4  # "candidate absent": exp() underflows to exactly 0 in fp32
@@ -195,24 +195,12 @@ def topk_divergence_sum(
     return divergence(log_p, log_q, kind, beta).sum()
 
 
-@dataclass(frozen=True)
-class ObjectiveWeights:
-    """Weights and settings of the mixture ``sft_weight * NLL + kd_weight * D(teacher, student)``."""
-
-    sft_weight: float = 1.0
-    kd_weight: float = 0.0
-    kind: Divergence = "forward_kl"
-    mass: TopKMass = "renormalize"
-    beta: float = 0.5
-    temperature: float = 1.0
-
-
 def distillation_objective(
     student_logits: torch.Tensor,
     labels: torch.Tensor,
     teacher_ids: torch.Tensor | None,
     teacher_logprobs: torch.Tensor | None,
-    weights: ObjectiveWeights,
+    weights: ObjectiveConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted mixture of sample matching and top-k distribution matching.
 
@@ -248,7 +236,7 @@ def objective_sums(
     labels: torch.Tensor,
     teacher_ids: torch.Tensor | None,
     teacher_logprobs: torch.Tensor | None,
-    weights: ObjectiveWeights,
+    weights: ObjectiveConfig,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sums over positions of the token NLL and of the top-k divergence (None without KD).
 
@@ -261,17 +249,22 @@ def objective_sums(
         return nll_sum, None
     kd_logprobs = (
         logprobs
-        if weights.temperature == 1.0
-        else functional.log_softmax(_at_least_fp32(student_logits) / weights.temperature, dim=-1)
+        if weights.kd_temperature == 1.0
+        else functional.log_softmax(_at_least_fp32(student_logits) / weights.kd_temperature, dim=-1)
     )
     kd_sum = topk_divergence_sum(
-        kd_logprobs, teacher_ids, teacher_logprobs, kind=weights.kind, mass=weights.mass, beta=weights.beta
+        kd_logprobs,
+        teacher_ids,
+        teacher_logprobs,
+        kind=weights.divergence,
+        mass=weights.top_k_mass,
+        beta=weights.jsd_beta,
     )
     return nll_sum, kd_sum
 
 
 def combine(
-    nll_sum: torch.Tensor, kd_sum: torch.Tensor | None, counts: ObjectiveCounts, weights: ObjectiveWeights
+    nll_sum: torch.Tensor, kd_sum: torch.Tensor | None, counts: ObjectiveCounts, weights: ObjectiveConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``sft_weight * mean NLL + kd_weight * mean divergence`` from the sums; parts detached."""
     nll = nll_sum / max(counts.tokens, 1)

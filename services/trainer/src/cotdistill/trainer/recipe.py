@@ -33,8 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from cotdistill.common.alignment import Aligner, tokenizer_fingerprint
+from cotdistill.common.alignment import Aligner
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.lm import context_length, ensure_pad_token, pad_id, tokenizer_content_hash
+from cotdistill.common.lm.loading import load_model, load_tokenizer
+from cotdistill.common.samples import ShardMetadata
 from cotdistill.trainer import checkpoints as ckpt
 from cotdistill.trainer.chunked_loss import auto_chunk_rows, chunked_head_objective
 from cotdistill.trainer.config import RecipeConfig, detect_kind
@@ -47,7 +50,7 @@ from cotdistill.trainer.data import (
     load_samples,
     teacher_tokenizer_ref,
 )
-from cotdistill.trainer.objectives import ObjectiveWeights, distillation_objective
+from cotdistill.trainer.objectives import ObjectiveConfig, distillation_objective
 from cotdistill.trainer.on_policy import is_on_policy_step
 from cotdistill.trainer.rollouts import Rollouts, build_rollouts
 
@@ -178,14 +181,14 @@ class StudentLM(nn.Module):
         self,
         model: nn.Module,
         encoder_decoder: bool,
-        objective: ObjectiveWeights | None = None,
+        objective: ObjectiveConfig | None = None,
         chunk_rows: int = 0,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.encoder_decoder = encoder_decoder
-        self.objective = objective or ObjectiveWeights()
+        self.objective = objective or ObjectiveConfig()
         self.compute_dtype = compute_dtype
         hf = self.hf_model
         config = getattr(hf, "config", None)
@@ -207,7 +210,7 @@ class StudentLM(nn.Module):
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
     def forward(
-        self, batch: dict[str, torch.Tensor], select: torch.Tensor, objective: ObjectiveWeights | None = None
+        self, batch: dict[str, torch.Tensor], select: torch.Tensor, objective: ObjectiveConfig | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """batch: collated tensors (B, T); select: (N,) flat indices into B*T; objective: the
         run's unless given (on-policy steps use their divergence alone). Returns (loss, parts)."""
@@ -347,15 +350,7 @@ class TrainRecipe:
         self.student_vocab_size = int(model.get_input_embeddings().num_embeddings)
         self._phase("loading_data", f"{len(cfg.data.train_paths)} path(s)")
         self.train_loader, self.val_batches = self._build_data(model)
-        obj = cfg.objective
-        self.weights = ObjectiveWeights(
-            sft_weight=obj.sft_weight,
-            kd_weight=obj.kd_weight,
-            kind=obj.divergence,
-            mass=obj.top_k_mass,
-            beta=obj.jsd_beta,
-            temperature=obj.kd_temperature,
-        )
+        obj = self.weights = cfg.objective
         student = StudentLM(
             model,
             self.encoder_decoder,
@@ -375,8 +370,8 @@ class TrainRecipe:
         op = cfg.on_policy
         if op.enabled:
             # On-policy steps: the divergence alone, on the student's samples (no NLL of its own text).
-            self.on_policy_weights = ObjectiveWeights(
-                sft_weight=0.0, kd_weight=1.0, kind=op.divergence, mass=obj.top_k_mass, beta=op.jsd_beta
+            self.on_policy_weights = ObjectiveConfig(
+                sft_weight=0.0, kd_weight=1.0, divergence=op.divergence, top_k_mass=obj.top_k_mass, jsd_beta=op.jsd_beta
             )
             self.rollouts = build_rollouts(
                 cfg, self.tokenizer, self.student_vocab_size, self._samples, self._metadata, rank=self.hooks.rank
@@ -396,26 +391,19 @@ class TrainRecipe:
         torch.manual_seed(seed)
 
     def _load_tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
-
-        path = self.config.student.tokenizer or self.config.student.model
-        tok = AutoTokenizer.from_pretrained(path)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
+        tok = load_tokenizer(self.config.student.tokenizer or self.config.student.model)
+        ensure_pad_token(tok)  # batches pad through it; checkpoints carry it
         return tok
 
     def _load_model(self, resume_from: str | None) -> Any:
-        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
         cfg = self.config
-        auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
         lora = cfg.student.lora
         # A full fine-tune resumes from the checkpoint's weights; LoRA from the base + saved adapter.
         source = resume_from if resume_from and lora is None else cfg.student.model
         # A LoRA run never updates the base: in bf16 precision it is stored in bf16 (half the
         # memory, and autocast has nothing to re-cast each step); adapters stay fp32 (peft).
         frozen_bf16 = lora is not None and cfg.hyperparameters.precision == "bf16"
-        model = auto.from_pretrained(source, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+        model = load_model(source, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)  # safetensors only
         if cfg.hyperparameters.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if lora is not None:
@@ -434,14 +422,12 @@ class TrainRecipe:
                 model = get_peft_model(model, peft_config)
         return model
 
-    def _teacher_tokenizer(self, metadata: dict[str, Any]) -> tuple[Any, int | None]:
+    def _teacher_tokenizer(self, metadata: ShardMetadata) -> tuple[Any, int | None]:
         """The teacher's tokenizer for alignment (config, then shard metadata), and its vocab size."""
-        from transformers import AutoTokenizer
-
-        ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata)
+        ref = teacher_tokenizer_ref(self.config.data.teacher_tokenizer, metadata.teacher)
         if ref.path is not None:
-            return AutoTokenizer.from_pretrained(ref.path), ref.vocab_size
-        if ref.content_hash and ref.content_hash == tokenizer_fingerprint(self.tokenizer):
+            return load_tokenizer(ref.path), ref.vocab_size
+        if ref.content_hash and ref.content_hash == tokenizer_content_hash(self.tokenizer):
             return self.tokenizer, ref.vocab_size  # same tokenizer: alignment is the identity
         raise InvalidArgument(
             "data.teacher_tokenizer",
@@ -463,7 +449,7 @@ class TrainRecipe:
             top_k = ks.pop()
             teacher_tok, teacher_vocab = self._teacher_tokenizer(metadata)
             aligner = Aligner(teacher_tok, self.tokenizer, self.student_vocab_size, teacher_vocab)
-        max_len = cfg.data.max_seq_len or int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        max_len = cfg.data.max_seq_len or context_length(model.config)
         config = getattr(model, "config", None)
         builder_args: dict[str, Any] = {
             "fmt": cfg.data.format,
@@ -509,7 +495,7 @@ class TrainRecipe:
             examples,
             batch_size=self.config.hyperparameters.batch_size,
             packing=self.config.data.packing,
-            pad_id=int(self.tokenizer.pad_token_id),
+            pad_id=pad_id(self.tokenizer),
             seed=seed,
             top_k=self.top_k,
             encoder_decoder=self.encoder_decoder,
@@ -527,7 +513,7 @@ class TrainRecipe:
         return itertools.islice(iter(self.train_loader), self.state.batch_in_epoch, None)
 
     def _loss(
-        self, batch: dict[str, torch.Tensor], weights: ObjectiveWeights | None = None
+        self, batch: dict[str, torch.Tensor], weights: ObjectiveConfig | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         """Objective of one micro-batch (``weights``: the run's unless given); returns (loss, parts,
         supervised tokens)."""

@@ -28,9 +28,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens, tokenizer_fingerprint
+from cotdistill.common.alignment import ABSENT, Aligner, TeacherTokens
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.lm import eos_ids, pad_id, tokenizer_content_hash
+from cotdistill.common.lm.decode import generate as decode_batch
+from cotdistill.common.lm.loading import describe, load_tokenizer
 from cotdistill.common.retry import RetryPolicy
+from cotdistill.common.samples import MAX_TOP_K, ShardMetadata, TeacherFacts
 from cotdistill.trainer.data import IGNORE, Example, Sample, build_batches, render_pair
 from cotdistill.trainer.teacher_client import ScoreQuery, TeacherScorer
 
@@ -168,21 +172,24 @@ class Rollouts:
         self.seed = seed
         self.rank = rank
         self.packing = packing
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+        # The student's EOS set (generation config, tokenizer, chat template end of turn): any of
+        # them ends a rollout, as it ends the model server's completions.
+        self.eos = eos_ids(tokenizer)  # with the model's own EOS ids once generate() sees the model
+        self.pad_id = pad_id(tokenizer, self.eos)  # for the training batches
 
     # ---- generation --------------------------------------------------------------------------
 
     @torch.no_grad()
     def generate(self, model: Any, picks: list[PolicyPrompt], seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Sampled completion ids per prompt (EOS kept, padding cut), and with student_topk support
-        the student's own top-k ids at each of their positions ((C, k) each; else empty)."""
+        """Sampled completion ids per prompt (EOS kept), and with student_topk support the
+        student's own top-k ids at each of their positions ((C, k) each; else empty).
+
+        Decoded as the model server would serve the student (``cotdistill.common.lm.decode``:
+        its EOS set, sampling step and stop strings), so on-policy samples are what users get.
+        """
         device = next(model.parameters()).device
-        width = max(len(p.student_ids) for p in picks)
-        ids = torch.full((len(picks), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(picks), width), dtype=torch.long)
-        for row, p in enumerate(picks):
-            ids[row, width - len(p.student_ids) :] = torch.from_numpy(p.student_ids)
-            mask[row, width - len(p.student_ids) :] = 1
+        lm = describe(model, self.tok, "student")
+        self.eos = lm.eos_ids
         was_training = model.training
         model.eval()
         want_support = self.support == "student_topk"
@@ -191,41 +198,22 @@ class Rollouts:
             # resumed run's stream do not depend on how many tokens were sampled.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(seed)
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    do_sample=self.temperature > 0,
-                    temperature=self.temperature if self.temperature > 0 else None,
-                    top_p=self.top_p if self.temperature > 0 else None,
-                    top_k=None,
-                    max_new_tokens=self.max_new_tokens,
-                    pad_token_id=self.pad_id,
-                    eos_token_id=self.tok.eos_token_id,
-                    stop_strings=self.stop or None,
-                    tokenizer=self.tok if self.stop else None,
-                    return_dict_in_generate=True,
-                    output_logits=want_support,
+                decoded = decode_batch(
+                    lm,
+                    [p.student_ids.tolist() for p in picks],
+                    max_tokens=self.max_new_tokens,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                    stop=self.stop,
+                    support_k=self.top_k if want_support else 0,
                 )
         finally:
             model.train(was_training)
-        generated = out.sequences[:, width:].cpu().numpy()
-        completions, supports = [], []
-        eos = self.tok.eos_token_id
-        for row in range(len(picks)):
-            seq = generated[row]
-            end = len(seq)
-            hits = np.nonzero(seq == eos)[0] if eos is not None else np.array([], dtype=np.int64)
-            if len(hits):
-                end = int(hits[0]) + 1  # keep the EOS: the student learns where to stop
-            elif self.pad_id != eos:
-                pads = np.nonzero(seq == self.pad_id)[0]
-                end = int(pads[0]) if len(pads) else end
-            completions.append(seq[:end].astype(np.int64))
-            if want_support:
-                logits = torch.stack([step[row] for step in out.logits[:end]]).float()
-                supports.append(logits.topk(self.top_k, dim=-1).indices.cpu().numpy().astype(np.int64))
-            else:
-                supports.append(np.zeros((0, self.top_k), dtype=np.int64))
+        completions = [np.asarray(d.token_ids, dtype=np.int64) for d in decoded]
+        supports = [
+            d.support.cpu().numpy().astype(np.int64) if want_support else np.zeros((0, self.top_k), dtype=np.int64)
+            for d in decoded
+        ]
         return completions, supports
 
     # ---- one micro-batch -----------------------------------------------------------------------
@@ -261,10 +249,10 @@ class Rollouts:
                 if self.support == "student_topk" and result.candidate_logprobs is not None:
                     # The teacher scored the student's own tokens: row t of its candidates is
                     # the prediction of completion token t, over the student's top-k there.
-                    ids, lps = supports[row], result.candidate_logprobs.astype(np.float32)
-                    n = len(completion) - 1 if completion[-1] == self.tok.eos_token_id else len(completion)
-                    lps = lps.copy()
-                    lps[n:] = ABSENT
+                    # The ending EOS was not scored (only the body is): it keeps no target.
+                    n = len(completion) - 1 if completion[-1] in self.eos else len(completion)
+                    ids = supports[row]
+                    lps[:n] = result.candidate_logprobs[:n]
                     matched += n
                 else:
                     teacher = TeacherTokens(result.token_ids, result.top_ids, result.top_logprobs)
@@ -303,7 +291,7 @@ class Rollouts:
         for row, (pick, completion, text) in enumerate(zip(picks, completions, texts, strict=True)):
             if self.support == "student_topk":
                 # Same vocabulary: the teacher scores the student's exact tokens (EOS excluded).
-                body = completion[:-1] if len(completion) and completion[-1] == self.tok.eos_token_id else completion
+                body = completion[:-1] if len(completion) and completion[-1] in self.eos else completion
                 if not len(body):
                     continue
                 cands = supports[row][: len(body)]
@@ -343,7 +331,7 @@ def build_rollouts(
     tokenizer: Any,
     student_vocab_size: int,
     samples: Sequence[Sample],
-    metadata: dict[str, Any],
+    metadata: ShardMetadata,
     *,
     rank: int,
 ) -> Rollouts:
@@ -362,36 +350,33 @@ def build_rollouts(
     )
     try:
         info = scorer.info()
-        if op.top_k > int(info.get("max_top_k", 20)):
-            raise InvalidArgument(
-                "on_policy.top_k", f"{op.top_k} is more than the teacher's maximum {info['max_top_k']}"
-            )
-        teacher_hash = str(info.get("tokenizer", {}).get("content_hash", ""))
+        if op.top_k > (info.max_top_k or MAX_TOP_K):
+            raise InvalidArgument("on_policy.top_k", f"{op.top_k} is more than the teacher's maximum {info.max_top_k}")
+        teacher_hash = info.tokenizer.content_hash
         if op.support == "student_topk":
-            if teacher_hash != tokenizer_fingerprint(tokenizer):
+            if teacher_hash != tokenizer_content_hash(tokenizer):
                 raise InvalidArgument(
                     "on_policy.support",
-                    f"student_topk needs a teacher with the student's tokenizer; {info.get('model_id')!r} has "
+                    f"student_topk needs a teacher with the student's tokenizer; {info.model_id!r} has "
                     "another: use teacher_topk",
                 )
-            if not info.get("scores_candidates"):
+            if not info.scores_candidates:
                 raise InvalidArgument(
                     "on_policy.support",
-                    f"the teacher's {info.get('backend')} backend cannot score candidate ids (vLLM needs its V2 "
+                    f"the teacher's {info.backend} backend cannot score candidate ids (vLLM needs its V2 "
                     "model runner): use teacher_topk",
                 )
         teacher_tok = scoring_teacher_tokenizer(info, config.data.teacher_tokenizer, tokenizer)
-        vocab = info.get("tokenizer", {}).get("vocab_size")
-        aligner = Aligner(teacher_tok, tokenizer, student_vocab_size, int(vocab) if vocab else None)
+        aligner = Aligner(teacher_tok, tokenizer, student_vocab_size, info.tokenizer.vocab_size or None)
         # The shards' own prompts are this teacher's only when this teacher made them.
-        same_teacher = bool(teacher_hash) and metadata.get("tokenizer_hash") == teacher_hash
+        same_teacher = bool(teacher_hash) and metadata.tokenizer_hash == teacher_hash
         prompts = policy_prompts(
             samples,
             tokenizer,
             config.data.format,
             reuse_teacher_prompts=same_teacher,
-            teacher_rendered=metadata.get("prompt_template") == "chat",
-            teacher_chat=bool(info.get("tokenizer", {}).get("chat_template")),
+            teacher_rendered=metadata.prompt_template == "chat",
+            teacher_chat=bool(info.tokenizer.chat_template),
         )
         return Rollouts(
             prompts,
@@ -413,32 +398,30 @@ def build_rollouts(
         raise
 
 
-def scoring_teacher_tokenizer(info: dict[str, Any], configured: str, student_tokenizer: Any) -> Any:
+def scoring_teacher_tokenizer(info: TeacherFacts, configured: str, student_tokenizer: Any) -> Any:
     """The tokenizer of the teacher whose Info is ``info``, checked against its content hash.
 
     Tried in order: what the Info names (a local directory or a registry name), ``configured``
     (``data.teacher_tokenizer``), the student's own. The first whose fingerprint is the teacher's
     wins: the shards may come from another teacher than the one scoring on-policy samples.
     """
-    from transformers import AutoTokenizer
-
     from cotdistill.trainer.data import teacher_tokenizer_ref
 
-    want = str(info.get("tokenizer", {}).get("content_hash", ""))
+    want = info.tokenizer.content_hash
     candidates: list[Any] = []
-    ref = teacher_tokenizer_ref("", {"teacher": info})
+    ref = teacher_tokenizer_ref("", info)
     if ref.path is not None:
         candidates.append(ref.path)
     if configured:
         candidates.append(configured)
     for candidate in candidates:
-        tok = AutoTokenizer.from_pretrained(candidate)
-        if not want or tokenizer_fingerprint(tok) == want:
+        tok = load_tokenizer(candidate)
+        if not want or tokenizer_content_hash(tok) == want:
             return tok
-    if want and tokenizer_fingerprint(student_tokenizer) == want:
+    if want and tokenizer_content_hash(student_tokenizer) == want:
         return student_tokenizer
     raise InvalidArgument(
         "data.teacher_tokenizer",
-        f"on-policy scoring needs the tokenizer of the teacher {info.get('model_id')!r} (hash {want[:12]}) and none "
+        f"on-policy scoring needs the tokenizer of the teacher {info.model_id!r} (hash {want[:12]}) and none "
         "of its Info name, data.teacher_tokenizer or the student's matches: set data.teacher_tokenizer to a copy",
     )

@@ -31,6 +31,7 @@ import numpy as np
 from cotdistill.common.errors import CotdistillError, InvalidArgument, Unavailable
 from cotdistill.common.grpc_client import Replica, ReplicaPool
 from cotdistill.common.retry import CallFailed, IncompleteUnit, RetryPolicy, on_replicas
+from cotdistill.common.samples import TeacherFacts
 from cotdistill.common.teacher_info import fetch_teacher_info
 from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc
 
@@ -147,12 +148,12 @@ class TeacherScorer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="teacher-scorer", daemon=True)
         self._thread.start()
         self._pool: ReplicaPool | None = None
-        self._info: dict[str, Any] | None = None
+        self._info: TeacherFacts | None = None
 
     # ---- public, synchronous -------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        """The teacher's Info as :func:`~cotdistill.common.teacher_info.info_to_dict` gives it."""
+    def info(self) -> TeacherFacts:
+        """What the teacher replicas serve (their Info)."""
         if self._info is None:
             self._info = self._run(self._fetch_info())
         return self._info
@@ -189,7 +190,7 @@ class TeacherScorer:
             self._pool = ReplicaPool(self.addresses, transparent_retries=False)
         return self._pool
 
-    async def _fetch_info(self) -> dict[str, Any]:
+    async def _fetch_info(self) -> TeacherFacts:
         return await fetch_teacher_info(self._replicas(), timeout_s=self.connect_timeout_s)
 
     async def _score_all(self, queries: list[ScoreQuery]) -> list[ScoreResult]:

@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotdistill.common.errors import InvalidArgument
+from cotdistill.common.lm import context_length, decode_text, eos_ids, pad_id
+from cotdistill.common.lm.detokenize import IncrementalText
+from cotdistill.common.lm.loading import load_config, load_model, load_tokenizer
+from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
 from cotdistill.server.engine.base import (
     EngineClosed,
     EngineLoadError,
@@ -32,7 +36,6 @@ from cotdistill.server.engine.base import (
     StepOutput,
     TokenLogprob,
 )
-from cotdistill.server.engine.detokenize import IncrementalText
 
 if TYPE_CHECKING:
     import torch
@@ -136,17 +139,16 @@ class TransformersEngine:
         self.model_path = model_path
         self.max_batch_size = max_batch_size
         self.batch_window_s = batch_window_s
-        self.max_model_len = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        self.max_model_len = context_length(model.config)
         self.vocab_size = int(model.config.vocab_size)
-        self.eos_token_id: int | None = tokenizer.eos_token_id
-        self.pad_token_id: int = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_token_id or 0)
-        )
+        self.eos_token_id: int | None = tokenizer.eos_token_id  # a document boundary (empty prompts)
+        # Every id that ends a completion: generation config, tokenizer, chat template end of turn.
+        self.eos_ids = eos_ids(tokenizer, model.config, getattr(model, "generation_config", None))
+        self.pad_token_id: int = pad_id(tokenizer, self.eos_ids)
         self._on_step = on_step
         self._pending: queue.Queue[_Request | _ScoreJob | None] = queue.Queue()
         self._running = 0
         self._closed = False
-        self._rng = torch.Generator().manual_seed(int(time.time_ns() % (2**31)))
         self._thread = threading.Thread(target=self._worker, name="transformers-engine", daemon=True)
         self._thread.start()
 
@@ -170,14 +172,12 @@ class TransformersEngine:
         if not where.is_dir():  # before the heavy imports: a typo fails in milliseconds
             raise EngineLoadError(f"checkpoint {str(path)!r} is not a directory")
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         try:
-            config = AutoConfig.from_pretrained(where)
+            config = load_config(where)
             seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-            tokenizer = AutoTokenizer.from_pretrained(where)
-            loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-            model = loader.from_pretrained(where, dtype=getattr(torch, dtype))
+            tokenizer = load_tokenizer(where)
+            model = load_model(where, dtype=dtype, config=config)  # safetensors only, no remote code
             model.eval()
             # A one-token forward pass proves the weights load and run (a truncated or corrupt
             # file fails here, before the checkpoint can replace a working one).
@@ -210,8 +210,7 @@ class TransformersEngine:
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def _decode(self, ids: list[int]) -> str:
-        # No clean-up of spaces (as vLLM): the text is exactly the tokens' pieces joined.
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        return decode_text(self.tokenizer, ids)
 
     def stats(self) -> EngineStats:
         return EngineStats(running=self._running, waiting=self._pending.qsize())
@@ -229,7 +228,7 @@ class TransformersEngine:
             )
         generator = None
         if params.seed is not None:
-            generator = self._torch.Generator().manual_seed(params.seed)
+            generator = seeded_generator(params.seed)
         req = _Request(
             prompt_ids=list(prompt_ids),
             params=params,
@@ -384,12 +383,7 @@ class TransformersEngine:
                     break
                 rows, width = rows + 1, wider
             chunk = order[start : start + rows]
-            ids = torch.full((rows, width), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((rows, width), dtype=torch.long)
-            for r, i in enumerate(chunk):
-                ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                mask[r, width - len(prompts[i]) :] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask, positions = left_pad([prompts[i] for i in chunk], self.pad_token_id)
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
             if self._on_step:
                 self._on_step(rows)
@@ -420,16 +414,9 @@ class TransformersEngine:
 
     def _prefill(self, new: list[_Request], batch: _Batch | None) -> _Batch:
         """One forward pass over the new prompts (left-padded), then merge into the batch."""
-        torch = self._torch
         from transformers import DynamicCache
 
-        width = max(len(r.prompt_ids) for r in new)
-        ids = torch.full((len(new), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(new), width), dtype=torch.long)
-        for i, r in enumerate(new):
-            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = left_pad([r.prompt_ids for r in new], self.pad_token_id)
         cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=ids,
@@ -515,25 +502,9 @@ class TransformersEngine:
         logits = logits.float()
         raw = torch.log_softmax(logits, dim=-1)  # logprobs before temperature (vLLM "raw_logprobs")
         temps = torch.tensor([r.params.temperature for r in rows])
-        greedy = temps == 0
-        tokens = logits.argmax(-1)
-        if not bool(greedy.all()):
-            probs = torch.softmax(logits / temps.clamp(min=1e-5)[:, None], dim=-1)
-            top_ps = torch.tensor([r.params.top_p for r in rows])
-            nucleus = top_ps < 1.0
-            if bool(nucleus.any()):
-                sorted_p, order = probs[nucleus].sort(dim=-1, descending=True)
-                before = sorted_p.cumsum(-1) - sorted_p  # mass of strictly more likely tokens
-                sorted_p[before > top_ps[nucleus][:, None]] = 0.0
-                probs[nucleus] = torch.zeros_like(sorted_p).scatter(-1, order, sorted_p)
-            # Exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p. Seeded rows
-            # draw E from their own generator, so their tokens do not depend on batch company.
-            noise = torch.empty_like(probs).exponential_(generator=self._rng)
-            for i, r in enumerate(rows):
-                if r.generator is not None and not bool(greedy[i]):
-                    noise[i] = torch.empty(probs.shape[1]).exponential_(generator=r.generator)
-            sampled = (probs / noise).argmax(-1)
-            tokens = torch.where(greedy, tokens, sampled)
+        top_ps = torch.tensor([r.params.top_p for r in rows])
+        # Seeded rows draw from their own generator, so their tokens do not depend on batch company.
+        tokens, _ = sample_next(logits, temps, top_ps, [r.generator for r in rows])
 
         want = [r.params.logprobs for r in rows if r.params.logprobs is not None]
         chosen_lp: list[float] = []
@@ -554,7 +525,7 @@ class TransformersEngine:
             token = int(token_list[i])
             r.generated += 1
             finish: FinishReason | None = None
-            if token == self.eos_token_id:
+            if token in self.eos_ids:
                 text, finish = r.text.flush(), "stop"
             else:
                 text, stopped = r.text.add(token)
@@ -603,9 +574,7 @@ class Seq2SeqEngine(TransformersEngine):
     text_context = False  # the completion is a new text, not a continuation of the prompt
 
     def __init__(self, model: Any, tokenizer: Any, model_path: str, **kw: Any) -> None:
-        super().__init__(model, tokenizer, model_path, **kw)
-        # T5 has relative positions; cap the decoder at the usual 512 unless the config says more.
-        self.max_model_len = int(getattr(model.config, "n_positions", 0) or 512)
+        super().__init__(model, tokenizer, model_path, **kw)  # context_length: T5's 512 unless the config says more
         self.decoder_start_token_id = int(model.config.decoder_start_token_id or 0)
 
     async def score(
@@ -624,12 +593,7 @@ class Seq2SeqEngine(TransformersEngine):
         torch = self._torch
         from transformers import DynamicCache, EncoderDecoderCache
 
-        width = max(len(r.prompt_ids) for r in new)
-        ids = torch.full((len(new), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(new), width), dtype=torch.long)
-        for i, r in enumerate(new):
-            ids[i, : len(r.prompt_ids)] = torch.tensor(r.prompt_ids)
-            mask[i, : len(r.prompt_ids)] = 1
+        ids, mask = right_pad([r.prompt_ids for r in new], self.pad_token_id)
         encoder_states = self.model.get_encoder()(input_ids=ids, attention_mask=mask)
         start = torch.full((len(new), 1), self.decoder_start_token_id, dtype=torch.long)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache())

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from cotdistill.common.lm import eos_ids
+from cotdistill.common.lm.loading import load_tokenizer
 from cotdistill.server.engine.base import EngineLoadError, EngineStats, SamplingParams, StepOutput, TokenLogprob
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ class VllmEngine:
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
         self.eos_token_id: int | None = tokenizer.eos_token_id
+        # vLLM stops on the tokenizer's and the generation config's EOS; the chat template's end of
+        # turn is added as stop ids, so both backends end a completion on the same set.
+        self.eos_ids = eos_ids(tokenizer)
         self._running = 0
 
     @classmethod
@@ -113,9 +118,7 @@ class VllmEngine:
             raise EngineLoadError(
                 f"checkpoint {str(path)!r} failed to load in vLLM: {type(exc).__name__}: {exc}"
             ) from exc
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = load_tokenizer(str(path))
         length = int(engine.model_config.max_model_len)
         vocab = int(engine.model_config.get_vocab_size())
         return cls(engine, tokenizer, str(path), length, vocab, adapters)
@@ -201,6 +204,7 @@ class VllmEngine:
             top_p=params.top_p,
             seed=params.seed,
             stop=list(params.stop) or None,
+            stop_token_ids=sorted(self.eos_ids) or None,
             logprobs=params.logprobs,
             output_kind=RequestOutputKind.DELTA,
         )

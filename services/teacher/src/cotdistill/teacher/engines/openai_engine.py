@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from cotdistill.common.errors import ConfigError, InvalidArgument, Unavailable
+from cotdistill.common.lm.loading import load_tokenizer
 from cotdistill.common.models import resolve_model
 from cotdistill.common.token_strings import token_strings
 from cotdistill.teacher.engine import (
@@ -325,10 +326,8 @@ class OpenAIEngine:
             )
         description = None
         if self.tokenizer_path:
-            from transformers import AutoTokenizer
-
             where = await asyncio.to_thread(resolve_model, self.tokenizer_path, need_weights=False)
-            self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(where))
+            self.tokenizer = await asyncio.to_thread(load_tokenizer, str(where))
             description = describe_tokenizer(self.tokenizer, self.tokenizer_path, len(self.tokenizer))
         if not self.token_ids_param and self.probe_token_ids:
             self.token_ids_param = await self._server_returns_token_ids()

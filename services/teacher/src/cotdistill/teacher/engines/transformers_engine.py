@@ -24,6 +24,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cotdistill.common.lm import cut_at_stop
+from cotdistill.common.lm.loading import load_config, load_lm
+from cotdistill.common.lm.sampling import left_pad, right_pad, sample_next, seeded_generator
 from cotdistill.common.models import resolve_model
 from cotdistill.teacher.engine import (
     PAD_ID,
@@ -209,7 +212,6 @@ class TransformersEngine:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         where = str(resolve_model(self.model_path))  # a registry name materializes into the models cache
         device = self._device_name
@@ -217,32 +219,21 @@ class TransformersEngine:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype_name = self._dtype_name
         if dtype_name == "auto":
-            dtype_name = auto_dtype(device, AutoConfig.from_pretrained(where))
-        dtype = getattr(torch, dtype_name)
+            dtype_name = auto_dtype(device, load_config(where))
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(where)
         # On CPU, grouped-query attention without copying K/V per query head (see gqa_sdpa_attention).
-        attention = {"attn_implementation": register_gqa_attention()} if device == "cpu" else {}
-        try:
-            model: Any = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **attention)
-        except ValueError:  # an architecture without pluggable attention keeps its default
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
-        self.model = model.to(self.device).eval()
-        config = model.config
-        self.vocab_size = int(config.vocab_size)
-        context = int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
-        if self._max_model_len:
-            context = min(context, self._max_model_len)
-        self.context_length = context
-        eos: set[int] = set()
-        for source in (config.eos_token_id, self.tokenizer.eos_token_id):
-            if isinstance(source, int):
-                eos.add(source)
-            elif isinstance(source, (list, tuple)):
-                eos.update(int(x) for x in source)
-        self.eos_ids = eos
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else (min(eos) if eos else 0))
+        lm = load_lm(
+            where,
+            dtype=dtype_name,
+            device=self.device,
+            attn_implementation=register_gqa_attention() if device == "cpu" else None,
+            max_context=self._max_model_len,
+        )
+        self.model, self.tokenizer = lm.model, lm.tokenizer
+        self.vocab_size = lm.vocab_size
+        self.context_length = lm.context_length
+        self.eos_ids = lm.eos_ids
+        self.pad_id = lm.pad_id
         self._info = EngineInfo(
             model_id=self.model_path,
             backend="transformers",
@@ -395,17 +386,11 @@ class TransformersEngine:
         b = len(rows)
         opts = [r.state.request.options for r in rows]
         lens = [len(r.prompt_ids) for r in rows]
-        width = max(lens)
         # Rows with the same prompt (the n samples of a prompt) share one prefill: it runs on the
         # distinct prompts and the cache is then repeated for every row (D=2 halves the prefill).
         distinct: dict[tuple[int, ...], int] = {}
         source = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in rows]
-        input_ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(distinct), width), dtype=torch.long)
-        for i, prompt in enumerate(distinct):
-            input_ids[i, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[i, width - len(prompt) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = left_pad(list(distinct), self.pad_id)
         input_ids, mask, positions = input_ids.to(dev), mask.to(dev), positions.to(dev)
         expand = torch.tensor(source, device=dev) if len(distinct) < b else None
 
@@ -417,12 +402,12 @@ class TransformersEngine:
         top_ps = torch.tensor([o.top_p for o in opts], dtype=torch.float32, device=dev)
         greedy = temps <= 0
         processed = torch.tensor([o.logprob_mode == "processed" for o in opts], device=dev) & ~greedy
-        generators: dict[int, torch.Generator] = {}
-        for i, (r, o) in enumerate(zip(rows, opts, strict=True)):
-            if o.seed is not None and o.temperature > 0:
-                gen = torch.Generator(device=dev)
-                gen.manual_seed(row_seed(o.seed, r.prompt_index, r.sample_index))
-                generators[i] = gen
+        generators: list[torch.Generator | None] = [
+            seeded_generator(row_seed(o.seed, r.prompt_index, r.sample_index), dev)
+            if o.seed is not None and o.temperature > 0
+            else None
+            for r, o in zip(rows, opts, strict=True)
+        ]
         stops = [o.stop for o in opts]
         stop_window = [max((len(s) for s in st), default=0) + 2 for st in stops]
         stop_tokens: dict[int, list[int]] = {i: [] for i, st in enumerate(stops) if st}
@@ -439,8 +424,6 @@ class TransformersEngine:
         active_list = list(range(b))
         done = [False] * b
         cur_ids, cur_pos = input_ids, positions
-        any_top_p = bool((top_ps < 1).any())
-        all_greedy = bool(greedy.all())
 
         for t in range(steps):
             out = self.model(
@@ -457,16 +440,7 @@ class TransformersEngine:
                 cache.batch_select_indices(expand)
                 logits, mask, cur_pos = logits[expand], mask[expand], cur_pos[expand]
             raw = torch.log_softmax(logits, dim=-1)
-            a_temps, a_greedy = temps[active], greedy[active]
-            if all_greedy:
-                tokens = logits.argmax(dim=-1)
-                scaled = logits
-            else:
-                scaled = logits / torch.where(a_greedy, 1.0, a_temps)[:, None]
-                probs = torch.softmax(scaled, dim=-1)
-                if any_top_p:
-                    probs = _top_p_filter(probs, top_ps[active])
-                tokens = self._sample(logits, probs, a_greedy, active_list, generators)
+            tokens, scaled = sample_next(logits, temps[active], top_ps[active], [generators[i] for i in active_list])
             lp = raw
             a_processed = processed[active]
             if bool(a_processed.any()):
@@ -520,30 +494,6 @@ class TransformersEngine:
                 active_list = [active_list[pos] for pos in remaining]
             cur_ids, cur_pos = next_ids, next_pos
 
-    @staticmethod
-    def _sample(logits: Any, probs: Any, greedy: Any, active_list: list[int], generators: dict[int, Any]) -> Any:
-        """Sampled token per active row: greedy rows take the argmax; the others invert their CDF
-        at a uniform draw, from the row's own generator when seeded. One cumsum over the batch,
-        not a ``multinomial`` call per row: those took ~7 ms a row on a 152k vocabulary (CPU)."""
-        import torch
-
-        tokens = torch.zeros(len(active_list), dtype=torch.long, device=probs.device)
-        if bool(greedy.any()):
-            rows = greedy.nonzero().squeeze(1)
-            tokens[rows] = logits[rows].argmax(dim=-1)
-        rows = (~greedy).nonzero().squeeze(1)
-        if len(rows):
-            uniform = torch.rand(len(rows), device=probs.device)  # unseeded rows keep these
-            for j, pos in enumerate(rows.tolist()):
-                gen = generators.get(active_list[pos])
-                if gen is not None:
-                    uniform[j] = torch.rand((), generator=gen, device=probs.device)
-            cdf = probs[rows].cumsum(dim=-1)
-            # right=True: the first token whose cumulative mass exceeds the draw, never a 0-mass one.
-            drawn = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True).squeeze(1)
-            tokens[rows] = drawn.clamp(max=cdf.shape[1] - 1)
-        return tokens
-
     def _completion(
         self,
         row: _Row,
@@ -562,7 +512,7 @@ class TransformersEngine:
         top_lps = top_lp_buf[i, :length, :k].reshape(-1).tolist() if k else []
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         if options.stop:
-            text = truncate_at_stop(text, options.stop)
+            text = cut_at_stop(text, options.stop)
         scores = TokenScores(
             token_ids=token_ids,
             token_logprobs=lp_buf[i, :length].tolist(),
@@ -596,13 +546,7 @@ class TransformersEngine:
         order = sorted(range(len(seqs)), key=lambda j: len(seqs[j][0]) + len(seqs[j][1]))
         for start in range(0, len(order), self.max_batch_sequences):
             chunk = order[start : start + self.max_batch_sequences]
-            width = max(len(seqs[j][0]) + len(seqs[j][1]) for j in chunk)
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, j in enumerate(chunk):
-                full = seqs[j][0] + seqs[j][1]
-                ids[row, : len(full)] = torch.tensor(full)
-                mask[row, : len(full)] = 1
+            ids, mask = right_pad([seqs[j][0] + seqs[j][1] for j in chunk], self.pad_id)
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             for row, j in enumerate(chunk):
                 p, c = seqs[j]
@@ -635,25 +579,6 @@ def _candidate_logprobs(logprobs: Any, item: ScoreInput) -> list[float]:
     ids = torch.tensor(list(item.candidate_ids), dtype=torch.long, device=logprobs.device).view(-1, m)
     values = logprobs.gather(1, ids.clamp(min=0)).masked_fill(ids < 0, float("-inf"))
     return [float(v) for v in values.reshape(-1).tolist()]
-
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut ``text`` before the earliest occurrence of any stop string (vLLM's convention)."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
-    return text[:cut] if cut >= 0 else text
-
-
-def _top_p_filter(probs: Any, top_p: Any) -> Any:
-    """Zero the tail of each row outside its nucleus of mass ``top_p[row]`` and renormalize."""
-    import torch
-
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    cumulative = sorted_probs.cumsum(dim=-1)
-    # Keep a token when the mass before it is below top_p (so the top token always stays).
-    drop_sorted = (cumulative - sorted_probs) >= top_p[:, None]
-    drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
-    filtered = probs.masked_fill(drop, 0.0)
-    return filtered / filtered.sum(dim=-1, keepdim=True)
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cotdistill.common.lm.loading import load_tokenizer
 from cotdistill.common.models import resolve_model
 from cotdistill.teacher.engine import (
     Backend,
@@ -112,7 +113,6 @@ class VllmEngine:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -133,7 +133,7 @@ class VllmEngine:
         # Construction spawns the engine-core process and loads the weights: keep the loop free.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         tokenizer_path = self.engine_kwargs.get("tokenizer", str(where))
-        self.tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, tokenizer_path)
+        self.tokenizer = await asyncio.to_thread(load_tokenizer, tokenizer_path)
         model_config = self._engine.model_config
         vocab = int(model_config.get_vocab_size())
         runner_v2 = bool(getattr(self._engine.vllm_config, "use_v2_model_runner", False))

@@ -1,4 +1,7 @@
-"""Incremental detokenization with stop strings, for engines that sample token by token.
+"""Incremental detokenization with stop strings, for decoders that sample token by token.
+
+The model server streams with it and the evaluator's checkpoint backend (``decode``) ends and
+cuts completions with it, so a stop string ends a completion at the same token in both.
 
 Text is re-decoded from the token ids each step (a few prompt tokens of context keep the leading
 space a SentencePiece/Metaspace decoder would otherwise drop), so multi-token characters and
@@ -10,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-# Prompt tokens decoded in front of the completion so the first token keeps its leading space.
-CONTEXT_TOKENS = 4
+from cotdistill.common.lm.tokens import CONTEXT_TOKENS, continuation
+
 REPLACEMENT = "\ufffd"
 
 
@@ -39,10 +42,7 @@ class IncrementalText:
         return self._text[: self._emitted]
 
     def _full_text(self) -> str:
-        full = self._decode(self._context + self._ids)
-        if full.startswith(self._base):
-            return full[len(self._base) :]
-        return self._decode(self._ids)
+        return continuation(self._decode, self._context, self._ids, self._base)
 
     def add(self, token_id: int) -> tuple[str, bool]:
         """Add one generated token; returns (new visible text, stopped by a stop string)."""

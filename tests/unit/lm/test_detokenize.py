@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cotdistill.server.engine.detokenize import IncrementalText
+from cotdistill.common.lm.detokenize import IncrementalText
 
 VOCAB = {i: ch for i, ch in enumerate("abcdefghijklmnopqrstuvwxyz -->#END")}
 IDS = {ch: i for i, ch in VOCAB.items()}
