@@ -61,7 +61,13 @@ LEAN_RAY_ENV = {
 }
 for _key, _value in LEAN_RAY_ENV.items():
     os.environ.setdefault(_key, _value)
-WORKER_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "0"}
+# glibc's allocator for training workers (see recipe.tune_allocator for the why and the figures).
+WORKER_MALLOC_ENV = {
+    "MALLOC_ARENA_MAX": "2",
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+    "MALLOC_TRIM_THRESHOLD_": "0",
+}
 
 DRAIN_INTERVAL_S = 0.25
 STOP_POLL_INTERVAL_S = 0.5
@@ -390,9 +396,9 @@ class RayExecutor:
             # Ray renames its processes (setproctitle); by default that overwrites the environment
             # block where the marker lives. SPT_NOENV keeps it (titles stay within argv's length).
             os.environ["SPT_NOENV"] = "1"
-            # Training workers free a batch's activations every step: glibc should hand that back
-            # rather than keep it per thread arena (peak RSS 4.1 GB instead of 5.2 GB for SmolLM2 at
-            # batch 8; see recipe.tune_allocator, which does what it can in a running process).
+            # Training workers allocate and free a batch's activations every step: few arenas, and
+            # tensors up to 32 MiB reused from the heap instead of mapped and faulted in afresh
+            # (see recipe.tune_allocator, which does the same in a running process).
             for key, value in WORKER_MALLOC_ENV.items():
                 os.environ.setdefault(key, value)
             if self._watchdog is None or self._watchdog.poll() is not None:
