@@ -162,6 +162,22 @@ def sample(ctx: Context, task: str, d: int) -> Path:
     )
 
 
+def train_overrides(arm: Arm, samples: Path, scale: Scale, seed: int) -> list[str]:
+    """The recipe keys one arm sets on top of configs/demo.yaml (sft + kd weights 1 there)."""
+    every = scale.fine_checkpoint_every if arm.fine_checkpoints else scale.checkpoint_every
+    kd_weight = 1.0 if "kd" in arm.objective.split("+") else 0.0
+    return [
+        f"training.data.train_paths={flow([str(samples)])}",
+        f"training.data.format={arm.format}",
+        f"training.data.answer_only_fraction={arm.answer_only_fraction}",
+        f"training.objective.kd_weight={kd_weight}",
+        f"training.hyperparameters.max_steps={scale.steps}",
+        f"training.hyperparameters.seed={seed}",
+        f"training.checkpoints.interval_steps={every}",
+        f"sampling.num_samples={arm.samples}",
+    ]
+
+
 def train_and_evaluate(ctx: Context, arm: Arm, seed: int) -> Path:
     """Train ``arm`` on its samples, evaluate every checkpoint, select by ID and by OOD."""
     s = ctx.scale
@@ -171,23 +187,7 @@ def train_and_evaluate(ctx: Context, arm: Arm, seed: int) -> Path:
         return ctx.runs / name
     shutil.rmtree(ctx.runs / name, ignore_errors=True)  # a half-finished arm starts over
     samples = ctx.runs / f"sample-{arm.task}-d{arm.samples}" / "train"
-    every = s.fine_checkpoint_every if arm.fine_checkpoints else s.checkpoint_every
-    run_dir = _run(
-        ctx,
-        name,
-        [
-            "stages=[train]",
-            f"training.train_paths={flow([str(samples)])}",
-            f"training.format={arm.format}",
-            f"training.objective={arm.objective}",
-            f"training.answer_only_fraction={arm.answer_only_fraction}",
-            f"training.max_steps={s.steps}",
-            f"training.checkpoint_interval_steps={every}",
-            f"training.seed={seed}",
-            f"sampling.num_samples={arm.samples}",
-        ],
-        f"training {name}",
-    )
+    run_dir = _run(ctx, name, ["stages=[train]", *train_overrides(arm, samples, s, seed)], f"training {name}")
     checkpoints = run_checkpoints(run_dir)
     common = [
         f"evaluation.checkpoints={flow(checkpoints)}",

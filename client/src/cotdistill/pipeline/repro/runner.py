@@ -50,9 +50,9 @@ def run_repro(scale: Scale, out: Path, work: Path, cache: Path, smoke: bool, res
         overrides=[
             f"teacher.addresses={flow([by_name['teacher'].address])}",
             f"training.trainer_address={by_name['trainer'].address}",
-            f"training.student={student}",
+            f"training.student.model={student}",
             f"evaluation.evaluator_address={by_name['evaluator'].address}",
-            "training.checkpoint_interval_steps=100",
+            "training.checkpoints.interval_steps=100",
         ],
         runs=runs,
         scale=scale,
