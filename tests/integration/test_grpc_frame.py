@@ -19,11 +19,13 @@ from cotdistill.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 from cotdistill.common.grpc_client import open_channel, wait_for_ready
 from cotdistill.common.grpc_errors import status_for, unary_errors
 from cotdistill.common.grpc_server import create_server
+from cotdistill.common.metrics import DEADLINE_SLACK_S, _status_of
 from cotdistill.common.settings import ServiceSettings
 from cotdistill.v1 import teacher_pb2, teacher_pb2_grpc
 
@@ -81,6 +83,34 @@ async def test_sigterm_style_stop_drains_in_flight_streams() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Sample(teacher_pb2.SampleRequest(), timeout=1).read()
         assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def test_before_stop_hooks_run_before_the_drain_and_clean_ups_after_it() -> None:
+    service = await create_server("test", SETTINGS, _register)
+    await service.set_serving(True)
+    seen: list[tuple[str, float | None]] = []
+
+    def in_flight() -> float | None:
+        return service.registry.get_sample_value(
+            "cotdistill_grpc_in_flight_requests", {"service": "test", "method": "Sample"}
+        )
+
+    async def before() -> None:
+        seen.append(("before", in_flight()))
+
+    async def after() -> None:
+        seen.append(("after", in_flight()))
+
+    service.before_stop(before)
+    service.on_stop(after)
+    async with open_channel(f"127.0.0.1:{service.port}") as channel:
+        call = teacher_pb2_grpc.TeacherServiceStub(channel).Sample(teacher_pb2.SampleRequest())
+        await call.read()
+        stopping = asyncio.create_task(service.stop(grace_s=5))
+        while await call.read() is not grpc.aio.EOF:
+            pass
+        await stopping
+    assert seen == [("before", 1.0), ("after", 0.0)]  # the stream was in flight, then drained
 
 
 async def test_grace_period_bounds_the_drain() -> None:
@@ -234,9 +264,39 @@ async def test_bare_exceptions_are_internal_not_client_errors(error: Exception) 
         (FailedPrecondition("f", "m"), grpc.StatusCode.FAILED_PRECONDITION),
         (NotFound("m"), grpc.StatusCode.NOT_FOUND),
         (Unavailable("m"), grpc.StatusCode.UNAVAILABLE),
+        (ResourceExhausted("m"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (ValueError("m"), grpc.StatusCode.INTERNAL),
         (KeyError("m"), grpc.StatusCode.INTERNAL),
     ],
 )
 def test_only_typed_errors_are_client_errors(error: Exception, code: grpc.StatusCode) -> None:
     assert status_for(error) == code
+
+
+class _EndedCall:
+    """The part of a servicer context the metrics interceptor reads when a call ends early."""
+
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+    def code(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("remaining", "code"),
+    [
+        (None, "CANCELLED"),  # no deadline: the client cancelled
+        (5.0, "CANCELLED"),
+        (DEADLINE_SLACK_S + 0.01, "CANCELLED"),
+        (DEADLINE_SLACK_S, "DEADLINE_EXCEEDED"),  # the client's timer fired just before the server's
+        (0.0, "DEADLINE_EXCEEDED"),
+        (-1.0, "DEADLINE_EXCEEDED"),
+    ],
+)
+def test_a_cancelled_call_counts_as_deadline_exceeded_only_at_its_deadline(remaining: float | None, code: str) -> None:
+    for error in (asyncio.CancelledError(), GeneratorExit()):
+        assert _status_of(_EndedCall(remaining), error) == code  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from tests.integration.conftest import ServiceProcess, start_service, wait_until
 from tests.integration.teacher.conftest import TEACHER_ENV, health_status, metric, prompt, scrape, stub
 
 SERVICE = "cotdistill.v1.TeacherService"
+REQUESTS = "cotdistill_grpc_requests_total"  # the shared interceptor's count, by method and code
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +127,15 @@ def test_full_replica_answers_resource_exhausted_and_cancel_aborts(teacher: Serv
         return (
             metric(text, "cotdistill_teacher_in_flight_requests") == 0
             and metric(text, "cotdistill_teacher_queue_depth_requests") == 0
-            and metric(text, "cotdistill_teacher_requests_total", 'rpc="Sample",status="CANCELLED"') >= 2
+            and metric(text, REQUESTS, 'code="CANCELLED",method="Sample",service="teacher"') >= 2
         )
 
     wait_until(drained, 30, "cancelled requests aborted in the engine")
     after = scrape(teacher.metrics_port)
     aborted = "cotdistill_teacher_aborted_requests_total"
     assert metric(after, aborted) - metric(before, aborted) == 2
-    assert metric(after, "cotdistill_teacher_requests_total", 'rpc="Sample",status="RESOURCE_EXHAUSTED"') >= 1
-    assert metric(after, "cotdistill_teacher_requests_total", 'rpc="Sample",status="CANCELLED"') >= 2
+    assert metric(after, REQUESTS, 'code="RESOURCE_EXHAUSTED",method="Sample",service="teacher"') >= 1
+    assert metric(after, REQUESTS, 'code="CANCELLED",method="Sample",service="teacher"') >= 2
     # The engine is free again: a short request completes promptly.
     short = teacher_pb2.SampleRequest(prompts=[prompt("A coin")], params=teacher_pb2.SamplingParams(max_tokens=4))
     assert len(list(client.Sample(short, timeout=30))) == 1
@@ -142,6 +143,10 @@ def test_full_replica_answers_resource_exhausted_and_cancel_aborts(teacher: Serv
 
 def test_deadline_aborts_the_generation(teacher: ServiceProcess) -> None:
     before = metric(scrape(teacher.metrics_port), "cotdistill_teacher_aborted_requests_total")
+    counted = sum(
+        metric(scrape(teacher.metrics_port), REQUESTS, f'code="{code}",method="Sample",service="teacher"')
+        for code in ("DEADLINE_EXCEEDED", "CANCELLED")
+    )
     with pytest.raises(grpc.RpcError) as info:
         list(stub(teacher.address).Sample(long_request("deadline"), timeout=1.0))
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -150,6 +155,16 @@ def test_deadline_aborts_the_generation(teacher: ServiceProcess) -> None:
         30,
         "deadline abort",
     )
+
+    def ended_early(text: str) -> float:
+        # The server sees the client's deadline as a cancel arriving at (or just before) its own
+        # deadline; which of the two codes it records is unit-tested in test_grpc_frame.py.
+        return sum(
+            metric(text, REQUESTS, f'code="{code}",method="Sample",service="teacher"')
+            for code in ("DEADLINE_EXCEEDED", "CANCELLED")
+        )
+
+    wait_until(lambda: ended_early(scrape(teacher.metrics_port)) >= counted + 1, 30, "the call counted")
     text = scrape(teacher.metrics_port)
     for name in (
         "cotdistill_teacher_time_to_first_token_seconds_count",

@@ -58,5 +58,11 @@ class Unavailable(CotdistillError):
     """A dependency cannot be reached; maps to gRPC UNAVAILABLE / HTTP 503."""
 
 
+class ResourceExhausted(CotdistillError):
+    """The service is full (a teacher replica runs ``max_in_flight`` requests already); maps to
+    gRPC RESOURCE_EXHAUSTED / HTTP 429. The message says where to retry: the caller's request
+    was fine, so clients retry it later or on another replica (``cotdistill.common.retry``)."""
+
+
 def _rebuild_config_error(message: str, key: str | None, source: str | None) -> ConfigError:
     return ConfigError(message, key=key, source=source)

@@ -1,8 +1,9 @@
 """The frame every gRPC service shares: health, reflection, metrics, graceful shutdown.
 
 ``create_server(...)`` binds (port 0 in tests) and returns a :class:`GrpcService` with the chosen
-ports; ``serve(...)`` runs it until SIGTERM/SIGINT, then drains in-flight calls within the grace
-period. Health reports NOT_SERVING until the service marks itself ready (e.g. the model loaded).
+ports; ``serve(...)`` runs it until SIGTERM/SIGINT, then runs the service's before-stop hooks,
+drains in-flight calls within the grace period and runs its clean-ups. Health reports
+NOT_SERVING until the service marks itself ready (e.g. the model loaded).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class GrpcService:
     metrics: RpcMetrics
     registry: CollectorRegistry
     _stop_metrics: Callable[[], None] = field(repr=False)
+    _before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list, repr=False)
 
     async def set_serving(self, serving: bool) -> None:
@@ -64,20 +66,31 @@ class GrpcService:
             await self.health.set(name, status)
         self.metrics.ready.labels(self.name).set(1 if serving else 0)
 
+    def before_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` when the stop begins, before the drain: end what would otherwise hold
+        the drain for the whole grace period (the trainer's open WatchRun streams)."""
+        self._before_stop.append(callback)
+
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` after in-flight calls drained (release engines, close pools)."""
         self._on_stop.append(callback)
 
     async def stop(self, grace_s: float) -> None:
-        """Stop accepting calls, drain in-flight ones for up to ``grace_s``, then release."""
+        """Run the before-stop hooks, stop accepting calls, drain in-flight ones for up to
+        ``grace_s``, then run the on-stop clean-ups (last registered first)."""
+        await _run_all(self._before_stop, "before-stop hook")
         await self.set_serving(False)
         await self.server.stop(grace_s)
-        for callback in reversed(self._on_stop):
-            try:
-                await callback()
-            except Exception:  # a failing clean-up must not hide the others
-                log.exception("shutdown callback failed")
+        await _run_all(list(reversed(self._on_stop)), "shutdown callback")
         self._stop_metrics()
+
+
+async def _run_all(callbacks: Sequence[Callable[[], Awaitable[None]]], what: str) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:  # a failing clean-up must not hide the others
+            log.exception("%s failed", what)
 
 
 async def create_server(
@@ -122,7 +135,7 @@ async def create_server(
 
 
 async def serve(service: GrpcService, grace_s: float) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    """Run until SIGTERM or SIGINT, then stop gracefully (:meth:`GrpcService.stop`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

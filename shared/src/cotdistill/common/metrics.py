@@ -6,6 +6,7 @@ interceptor, so a service's domain code only records what is specific to it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,6 +22,9 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+# A call cancelled this close to its deadline counts as DEADLINE_EXCEEDED (see _status_of).
+DEADLINE_SLACK_S = 0.25
 
 # Buckets for RPC latency: sub-millisecond health checks up to multi-minute sampling streams.
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -95,8 +99,13 @@ def _status_of(context: grpc.aio.ServicerContext, error: BaseException | None) -
         return code.name if isinstance(code, grpc.StatusCode) else str(code)
     if isinstance(error, (TimeoutError,)):
         return "DEADLINE_EXCEEDED"
-    if isinstance(error, BaseException) and error.__class__.__name__ == "CancelledError":
-        return "CANCELLED"
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        # grpc cancels the handler both when the client cancels and when its deadline passes. The
+        # client's own timer often fires first (the server's deadline started when the request
+        # arrived, a moment after the client's), so its cancel lands just before the server's
+        # deadline: within DEADLINE_SLACK_S of it, the deadline ended the call.
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= DEADLINE_SLACK_S else "CANCELLED"
     return "UNKNOWN"
 
 

@@ -6,6 +6,7 @@ followed by one :class:`EvaluationOutcome`; the servicer turns them into proto m
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -242,6 +243,31 @@ async def run_evaluation(
     outcome.result_path = request.output.path(request.result_dir, f"{name}.json")
     request.output.write_json(outcome.to_json(), request.result_dir, f"{name}.json")
     yield outcome
+
+
+async def evaluate_model(
+    request: EvaluationRequest,
+    generator: Generator,
+    suite: TaskSuite,
+    cache: ArtifactStore,
+    metrics: EvaluatorMetrics,
+) -> AsyncIterator[ProgressEvent | EvaluationOutcome]:
+    """Open ``generator``, run :func:`run_evaluation` and close it, counting the evaluation by how
+    it ended (succeeded, failed, or cancelled by the client)."""
+    state = "failed"
+    metrics.running.inc()
+    try:
+        await generator.open()
+        async for event in run_evaluation(request, generator, suite, cache, metrics):
+            yield event
+        state = "succeeded"
+    except (asyncio.CancelledError, GeneratorExit):
+        state = "cancelled"
+        raise
+    finally:
+        metrics.running.dec()
+        metrics.evaluations.labels(state).inc()
+        await generator.close()
 
 
 def _outcome(

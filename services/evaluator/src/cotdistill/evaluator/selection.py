@@ -1,14 +1,23 @@
 """Model selection (Fu et al. 2023): one number per candidate under a validation signal, then argmax.
 
-Pure functions over a table, so the choice is testable without models.
+:func:`choose` and :func:`signal_value` are pure functions over a table, so the choice is
+testable without models. :func:`select` is the ``Select`` workflow around them: evaluate every
+candidate on the validation datasets, fill the table, choose, write ``eval/selection.json``. The
+servicer validates the request into a :class:`SelectionPlan` and maps the result to the proto.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from cotdistill.common.artifacts import ArtifactStore
+from cotdistill.common.errors import InvalidArgument
+from cotdistill.evaluator.backends import GenerationParams
+from cotdistill.evaluator.evaluation import DatasetTask, EvaluationOutcome, EvaluationRequest, ProgressEvent
+from cotdistill.v1 import common_pb2
 
 Signal = Literal["in_distribution", "out_of_distribution", "weighted", "validation_loss"]
 
@@ -73,3 +82,123 @@ def choose(rows: Sequence[Row], signal: Signal, id_weight: float = 0.5) -> int:
         range(len(rows)),
         key=lambda i: (sign * rows[i].signal_value, -_other_group(rows[i], signal), rows[i].step, i),
     )
+
+
+# ---- the Select workflow ------------------------------------------------------------------------
+
+EvaluateModel = Callable[
+    [EvaluationRequest, common_pb2.ModelRef, str], AsyncIterator[ProgressEvent | EvaluationOutcome]
+]
+"""Evaluate one model: (request, model, the request field naming it) -> progress, then the outcome."""
+
+
+@dataclass(frozen=True)
+class SelectionCandidate:
+    """One checkpoint to choose from; ``field`` names it in errors (``candidates[i].model``)."""
+
+    label: str
+    step: int
+    model: common_pb2.ModelRef
+    field: str
+    validation_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """A validated ``Select`` request. No ``tasks``: the signal needs no evaluation (validation loss)."""
+
+    candidates: Sequence[SelectionCandidate]
+    signal: Signal
+    id_weight: float
+    format: str
+    tasks: Sequence[DatasetTask]
+    params: GenerationParams
+    output: ArtifactStore
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen candidate, the table behind the choice and where it was written."""
+
+    chosen: int
+    rows: list[Row]
+    table_path: str
+
+
+async def select(plan: SelectionPlan, evaluate: EvaluateModel) -> Selection:
+    """Evaluate each candidate (when the plan has datasets), choose under the signal, write the table.
+
+    Raises:
+        InvalidArgument: ``datasets`` when a candidate lacks the figure the signal needs.
+    """
+    rows: list[Row] = []
+    for cand in plan.candidates:
+        row = Row(label=cand.label, step=cand.step, validation_loss=cand.validation_loss)
+        if plan.tasks:
+            outcome = await _evaluate_candidate(plan, cand, evaluate)
+            row.in_distribution = outcome.group_accuracy.get("in_distribution")
+            row.out_of_distribution = outcome.group_accuracy.get("out_of_distribution")
+            if not row.step:
+                row.step = outcome.step
+        rows.append(row)
+    try:
+        chosen = choose(rows, plan.signal, plan.id_weight)
+    except ValueError as err:
+        raise InvalidArgument("datasets", str(err)) from err
+    plan.output.write_json(selection_table(plan, rows, chosen), "eval", "selection.json")
+    return Selection(chosen, rows, plan.output.path("eval", "selection.json"))
+
+
+async def _evaluate_candidate(
+    plan: SelectionPlan, cand: SelectionCandidate, evaluate: EvaluateModel
+) -> EvaluationOutcome:
+    request = EvaluationRequest(
+        label=cand.label,
+        tasks=list(plan.tasks),
+        formats=[plan.format],
+        params=plan.params,
+        output=plan.output,
+        step=cand.step,
+        tags={"role": "student"},
+        result_dir="eval/selection",
+    )
+    outcome: EvaluationOutcome | None = None
+    async for event in evaluate(request, cand.model, cand.field):
+        if isinstance(event, EvaluationOutcome):
+            outcome = event
+    assert outcome is not None  # run_evaluation always ends with one
+    return outcome
+
+
+def selection_table(plan: SelectionPlan, rows: Sequence[Row], chosen: int) -> dict[str, Any]:
+    """The JSON written to ``eval/selection.json`` (read by reports and ``make repro``)."""
+    return {
+        "signal": plan.signal,
+        "id_weight": plan.id_weight,
+        "format": plan.format,
+        "chosen_index": chosen,
+        "chosen": {
+            "label": rows[chosen].label,
+            "step": rows[chosen].step,
+            "model": _model_json(plan.candidates[chosen].model),
+        },
+        "table": [
+            {
+                "label": r.label,
+                "step": r.step,
+                "signal_value": r.signal_value,
+                "in_distribution_accuracy": r.in_distribution,
+                "out_of_distribution_accuracy": r.out_of_distribution,
+                "validation_loss": r.validation_loss,
+                "model": _model_json(c.model),
+            }
+            for r, c in zip(rows, plan.candidates, strict=True)
+        ],
+    }
+
+
+def _model_json(model: common_pb2.ModelRef) -> dict[str, str]:
+    which = model.WhichOneof("source")
+    if which == "openai":
+        return {"openai": model.openai.base_url, "model": model.openai.model}
+    return {which: getattr(model, which)} if which else {}

@@ -1,4 +1,8 @@
-"""gRPC servicer of the evaluator: evaluation and model selection."""
+"""gRPC servicer of the evaluator: validates requests, streams progress, maps errors.
+
+The work is in the domain modules: `evaluation.py` (the evaluation loop, `evaluate_model`) and
+`selection.py` (the `Select` workflow, `select`).
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,10 @@ from cotdistill.evaluator.evaluation import (
     EvaluationOutcome,
     EvaluationRequest,
     ProgressEvent,
-    run_evaluation,
+    evaluate_model,
 )
 from cotdistill.evaluator.metrics import EvaluatorMetrics
-from cotdistill.evaluator.selection import Row, Signal, choose
+from cotdistill.evaluator.selection import SelectionCandidate, SelectionPlan, Signal, select
 from cotdistill.evaluator.settings import EvaluatorSettings
 from cotdistill.evaluator.suite import TaskSuite, is_dataset_file
 from cotdistill.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
@@ -124,27 +128,15 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     async def _evaluate(
         self, request: EvaluationRequest, model: common_pb2.ModelRef, field: str = "model"
     ) -> AsyncIterator[ProgressEvent | EvaluationOutcome]:
-        """Open the model, run the loop, count the outcome by state."""
+        """Check the request's size against this service's limit, then evaluate ``model``."""
         total = sum(len(t.dataset.examples) for t in request.tasks) * len(request.formats)
         if total > self.settings.max_examples:
             raise InvalidArgument(
                 "datasets", f"{total} questions x formats exceed this service's limit of {self.settings.max_examples}"
             )
         generator = self._generator(model, field)
-        state = "failed"
-        self.metrics.running.inc()
-        try:
-            await generator.open()
-            async for event in run_evaluation(request, generator, self.suite, self.cache, self.metrics):
-                yield event
-            state = "succeeded"
-        except (asyncio.CancelledError, GeneratorExit):
-            state = "cancelled"
-            raise
-        finally:
-            self.metrics.running.dec()
-            self.metrics.evaluations.labels(state).inc()
-            await generator.close()
+        async for event in evaluate_model(request, generator, self.suite, self.cache, self.metrics):
+            yield event
 
     @stream_errors
     async def Evaluate(
@@ -182,6 +174,31 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
     async def Select(
         self, request: evaluator_pb2.SelectRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.SelectResponse:
+        plan = await self._selection_plan(request)
+        selection = await select(plan, self._evaluate)
+        self.metrics.selections.labels(plan.signal).inc()
+        chosen = evaluator_pb2.Candidate()
+        chosen.CopyFrom(request.candidates[selection.chosen])
+        return evaluator_pb2.SelectResponse(
+            chosen_index=selection.chosen,
+            chosen=chosen,
+            signal=request.signal or evaluator_pb2.SELECTION_SIGNAL_IN_DISTRIBUTION_ACCURACY,
+            table_path=selection.table_path,
+            table=[
+                evaluator_pb2.SelectionRow(
+                    label=r.label,
+                    step=r.step,
+                    signal_value=r.signal_value,
+                    in_distribution_accuracy=r.in_distribution,
+                    out_of_distribution_accuracy=r.out_of_distribution,
+                    validation_loss=r.validation_loss,
+                )
+                for r in selection.rows
+            ],
+        )
+
+    async def _selection_plan(self, request: evaluator_pb2.SelectRequest) -> SelectionPlan:
+        """Check the whole request (every candidate's checkpoint included) before anything is evaluated."""
         if not request.candidates:
             raise InvalidArgument("candidates", "at least one candidate is needed")
         if request.signal and request.signal not in SIGNALS.by_value:
@@ -196,17 +213,23 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
                 raise InvalidArgument(
                     f"candidates[{i}].validation_loss", "is required by SELECTION_SIGNAL_VALIDATION_LOSS"
                 )
-        # Every candidate's checkpoint is checked before the first one is evaluated.
-        models = [self._model(c.model, f"candidates[{i}].model") for i, c in enumerate(request.candidates)]
+        candidates = [
+            SelectionCandidate(
+                label=cand.label or f"candidate-{i}",
+                step=cand.step,
+                model=self._model(cand.model, f"candidates[{i}].model"),
+                field=f"candidates[{i}].model",
+                validation_loss=cand.validation_loss if cand.HasField("validation_loss") else None,
+            )
+            for i, cand in enumerate(request.candidates)
+        ]
         output = self._output(request.output_dir)
-        needs_eval = signal != "validation_loss" or len(request.datasets) > 0
-        tasks: list[DatasetTask] = []
-        fmt = request.format
         params = generation_params(request.generation)
-        if needs_eval:
-            if not fmt:
+        tasks: list[DatasetTask] = []
+        if signal != "validation_loss" or len(request.datasets) > 0:
+            if not request.format:
                 raise InvalidArgument("format", "a prompt format is needed for accuracy signals")
-            self._formats([fmt], field="format")
+            self._formats([request.format], field="format")
             tasks = await self._tasks(request.datasets)
             groups = {t.group for t in tasks}
             wanted = {"in_distribution": ["in_distribution"], "out_of_distribution": ["out_of_distribution"]}.get(
@@ -215,87 +238,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
             for group in wanted:
                 if group not in groups:
                     raise InvalidArgument("datasets", f"signal {signal} needs at least one {group} dataset")
-        rows: list[Row] = []
-        for i, cand in enumerate(request.candidates):
-            row = Row(label=cand.label or f"candidate-{i}", step=cand.step)
-            if cand.HasField("validation_loss"):
-                row.validation_loss = cand.validation_loss
-            if needs_eval:
-                eval_request = EvaluationRequest(
-                    label=row.label,
-                    tasks=tasks,
-                    formats=[fmt],
-                    params=params,
-                    output=output,
-                    step=cand.step,
-                    tags={"role": "student"},
-                    result_dir="eval/selection",
-                )
-                outcome: EvaluationOutcome | None = None
-                async for event in self._evaluate(eval_request, models[i], f"candidates[{i}].model"):
-                    if isinstance(event, EvaluationOutcome):
-                        outcome = event
-                assert outcome is not None
-                row.in_distribution = outcome.group_accuracy.get("in_distribution")
-                row.out_of_distribution = outcome.group_accuracy.get("out_of_distribution")
-                if not row.step:
-                    row.step = outcome.step
-            rows.append(row)
-        try:
-            chosen = choose(rows, signal, request.id_weight)
-        except ValueError as err:
-            raise InvalidArgument("datasets", str(err)) from err
-        self.metrics.selections.labels(signal).inc()
-        table = {
-            "signal": signal,
-            "id_weight": request.id_weight,
-            "format": fmt,
-            "chosen_index": chosen,
-            "chosen": {
-                "label": rows[chosen].label,
-                "step": rows[chosen].step,
-                "model": _model_json(request.candidates[chosen].model),
-            },
-            "table": [
-                {
-                    "label": r.label,
-                    "step": r.step,
-                    "signal_value": r.signal_value,
-                    "in_distribution_accuracy": r.in_distribution,
-                    "out_of_distribution_accuracy": r.out_of_distribution,
-                    "validation_loss": r.validation_loss,
-                    "model": _model_json(c.model),
-                }
-                for r, c in zip(rows, request.candidates, strict=True)
-            ],
-        }
-        output.write_json(table, "eval", "selection.json")
-        chosen_cand = evaluator_pb2.Candidate()
-        chosen_cand.CopyFrom(request.candidates[chosen])
-        return evaluator_pb2.SelectResponse(
-            chosen_index=chosen,
-            chosen=chosen_cand,
-            signal=request.signal or evaluator_pb2.SELECTION_SIGNAL_IN_DISTRIBUTION_ACCURACY,
-            table_path=output.path("eval", "selection.json"),
-            table=[
-                evaluator_pb2.SelectionRow(
-                    label=r.label,
-                    step=r.step,
-                    signal_value=r.signal_value,
-                    in_distribution_accuracy=r.in_distribution,
-                    out_of_distribution_accuracy=r.out_of_distribution,
-                    validation_loss=r.validation_loss,
-                )
-                for r in rows
-            ],
-        )
-
-
-def _model_json(model: common_pb2.ModelRef) -> dict[str, str]:
-    which = model.WhichOneof("source")
-    if which == "openai":
-        return {"openai": model.openai.base_url, "model": model.openai.model}
-    return {which: getattr(model, which)} if which else {}
+        return SelectionPlan(candidates, signal, request.id_weight, request.format, tasks, params, output)
 
 
 def to_proto(outcome: EvaluationOutcome) -> evaluator_pb2.EvaluationResult:

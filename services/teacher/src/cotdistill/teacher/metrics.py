@@ -1,8 +1,10 @@
 """Prometheus metrics of the teacher (``cotdistill_teacher_*``); every name carries its unit.
 
-The generic per-RPC metrics (``cotdistill_grpc_*``) come from the shared interceptor; these are
-the teacher's own: requests by status, in-flight work, the engine's queue, token counts, time to
-first token, request latency and the recent generation rate.
+The per-RPC metrics come from the shared interceptor: calls by method and status code
+(``cotdistill_grpc_requests_total{service="teacher"}``, RESOURCE_EXHAUSTED and CANCELLED included)
+and their duration (``cotdistill_grpc_request_duration_seconds``). These are the teacher's own:
+admitted work against the admission limit, the engine's queue, token counts, time to first token
+and the recent generation rate.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 TTFT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 RATE_WINDOW_S = 10.0
 
 
@@ -48,12 +49,6 @@ class TeacherMetrics:
     """The teacher's metrics in ``registry``; ``queue_depth`` reads the engine's queue on scrape."""
 
     def __init__(self, registry: CollectorRegistry, queue_depth: Callable[[], float] | None = None) -> None:
-        self.requests = Counter(
-            "cotdistill_teacher_requests_total",
-            "Teacher requests finished, by RPC and gRPC status code.",
-            ["rpc", "status"],
-            registry=registry,
-        )
         self.in_flight = Gauge(
             "cotdistill_teacher_in_flight_requests",
             "Sample and Score requests admitted and not finished.",
@@ -97,13 +92,6 @@ class TeacherMetrics:
             "cotdistill_teacher_time_to_first_token_seconds",
             "Seconds from a Sample request's arrival to its first generated token.",
             buckets=TTFT_BUCKETS_S,
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "cotdistill_teacher_request_duration_seconds",
-            "Seconds from a request's arrival to its end, by RPC.",
-            ["rpc"],
-            buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
         self._rate = _RateWindow()

@@ -4,6 +4,10 @@ Flow of a Sample call: validate (INVALID_ARGUMENT naming the field) -> admit (RE
 when ``max_in_flight`` requests run already) -> stream each finished sample as it arrives. If the
 client cancels or its deadline passes, the handler is cancelled and the generation is aborted in
 the engine, so no compute is spent on results nobody reads.
+
+Errors become status codes through ``unary_errors`` / ``stream_errors`` and every call is counted
+by the shared metrics interceptor (``cotdistill_grpc_*``), as in the trainer and the evaluator;
+the metrics here are only the teacher's own (admission, tokens, time to first token).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any
 import grpc
 
 from cotdistill.common import enums
-from cotdistill.common.errors import CotdistillError
-from cotdistill.common.grpc_errors import abort_with, status_for
+from cotdistill.common.errors import ResourceExhausted, Unavailable
+from cotdistill.common.grpc_errors import stream_errors, unary_errors
 from cotdistill.teacher import validation
 from cotdistill.teacher.engine import Completion, Engine, GenerateRequest, SamplingOptions, ScoreInput, TokenScores
 from cotdistill.teacher.metrics import TeacherMetrics
@@ -34,10 +38,6 @@ log = logging.getLogger(__name__)
 
 _MODES = enums.names(common_pb2.LogprobMode)
 _FINISH = enums.names(common_pb2.FinishReason)
-
-
-class ResourceExhausted(CotdistillError):
-    """The replica runs ``max_in_flight`` requests already; the client should try another one."""
 
 
 def _service_version() -> str:
@@ -70,23 +70,6 @@ class _PreparedSample:
     templated: list[bool]
 
 
-class _Call:
-    """Records one request's status and latency in the teacher metrics, whatever way it ends."""
-
-    def __init__(self, metrics: TeacherMetrics, rpc: str, context: grpc.aio.ServicerContext) -> None:
-        self.metrics, self.rpc, self.context = metrics, rpc, context
-        self.start = time.perf_counter()
-        self.status = "UNKNOWN"
-
-    def cancelled(self) -> None:
-        remaining = self.context.time_remaining()
-        self.status = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
-
-    def finish(self) -> None:
-        self.metrics.requests.labels(self.rpc, self.status).inc()
-        self.metrics.latency.labels(self.rpc).observe(time.perf_counter() - self.start)
-
-
 class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
     """Implements cotdistill.v1.TeacherService over one :class:`Engine`."""
 
@@ -117,44 +100,25 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
             self._in_flight -= 1
             self.metrics.in_flight.dec()
 
-    async def _fail(self, call: _Call, context: grpc.aio.ServicerContext, error: Exception) -> None:
-        if isinstance(error, ResourceExhausted):
-            call.status = "RESOURCE_EXHAUSTED"
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        call.status = status_for(error).name
-        await abort_with(context, error)
-
     def _check_ready(self) -> None:
         if not self.ready:
-            from cotdistill.common.errors import Unavailable
-
             raise Unavailable("the teacher model is still loading; wait for health SERVING")
 
     # ---- Sample ------------------------------------------------------------------------------
 
+    @stream_errors
     async def Sample(
         self, request: teacher_pb2.SampleRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[teacher_pb2.SampleResponse]:
-        call = _Call(self.metrics, "Sample", context)
-        try:
-            self._check_ready()
-            prepared = self._prepare_sample(request)
-            with self._admitted():
-                # Belt and braces: however the handler ends (cancel, deadline, shutdown), the engine
-                # drops the request; aborting a finished request is a no-op.
-                context.add_done_callback(self._abort_on_done(prepared.engine_request.request_id))
-                async for response in self._run_sample(prepared, call):
-                    yield response
-            call.status = "OK"
-        except asyncio.CancelledError:
-            call.cancelled()
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await self._fail(call, context, exc)
-        finally:
-            call.finish()
+        arrived = time.perf_counter()
+        self._check_ready()
+        prepared = self._prepare_sample(request)
+        with self._admitted():
+            # Belt and braces: however the handler ends (cancel, deadline, shutdown), the engine
+            # drops the request; aborting a finished request is a no-op.
+            context.add_done_callback(self._abort_on_done(prepared.engine_request.request_id))
+            async for response in self._run_sample(prepared, arrived):
+                yield response
 
     def _abort_on_done(self, request_id: str) -> Any:
         loop = asyncio.get_running_loop()
@@ -241,13 +205,14 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
         plain_it, chat_it = iter(plain), iter(chat)
         return [next(chat_it) if c else next(plain_it) for c in templated]
 
-    async def _run_sample(self, prepared: _PreparedSample, call: _Call) -> AsyncIterator[teacher_pb2.SampleResponse]:
+    async def _run_sample(self, prepared: _PreparedSample, arrived: float) -> AsyncIterator[teacher_pb2.SampleResponse]:
+        """``arrived``: the request's arrival (``time.perf_counter()``), for the time to first token."""
         loop = asyncio.get_running_loop()
         first_token: list[float] = []
 
         def on_first_token() -> None:
             # May run on an engine thread: hop onto the loop's thread to touch metrics state once.
-            loop.call_soon_threadsafe(_first_token_seen, first_token, call, self.metrics)
+            loop.call_soon_threadsafe(_first_token_seen, first_token, arrived, self.metrics)
 
         prepared.engine_request.on_first_token = on_first_token
         if prepared.two_stage is None:
@@ -327,43 +292,31 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
 
     # ---- Score -------------------------------------------------------------------------------
 
+    @unary_errors
     async def Score(
         self, request: teacher_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> teacher_pb2.ScoreResponse:
-        call = _Call(self.metrics, "Score", context)
-        try:
-            self._check_ready()
-            info = self.engine.info()
-            validation.check_score_request(request, info, self.settings)
-            items, prompt_texts = self._prepare_score(request, info.context_length)
-            with self._admitted():
-                outputs = await self.engine.score(items, request.top_k_logprobs)
-            response = teacher_pb2.ScoreResponse(
-                completions=[
-                    teacher_pb2.ScoredCompletion(
-                        id=item.id,
-                        logprobs=token_logprobs(out.scores),
-                        prompt_tokens=out.prompt_tokens,
-                        prompt_text=text,
-                        candidate_logprobs=out.candidate_logprobs,
-                    )
-                    for item, out, text in zip(request.items, outputs, prompt_texts, strict=True)
-                ]
-            )
-            self.metrics.prompt_tokens.labels("Score").inc(sum(o.prompt_tokens for o in outputs))
-            self.metrics.scored_tokens.inc(sum(len(o.scores.token_ids) for o in outputs))
-            call.status = "OK"
-            return response
-        except asyncio.CancelledError:
-            call.cancelled()
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await self._fail(call, context, exc)
-            raise  # unreachable: abort raises
-        finally:
-            call.finish()
+        self._check_ready()
+        info = self.engine.info()
+        validation.check_score_request(request, info, self.settings)
+        items, prompt_texts = self._prepare_score(request, info.context_length)
+        with self._admitted():
+            outputs = await self.engine.score(items, request.top_k_logprobs)
+        response = teacher_pb2.ScoreResponse(
+            completions=[
+                teacher_pb2.ScoredCompletion(
+                    id=item.id,
+                    logprobs=token_logprobs(out.scores),
+                    prompt_tokens=out.prompt_tokens,
+                    prompt_text=text,
+                    candidate_logprobs=out.candidate_logprobs,
+                )
+                for item, out, text in zip(request.items, outputs, prompt_texts, strict=True)
+            ]
+        )
+        self.metrics.prompt_tokens.labels("Score").inc(sum(o.prompt_tokens for o in outputs))
+        self.metrics.scored_tokens.inc(sum(len(o.scores.token_ids) for o in outputs))
+        return response
 
     def _prepare_score(
         self, request: teacher_pb2.ScoreRequest, context_length: int
@@ -408,50 +361,41 @@ class TeacherServicer(teacher_pb2_grpc.TeacherServiceServicer):
 
     # ---- Info --------------------------------------------------------------------------------
 
+    @unary_errors
     async def Info(
         self, request: teacher_pb2.InfoRequest, context: grpc.aio.ServicerContext
     ) -> teacher_pb2.InfoResponse:
-        call = _Call(self.metrics, "Info", context)
-        try:
-            self._check_ready()
-            info = self.engine.info()
-            tokenizer = None
-            if info.tokenizer is not None:
-                t = info.tokenizer
-                tokenizer = common_pb2.TokenizerInfo(
-                    name=t.name,
-                    vocab_size=t.vocab_size,
-                    tokenizer_vocab_size=t.tokenizer_vocab_size,
-                    bos_token_id=t.bos_token_id,
-                    eos_token_id=t.eos_token_id,
-                    pad_token_id=t.pad_token_id,
-                    content_hash=t.content_hash,
-                    chat_template=t.chat_template,
-                )
-            call.status = "OK"
-            return teacher_pb2.InfoResponse(
-                model_id=info.model_id,
-                backend=info.backend,
-                tokenizer=tokenizer,
-                max_top_k=min(info.max_top_k, self.settings.max_top_k),
-                context_length=info.context_length,
-                max_in_flight=self.settings.max_in_flight,
-                version=_service_version(),
-                scores_candidates=info.scores_candidates and info.supports_score,
+        self._check_ready()
+        info = self.engine.info()
+        tokenizer = None
+        if info.tokenizer is not None:
+            t = info.tokenizer
+            tokenizer = common_pb2.TokenizerInfo(
+                name=t.name,
+                vocab_size=t.vocab_size,
+                tokenizer_vocab_size=t.tokenizer_vocab_size,
+                bos_token_id=t.bos_token_id,
+                eos_token_id=t.eos_token_id,
+                pad_token_id=t.pad_token_id,
+                content_hash=t.content_hash,
+                chat_template=t.chat_template,
             )
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await self._fail(call, context, exc)
-            raise  # unreachable: abort raises
-        finally:
-            call.finish()
+        return teacher_pb2.InfoResponse(
+            model_id=info.model_id,
+            backend=info.backend,
+            tokenizer=tokenizer,
+            max_top_k=min(info.max_top_k, self.settings.max_top_k),
+            context_length=info.context_length,
+            max_in_flight=self.settings.max_in_flight,
+            version=_service_version(),
+            scores_candidates=info.scores_candidates and info.supports_score,
+        )
 
 
-def _first_token_seen(first_token: list[float], call: _Call, metrics: TeacherMetrics) -> None:
+def _first_token_seen(first_token: list[float], arrived: float, metrics: TeacherMetrics) -> None:
     if not first_token:
         first_token.append(time.perf_counter())
-        metrics.ttft.observe(first_token[0] - call.start)
+        metrics.ttft.observe(first_token[0] - arrived)
 
 
 async def _shielded(awaitable: Any) -> Any:

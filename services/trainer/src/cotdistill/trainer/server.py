@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Sequence
 
 import grpc
 
-from cotdistill.common.grpc_server import GrpcService, create_server
+from cotdistill.common.grpc_server import GrpcService, create_server, serve
 from cotdistill.common.metrics import new_registry
 from cotdistill.trainer.manager import Executor, RunManager, SpecValidator, validate_recipe
 from cotdistill.trainer.metrics import TrainerMetrics
@@ -57,9 +54,16 @@ async def build(
         executor.start()
     await manager.start()
 
+    async def end_watches() -> None:
+        log.info("trainer: active runs stop before their next micro-batch and resume on restart")
+        manager.stop_watchers()
+
     async def stop_runs() -> None:
         await manager.shutdown(settings.grace_period_s)
 
+    # Open WatchRun streams would hold the drain for the whole grace period before the runs even
+    # get the stop request: end them first, stop the runs once the RPCs drained.
+    service.before_stop(end_watches)
     service.on_stop(stop_runs)
     await service.set_serving(True)
     return service, manager
@@ -67,14 +71,5 @@ async def build(
 
 async def run(settings: TrainerSettings) -> None:
     """Serve until SIGTERM/SIGINT; then end watch streams, drain RPCs and stop runs before their next micro-batch."""
-    service, manager = await build(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("trainer: shutdown requested; active runs stop before their next micro-batch and resume on restart")
-    manager.stop_watchers()
-    await service.stop(settings.grace_period_s)
-    log.info("trainer: stopped")
+    service = await build_server(settings)
+    await serve(service, settings.grace_period_s)
