@@ -143,9 +143,10 @@ def build_requests(config: RunConfig, run_dir: Path) -> list[evaluator_pb2.Evalu
         )
 
     student_tags = {"role": "student", "run": config.name, "num_samples": str(config.sampling.num_samples)}
+    checkpoints = find_checkpoints(section, run_dir) if section.evaluate_checkpoints else []
     requests = [
         make(common_pb2.ModelRef(checkpoint_path=model_ref(c.path)), f"student {c.path.name}", student_tags, c.step)
-        for c in find_checkpoints(section, run_dir)
+        for c in checkpoints
     ]
     if section.evaluate_teacher:
         teacher = common_pb2.ModelRef(teacher_address=config.teacher.addresses[0])
@@ -156,8 +157,9 @@ def build_requests(config: RunConfig, run_dir: Path) -> list[evaluator_pb2.Evalu
         requests.append(make(common_pb2.ModelRef(openai=endpoint), label, {"role": "student", "run": config.name}))
     if not requests:
         raise NotFound(
-            f"nothing to evaluate: no checkpoints under {run_dir / 'checkpoints'} and neither "
-            "evaluation.evaluate_teacher nor evaluation.openai_url is set"
+            f"nothing to evaluate: no checkpoints under {run_dir / 'checkpoints'} (or "
+            "evaluation.evaluate_checkpoints is false) and neither evaluation.evaluate_teacher nor "
+            "evaluation.openai_url is set"
         )
     return requests
 

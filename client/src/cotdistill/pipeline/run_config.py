@@ -237,6 +237,9 @@ class EvaluationSection(Section):
     checkpoints: list[str] = Field(
         default_factory=list, description="Checkpoint directories; empty means the run's checkpoints/step-*."
     )
+    evaluate_checkpoints: bool = Field(
+        True, description="Evaluate the run's student checkpoints; false for only the teacher or openai_url."
+    )
     evaluate_teacher: bool = Field(False, description="Also evaluate the teacher (teacher.addresses[0]).")
     openai_url: str | None = Field(None, description="Also evaluate an OpenAI-compatible server (base URL with /v1).")
     openai_model: str = Field("", description="Model name sent to openai_url.")

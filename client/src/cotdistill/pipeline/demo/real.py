@@ -191,6 +191,7 @@ def run_real_demo(options: RealDemoOptions) -> RealDemoResult:
                 *base,
                 "stages=[evaluate]",
                 "evaluation.evaluate_teacher=true",
+                "evaluation.evaluate_checkpoints=false",
                 f"evaluation.checkpoints={flow([])}",
                 f"evaluation.formats={flow([BASELINE_FORMAT])}",
             ],

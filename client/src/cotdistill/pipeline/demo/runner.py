@@ -294,6 +294,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
                 *base,
                 "stages=[evaluate]",
                 "evaluation.evaluate_teacher=true",
+                "evaluation.evaluate_checkpoints=false",  # the students, in their own format, next
                 "evaluation.formats=[zero_shot_cot]",
             ],
             "teacher evaluation",

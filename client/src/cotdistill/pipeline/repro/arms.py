@@ -223,6 +223,7 @@ def evaluate_teacher(ctx: Context, task: str) -> Path:
         [
             "stages=[evaluate]",
             "evaluation.evaluate_teacher=true",
+            "evaluation.evaluate_checkpoints=false",
             "evaluation.formats=[zero_shot_cot]",
             *_eval_overrides(ctx, task),
         ],
