@@ -34,6 +34,9 @@ class ScriptedExecutor:
         name = run.spec.name
         if name == "fail":
             raise RunFailed("worker 0 failed: RuntimeError: boom")
+        if name == "restart":
+            self._restart(run, emit)
+            return
         total = 1000 if name == "block" else 4
         step = 0
         emit(WorkerEvent(kind="phase", phase="loading_model", text="scripted"))
@@ -49,6 +52,20 @@ class ScriptedExecutor:
                 )
             time.sleep(0.01 if name != "block" else 0.02)
         emit(WorkerEvent(kind="finished", step=step, stopped=stop.is_set()))
+
+    @staticmethod
+    def _restart(run: trainer_pb2.Run, emit: Callable[[WorkerEvent], None]) -> None:
+        """A worker group that announced checkpoint 2, committed 4 unannounced, died, and came back
+        twice: once resuming from 2 (already known), once from 4 (news to the record)."""
+        for step in (2, 4):
+            Path(run.output_dir, f"ck{step}").mkdir(parents=True, exist_ok=True)
+        emit(step_event(2, 6, {"loss": 1.0}))
+        emit(WorkerEvent(kind="checkpoint", step=2, path=f"{run.output_dir}/ck2", is_best=False))
+        for step in (2, 4):
+            emit(WorkerEvent(kind="checkpoint", step=step, path=f"{run.output_dir}/ck{step}", recovered=True))
+            emit(WorkerEvent(kind="message", text=f"worker group started: 2 worker(s), ddp; resuming from ck{step}"))
+        emit(step_event(6, 6, {"loss": 0.5}))
+        emit(WorkerEvent(kind="finished", step=6, stopped=False))
 
     def start(self) -> None:
         self.started = True
@@ -341,3 +358,15 @@ async def test_a_run_whose_paths_left_the_roots_fails_at_restart(tmp_path: Path)
             assert "cannot resume" in record.error and "student.model: /models/student is outside" in record.error
     finally:
         await svc.stop(0)
+
+
+async def test_a_restarted_group_announces_a_checkpoint_the_record_missed_once(service: Client) -> None:
+    """Ray Train commits a checkpoint before rank 0 announces it: a group killed in between must not
+    leave the record without the checkpoint the next group resumes from (nor list one twice)."""
+    _, stub = service
+    started = (await stub.StartRun(trainer_pb2.StartRunRequest(spec=_spec("restart")))).run
+    events = await _watch(stub, started.run_id)
+    assert [e.checkpoint.step for e in events if e.HasField("checkpoint")] == [2, 4]
+    run = (await stub.GetRun(trainer_pb2.GetRunRequest(run_id=started.run_id))).run
+    assert run.state == trainer_pb2.RUN_STATE_SUCCEEDED
+    assert [c.step for c in run.checkpoints] == [2, 4]

@@ -30,7 +30,9 @@ class WorkerEvent(TypedDict):
 
     * step: step, total_steps, loss, loss_parts, learning_rate, tokens_per_second, grad_norm, tokens,
       metrics (figures that are not loss parts)
-    * checkpoint: step, path, validation_loss (may be absent), is_best, duration_s
+    * checkpoint: step, path, validation_loss (may be absent), is_best, duration_s, recovered (True:
+      re-announced by a restarted worker group resuming from it, in case the first announcement
+      died with the old group)
     * evaluation: step, metrics
     * message: text
     * phase: phase (starting_workers, loading_model, loading_data, first_step), text (detail)
@@ -50,6 +52,7 @@ class WorkerEvent(TypedDict):
     validation_loss: NotRequired[float | None]
     is_best: NotRequired[bool]
     duration_s: NotRequired[float]
+    recovered: NotRequired[bool]
     metrics: NotRequired[dict[str, float]]
     text: NotRequired[str]
     phase: NotRequired[str]

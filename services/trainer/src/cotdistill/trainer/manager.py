@@ -451,6 +451,8 @@ class RunManager:
             self.metrics.record_step_figures(run_id, event.get("metrics", {}))
         elif kind == "checkpoint":
             info = checkpoint_info(event)
+            if event.get("recovered") and any(c.step == info.step for c in self.store.get(run_id).checkpoints):
+                return  # a restarted group re-announcing a checkpoint the record already has
             self.store.update(run_id, lambda r: _add_checkpoint(r, info))
             if "duration_s" in event:
                 self.metrics.checkpoint_duration.observe(float(event["duration_s"]))

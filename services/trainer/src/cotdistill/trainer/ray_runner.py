@@ -282,7 +282,12 @@ def _train_worker(config: dict[str, Any]) -> None:
     )
     # Validated at StartRun, and again by the recipe's setup (files may have gone since).
     recipe_config = RecipeConfig.from_proto(spec, config["output_dir"])
-    resume_from = resolve_pointer(ray.train.get_checkpoint())
+    pointer = read_pointer(ray.train.get_checkpoint())
+    resume_from = pointer[0] if pointer else None
+    if pointer:
+        # Ray Train commits a checkpoint before rank 0 announces it; a group killed in between
+        # resumes from a checkpoint the run's record never heard of. Announce it (again) first.
+        reporter.push(WorkerEvent(kind="checkpoint", step=pointer[1], path=pointer[0], is_best=False, recovered=True))
     start = f"resuming from {resume_from}" if resume_from else "starting from the base model"
     reporter.message(f"{WORKER_GROUP_STARTED}: {world_size} worker(s), {strategy}; {start}")
     if reporter.should_stop():
@@ -325,8 +330,8 @@ def _wrap_saves(recipe: Any, reporter: RayReporter) -> None:
     recipe.save_checkpoint = save_and_report
 
 
-def resolve_pointer(checkpoint: Any) -> str | None:
-    """The recipe checkpoint directory a Ray Train pointer checkpoint names (None: no checkpoint).
+def read_pointer(checkpoint: Any) -> tuple[str, int] | None:
+    """(directory, step) of the recipe checkpoint a Ray Train pointer checkpoint names.
 
     Raises:
         FileNotFoundError: the pointer names a directory that no longer exists.
@@ -338,7 +343,7 @@ def resolve_pointer(checkpoint: Any) -> str | None:
     target = str(pointer["path"])
     if not Path(target).is_dir():
         raise FileNotFoundError(f"the latest checkpoint {target} (step {pointer.get('step')}) is gone")
-    return target
+    return target, int(pointer.get("step", 0))
 
 
 # --------------------------------------------------------------------------------------------
