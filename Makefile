@@ -146,6 +146,11 @@ teacher-scoring: setup ## Real models: SFT on teacher samples vs KD on gold rati
 	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
 	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.demo.teacher_scoring $(DEMO_ARGS)'
 
+.PHONY: repro-real
+repro-real: setup ## The papers' findings on real models -> docs/repro-real/cpu/ (<= 2.5 h on 2 cores; REPRO_REAL_ARGS=--resume)
+	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray
+	$(TEST_ENV) $(NETNS) bash -c 'ip link set lo up 2>/dev/null || true; exec $(PY) -m cotdistill.pipeline.repro_real $(REPRO_REAL_ARGS)'
+
 .PHONY: repro
 repro: setup ## The papers' findings in miniature -> docs/repro/report.md (<= 45 min on 2 cores)
 	@mkdir -p $(SCRATCH)/tmp $(SCRATCH)/ray

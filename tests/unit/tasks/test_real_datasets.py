@@ -19,7 +19,15 @@ from cotdistill.common.tasks.real_datasets import REAL_DATASETS
 COUNTS: dict[str, dict[str, int]] = {
     "gsm8k": {"train": 7473, "test": 1319, "dev": 200, "train_nodev": 7273},
     "svamp": {"train": 700, "test": 300, "all": 1000},
-    "multiarith": {"train": 420, "test": 180, "all": 600, "train_template": 413, "test_template": 187},
+    "multiarith": {
+        "train": 420,
+        "test": 180,
+        "all": 600,
+        "train_template": 413,
+        "test_template": 187,
+        "dev": 60,
+        "train_nodev": 360,
+    },
     "addsub": {"train": 276, "test": 119, "all": 395},
     "singleeq": {"train": 356, "test": 152, "all": 508},
     "aqua": {"train": 2728, "test": 254},

@@ -9,6 +9,8 @@ Splits (see docs/datasets.md for the counts):
 * ``all``: every record, in the order of Kojima's files (what Zero-shot-CoT evaluated).
 * ``dev`` (GSM8K): Fu et al.'s 200 ``validation_index.npy`` questions from GSM8K train;
   ``train_nodev``: GSM8K train without them.
+* ``dev`` (MultiArith): the last 60 questions of ``train`` (ours: no paper defines one; for
+  checkpoint selection that never looks at a test question); ``train_nodev``: the other 360.
 * ``flan_train`` (StrategyQA, CommonsenseQA/ECQA): Flan CoT files with human rationales.
 """
 
@@ -153,6 +155,21 @@ def _gsm8k_train_nodev(root: Path) -> list[Example]:
     return [e for e in _gsm8k_train(root) if e.id not in dev]
 
 
+MULTIARITH_DEV = 60
+
+
+def _multiarith_dev(root: Path) -> list[Example]:
+    return _ftcot(_multiarith, "multiarith/reasoning_teacher/multiarith__default.json", "train")(root)[
+        -MULTIARITH_DEV:
+    ]
+
+
+def _multiarith_train_nodev(root: Path) -> list[Example]:
+    return _ftcot(_multiarith, "multiarith/reasoning_teacher/multiarith__default.json", "train")(root)[
+        :-MULTIARITH_DEV
+    ]
+
+
 def _gsm8k_split(split: str) -> Builder:
     # Fine-tune-CoT's gsm8k.json is train (7473) followed by test (1319); its split file indexes it.
     def build(root: Path) -> list[Example]:
@@ -215,6 +232,7 @@ REAL_DATASETS: dict[str, RealDataset] = {
             ("multiarith/kojima/MultiArith.json",),
             "multiarith/reasoning_teacher/multiarith",
             template=True,
+            extra={"dev": _multiarith_dev, "train_nodev": _multiarith_train_nodev},
         ),
         _ftcot_dataset(
             "addsub",

@@ -1,0 +1,3 @@
+from cotdistill.pipeline.repro_real.runner import main
+
+main()
