@@ -139,3 +139,28 @@ def test_evaluation_section_keeps_old_recipes_valid() -> None:
     assert config.evaluation.temperature == 0.0 and config.evaluation.num_samples == 1
     with pytest.raises(ValueError, match="id_weight"):
         RunConfig.model_validate({"name": "x", "evaluation": {"id_weight": 2}})
+
+
+def test_accuracy_rows_carry_question_counts_and_the_evaluators_intervals(tmp_path: Path) -> None:
+    """The demos' tables read every result through one reader: n and the 95% interval come from the
+    file (a reader that looked for another key once reported n = 0 and 0-100% intervals)."""
+    from cotdistill.evaluator.stats import wilson_interval
+    from cotdistill.pipeline.reports import accuracy_rows, wilson
+
+    later = result("student step-000020", 20, 30, 10)
+    teacher = result("teacher", 0, 40, 35, backend="teacher", tags={"role": "teacher"})
+    old = result("student step-000010", 10, 20, 5)
+    for e in old["results"]:  # a file from before the evaluator wrote intervals
+        del e["ci_low"], e["ci_high"]
+    write_run(tmp_path, [later, teacher, old])
+    rows = accuracy_rows(tmp_path)
+    assert [(r["label"], r["role"], r["step"]) for r in rows] == [
+        ("teacher", "teacher", 0),
+        ("student step-000010", "student", 10),
+        ("student step-000020", "student", 20),
+    ]
+    cell = rows[2]["acc"]["arith"]
+    assert (cell["accuracy"], cell["n"]) == (0.6, 50)
+    assert cell["ci95"] == pytest.approx(wilson_interval(30, 50))
+    assert rows[1]["acc"]["arith4"]["ci95"] == pytest.approx(wilson(0.1, 50))
+    assert rows[1]["acc"]["arith4"]["ci95"] == pytest.approx(wilson_interval(5, 50), abs=1e-4)  # z 1.96 vs 1.95996

@@ -63,6 +63,44 @@ def load_results(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
     return results, selection
 
 
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of an accuracy ``p`` measured on ``n`` questions."""
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def accuracy_rows(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per evaluated model and format under ``RUN/eval``, sorted by step then label:
+    ``label``, ``role``, ``step``, ``format`` and ``acc``: per dataset ``accuracy``, ``n`` (questions)
+    and ``ci95`` (the evaluator's Wilson interval; recomputed where an old file lacks it)."""
+    results, _ = load_results(run_dir)
+    rows: list[dict[str, Any]] = []
+    for data in results:
+        by_format: dict[str, dict[str, Any]] = {}
+        for entry in data.get("results", []):
+            row = by_format.setdefault(
+                entry["format"],
+                {
+                    "label": str(data.get("label", Path(str(data.get("result_path", ""))).stem)),
+                    "role": role_of(data),
+                    "step": int(data.get("step", 0)),
+                    "format": entry["format"],
+                    "acc": {},
+                },
+            )
+            accuracy, n = float(entry["accuracy"]), int(entry.get("total") or 0)
+            if "ci_low" in entry and "ci_high" in entry:
+                ci = (float(entry["ci_low"]), float(entry["ci_high"]))
+            else:
+                ci = wilson(accuracy, n)
+            row["acc"][entry["dataset"]] = {"accuracy": accuracy, "n": n, "ci95": ci}
+        rows.extend(by_format.values())
+    return rows
+
+
 def role_of(result: dict[str, Any]) -> str:
     """``teacher`` or ``student`` (the default)."""
     role = str(result.get("tags", {}).get("role", "")).lower()

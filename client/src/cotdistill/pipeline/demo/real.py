@@ -31,6 +31,7 @@ from cotdistill.common.config import load_config
 from cotdistill.common.models import pull_model
 from cotdistill.pipeline import local_services
 from cotdistill.pipeline.demo.runner import DemoFailed, cli, console, flow, launch, run_checkpoints, step, stop_services
+from cotdistill.pipeline.reports import accuracy_rows
 from cotdistill.pipeline.run_config import RunConfig
 
 DEFAULT_RECIPE = Path("configs/demo-real.yaml")
@@ -262,22 +263,18 @@ def _serve_and_ask(server_url: str, chosen: Path, config: RunConfig) -> dict[str
 
 
 def summarize(run_dir: Path) -> list[dict[str, Any]]:
-    """One row per (model, format): role, step, accuracy per dataset and per group."""
-    rows: list[dict[str, Any]] = []
-    for path in sorted((run_dir / "eval").glob("*.json")):
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or "results" not in data:
-            continue
-        role = str(data.get("tags", {}).get("role", "student"))
-        label = str(data.get("label", path.stem))
-        by_format: dict[str, dict[str, Any]] = {}
-        for e in data["results"]:
-            row = by_format.setdefault(
-                e["format"], {"label": label, "role": role, "step": int(data.get("step", 0)), "format": e["format"]}
-            )
-            row.setdefault("accuracy", {})[e["dataset"]] = float(e["accuracy"])
-            row.setdefault("n", {})[e["dataset"]] = int(e.get("total") or 0)
-        rows.extend(by_format.values())
+    """One row per (model, format): role, step, accuracy and question count per dataset."""
+    rows = [
+        {
+            "label": r["label"],
+            "role": r["role"],
+            "step": r["step"],
+            "format": r["format"],
+            "accuracy": {d: cell["accuracy"] for d, cell in r["acc"].items()},
+            "n": {d: cell["n"] for d, cell in r["acc"].items()},
+        }
+        for r in accuracy_rows(run_dir)
+    ]
     untrained = [r for r in rows if r["role"] != "teacher" and STUDENT in r["label"]]
     for r in untrained:
         r["role"] = "untrained student"

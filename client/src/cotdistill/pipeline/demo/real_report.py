@@ -7,28 +7,19 @@ into the report directory (``docs/demo-real/`` by default, committed as the meas
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
 from cotdistill.pipeline.demo.real import STUDENT, TEACHER, Phase
+from cotdistill.pipeline.reports import wilson
 from cotdistill.pipeline.run_config import RunConfig
 
 
 def _objective_name(sft_weight: float, kd_weight: float) -> str:
     """``sft``, ``kd`` or ``sft+kd``: which terms the objective's weights switch on."""
     return "+".join(name for name, weight in (("sft", sft_weight), ("kd", kd_weight)) if weight) or "none"
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of an accuracy ``p`` measured on ``n`` questions."""
-    if n <= 0:
-        return (0.0, 1.0)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def write_report(

@@ -37,8 +37,8 @@ from cotdistill.common.config import load_config
 from cotdistill.common.models import pull_model
 from cotdistill.pipeline import local_services
 from cotdistill.pipeline.demo.real import STUDENT, TEACHER
-from cotdistill.pipeline.demo.real_report import wilson
 from cotdistill.pipeline.demo.runner import cli, console, flow, launch, run_checkpoints, step, stop_services
+from cotdistill.pipeline.reports import accuracy_rows
 from cotdistill.pipeline.run_config import RunConfig
 
 DEFAULT_RECIPE = Path("configs/teacher-scoring.yaml")
@@ -92,6 +92,7 @@ class Options:
     report_dir: Path | None = Path("docs/teacher-scoring")
     eval_limit: int | None = None
     only: list[str] = field(default_factory=list)
+    report_only: bool = False
 
 
 def _services(work: Path, runs: Path) -> list[local_services.LocalService]:
@@ -202,25 +203,24 @@ def run(options: Options) -> dict[str, Any]:
 
 
 def _accuracies(run_dir: Path) -> list[dict[str, Any]]:
-    """(step, format, {dataset: (accuracy, n)}) of every evaluation result in ``run_dir/eval``."""
-    rows: list[dict[str, Any]] = []
-    for path in sorted((run_dir / "eval").glob("*.json")):
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or "results" not in data:
-            continue
-        by_format: dict[str, dict[str, Any]] = {}
-        for e in data["results"]:
-            row = by_format.setdefault(
-                e["format"], {"step": int(data.get("step", 0)), "format": e["format"], "acc": {}}
-            )
-            n = int(e.get("num_examples", e.get("n", 0)) or 0)
-            row["acc"][e["dataset"]] = {
-                "accuracy": float(e["accuracy"]),
-                "n": n,
-                "ci95": wilson(float(e["accuracy"]), n),
-            }
-        rows.extend(by_format.values())
-    return sorted(rows, key=lambda r: (r["step"], r["format"]))
+    """(step, format, {dataset: accuracy, n, ci95}) of every evaluation result in ``run_dir/eval``."""
+    return sorted(accuracy_rows(run_dir), key=lambda r: (r["step"], r["format"]))
+
+
+def rerender(options: Options) -> Path:
+    """The report again from the runs' result files and the last run's ``results.json`` (phases,
+    training figures): for a changed report, without training anything."""
+    from cotdistill.pipeline.demo.teacher_scoring_report import write_report
+
+    if options.report_dir is None:
+        raise SystemExit("--report-only needs a --report-dir")
+    config = load_config(RunConfig, options.recipe, options.overrides)
+    runs = Path(config.output_dir).resolve()
+    results = json.loads((options.report_dir / "results.json").read_text())
+    results["untrained"] = _accuracies(runs / "ts-untrained")
+    for key, arm in results["arms"].items():
+        arm["accuracy"] = _accuracies(runs / f"ts-{key}")
+    return write_report(options.report_dir, results, config)
 
 
 def _arm_results(arm: Arm, run_dir: Path, trainer_address: str) -> dict[str, Any]:
@@ -266,6 +266,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--report-dir", type=Path, default=Path("docs/teacher-scoring"), help="'' for no report")
     parser.add_argument("--smoke", action="store_true", help="a handful of questions and steps")
     parser.add_argument("--only", nargs="*", default=[], help="arms to run (default: all)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-render the report from the runs and its results.json"
+    )
     args = parser.parse_args(argv)
     smoke = [f"{k}={v}" for k, v in SMOKE.items()] if args.smoke else []
     return Options(
@@ -275,11 +278,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         report_dir=args.report_dir if str(args.report_dir) else None,
         eval_limit=SMOKE_EVAL_LIMIT if args.smoke else None,
         only=list(args.only),
+        report_only=bool(args.report_only),
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    run(parse_args(argv))
+    options = parse_args(argv)
+    if options.report_only:
+        console.print(f"report: [bold]{rerender(options)}[/]")
+        return
+    run(options)
 
 
 if __name__ == "__main__":
