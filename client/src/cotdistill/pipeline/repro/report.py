@@ -27,6 +27,7 @@ from cotdistill.pipeline.repro.findings import (
     steps_verdict,
     tied_count,
 )
+from cotdistill.pipeline.repro.plots import bar, curves
 
 
 def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: bool, resumed: bool = False) -> Path:
@@ -114,7 +115,7 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
         ),
         "",
     ]
-    _bar(
+    bar(
         plt,
         out / "b_diverse_reasoning.png",
         [f"D={d}" for d in d_stats],
@@ -177,7 +178,7 @@ def write_report(runs: Path, out: Path, scale: Scale, seconds: float, smoke: boo
         "estimate finer than the grid).",
         "",
     ]
-    _curves(plt, out / "d_steps_to_target.png", {"SFT + KD": kd_runs, "SFT": sft_runs}, cot, target)
+    curves(plt, out / "d_steps_to_target.png", {"SFT + KD": kd_runs, "SFT": sft_runs}, cot, target)
     lines += ["![accuracy vs step](d_steps_to_target.png)", ""]
     # (e)
     lines += [
@@ -322,36 +323,3 @@ def _command_args() -> str:
         out.append(args[i])
         i += 1
     return "".join(f" {a}" for a in out)
-
-
-def _bar(plt: Any, path: Path, labels: list[str], stats: list[tuple[float, float, int]], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.bar(labels, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats], capsize=4, color="#4c72b0")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _curves(plt: Any, path: Path, groups: dict[str, list[dict[str, Any]]], key: str, target: float) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 3.3))
-    for (name, runs), color in zip(groups.items(), ("#c44e52", "#4c72b0"), strict=False):
-        for i, run in enumerate(runs):
-            xs = [s for s in run["steps"] if s > 0]
-            ax.plot(
-                xs,
-                [100 * run["steps"][s].get(key, 0.0) for s in xs],
-                color=color,
-                alpha=0.8,
-                label=name if i == 0 else None,
-            )
-    ax.axhline(100 * target, color="grey", linestyle=":", label="target")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("ID accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -8,7 +8,6 @@ a difference counts only beyond the larger of the seed spread and the test-set n
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from cotdistill.pipeline.repro.findings import (
     steps_to,
     steps_verdict,
 )
+from cotdistill.pipeline.repro.plots import bar, curves
 from cotdistill.pipeline.repro_real.plan import (
     BASELINE_FORMAT,
     GENERIC,
@@ -162,7 +162,7 @@ def write_report(
             f"| {d} | {pct(st)} | {pct(r.stat(student, MAIN_TASK, f'cot_d{d}', cot_ood))} | {r.kept(MAIN_TASK, d)} |"
         )
     summary["b"] = " ".join(compare(d_stats[d], d_stats[1], f"D = {d}", "D = 1", n=n) for d in scale.diverse if d != 1)
-    _bar(plt, out / "b_diverse_reasoning.png", [f"D={d}" for d in d_stats], list(d_stats.values()), "(b) ID vs D")
+    bar(plt, out / "b_diverse_reasoning.png", [f"D={d}" for d in d_stats], list(d_stats.values()), "(b) ID vs D")
     lines += ["", summary["b"], "", "![accuracy vs D](b_diverse_reasoning.png)", ""]
 
     # (c) ------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def write_report(
         f"| student | objective | first checkpoint at the target (every {every} steps) | interpolated | final ID |",
         "|---|---|---|---|---|",
     ]
-    curves: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     parts_d = []
     for s in scale.students:
         kd, sft = r.seeds(s, MAIN_TASK, "kd_d4"), r.seeds(s, MAIN_TASK, "cot_d4")
@@ -226,9 +226,9 @@ def write_report(
                     n=n,
                 )
             )
-        curves[f"{s} SFT + KD"], curves[f"{s} SFT"] = kd, sft
+        groups[f"{s} SFT + KD"], groups[f"{s} SFT"] = kd, sft
     summary["d"] = " ".join(parts_d) or "Not measured: the (d) arms are missing."
-    _curves(plt, out / "d_steps_to_target.png", curves, cot, target)
+    curves(plt, out / "d_steps_to_target.png", groups, cot, target, ylabel="MultiArith test accuracy (%)")
     lines += ["", summary["d"], "", "![ID accuracy vs step](d_steps_to_target.png)", ""]
 
     # (e) ------------------------------------------------------------------------------------
@@ -352,34 +352,3 @@ def _timings_table(timings: dict[str, float]) -> list[str]:
         return []
     rows = [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
     return ["## Wall time per step", "", "| step | minutes |", "|---|---|", *rows, ""]
-
-
-def _bar(plt: Any, path: Path, labels: list[str], stats: list[Stat], title: str) -> None:
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    heights = [0.0 if math.isnan(s[0]) else 100 * s[0] for s in stats]
-    errors = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
-    ax.bar(labels, heights, yerr=errors, capsize=4, color="#4c72b0")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _curves(plt: Any, path: Path, groups: dict[str, list[dict[str, Any]]], key: str, target: float) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 3.3))
-    colors = ("#c44e52", "#4c72b0", "#dd8452", "#55a868")
-    for (name, runs), color in zip(groups.items(), colors, strict=False):
-        for i, run in enumerate(runs):
-            xs = [s for s in run["steps"] if s > 0]
-            ys = [100 * run["steps"][s].get(key, 0.0) for s in xs]
-            ax.plot(xs, ys, color=color, marker="o", alpha=0.8, label=name if i == 0 else None)
-    ax.axhline(100 * target, color="grey", linestyle=":", label="target")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("MultiArith test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,0 +1,49 @@
+"""The plots both repro reports draw (``make repro`` and ``make repro-real``): matplotlib, Agg."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+COLORS = ("#c44e52", "#4c72b0", "#dd8452", "#55a868")
+
+
+def bar(plt: Any, path: Path, labels: list[str], stats: list[tuple[float, float, int]], title: str) -> None:
+    """Mean accuracy per label (%, seed standard deviation as error bars; unmeasured bars at 0)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    heights = [0.0 if math.isnan(s[0]) else 100 * s[0] for s in stats]
+    errors = [0.0 if math.isnan(s[1]) else 100 * s[1] for s in stats]
+    ax.bar(labels, heights, yerr=errors, capsize=4, color="#4c72b0")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curves(
+    plt: Any,
+    path: Path,
+    groups: dict[str, list[dict[str, Any]]],
+    key: str,
+    target: float,
+    ylabel: str = "ID accuracy (%)",
+) -> None:
+    """Accuracy (``key``) against step for every run of every group, one colour per group, with
+    the target as a dotted line."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.3))
+    for (name, runs), color in zip(groups.items(), COLORS, strict=False):
+        for i, run in enumerate(runs):
+            xs = [s for s in run["steps"] if s > 0]
+            ys = [100 * run["steps"][s].get(key, 0.0) for s in xs]
+            ax.plot(xs, ys, color=color, marker="o", markersize=3, alpha=0.8, label=name if i == 0 else None)
+    ax.axhline(100 * target, color="grey", linestyle=":", label="target")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
