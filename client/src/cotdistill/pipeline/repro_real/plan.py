@@ -235,7 +235,7 @@ class Costs:
     teacher_eval_s_per_question: float = 2.0  # its evaluation (chat CoT, greedy): 120 questions in 247 s
     train_s_per_step_at_8: float = 4.0  # SmolLM2-135M, batch 8, bf16, one worker
     eval_s_per_question: float = 1.8  # a trained student's CoT, greedy, batched 30 (docs/demo-real: 1.4-1.9)
-    eval_s_per_question_untrained: float = 1.2  # the untrained student (240 questions in 286 s)
+    eval_s_per_question_untrained: float = 2.2  # the untrained student rambles to max_tokens (4.3 s on 1 thread)
     eval_s_per_question_short: float = 0.3  # answer-only prompts
     per_call_s: float = 20.0  # a `cotdistill run` call: start-up, connection, writing results
     per_training_s: float = 30.0  # a trainer run: worker start, model load
