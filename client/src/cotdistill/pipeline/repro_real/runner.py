@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
+from rich.table import Table
 
 from cotdistill.pipeline.local_services import LocalService
 from cotdistill.pipeline.repro_real.plan import COSTS, SCALES, STUDENTS, TEACHER, Costs, Scale
@@ -51,8 +52,6 @@ def _minutes(seconds: float) -> str:
 
 
 def print_plan(steps: Sequence[Step], scale: Scale) -> None:
-    from rich.table import Table
-
     table = Table("#", "step", "estimate", title=f"repro-real, scale {scale.name}")
     for i, s in enumerate(steps, 1):
         table.add_row(str(i), s.title, _minutes(s.estimate_s))
@@ -60,37 +59,48 @@ def print_plan(steps: Sequence[Step], scale: Scale) -> None:
     console.print(table)
 
 
+def progress_line(done: int, total: int, elapsed_s: float, eta: Eta) -> Table:
+    """One printed line: a bar of steps done, the time spent and the ETA. Printed at each step
+    boundary rather than kept live: the steps' own `cotdistill` progress bars share the terminal."""
+    line = Table.grid(padding=(0, 1))
+    line.add_row(
+        "[bold]repro-real",
+        ProgressBar(total=max(total, 1), completed=done, width=30),
+        f"{done}/{total} steps",
+        f"{_minutes(elapsed_s)} this session",
+        f"ETA {_minutes(eta.seconds_left())}",
+    )
+    return line
+
+
 def run_steps(ctx: Context, steps: Sequence[Step]) -> dict[str, float]:
-    """Run the steps in order (skipping finished ones with ``--resume``) under a progress bar of
-    steps with an ETA; returns the seconds each step took, also kept in ``runs/timings.json`` as
-    each step ends (the report's wall time adds up every session's)."""
+    """Run the steps in order (skipping finished ones with ``--resume``), printing the steps done
+    and an ETA between them; returns the seconds each step took, also kept in
+    ``runs/timings.json`` as each step ends (the report's wall time adds up every session's)."""
     timings = ctx.runs / TIMINGS
     recorded: dict[str, float] = json.loads(timings.read_text()) if timings.is_file() else {}
     eta = Eta(steps)
     took: dict[str, float] = {}
-    columns = (
-        TextColumn("[bold]repro-real"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[eta]}"),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("steps", total=len(steps), eta="")
-        for i, step in enumerate(steps, 1):
-            if ctx.resume and step.done(ctx):
-                eta.skipped(step)
-                console.print(f"resume: {step.title} already done")
-                progress.update(bar, advance=1, eta=f"ETA {_minutes(eta.seconds_left())}")
-                continue
-            console.rule(f"[bold cyan]{i}/{len(steps)} {step.title} (about {_minutes(step.estimate_s * eta.factor)})")
-            started = time.monotonic()
-            step.run(ctx)
-            took[step.key] = time.monotonic() - started
-            recorded[step.key] = took[step.key]
-            timings.write_text(json.dumps(recorded, indent=2))
-            eta.finished(step, took[step.key])
-            progress.update(bar, advance=1, eta=f"ETA {_minutes(eta.seconds_left())}")
+    session_start = time.monotonic()
+    for step in steps:
+        if ctx.resume and step.done(ctx):
+            eta.skipped(step)
+            console.print(f"resume: {step.title} already done")
+    todo = [s for s in steps if not (ctx.resume and s.done(ctx))]
+    done = len(steps) - len(todo)
+    for step in todo:
+        console.print(progress_line(done, len(steps), time.monotonic() - session_start, eta))
+        console.rule(
+            f"[bold cyan]{done + 1}/{len(steps)} {step.title} (about {_minutes(step.estimate_s * eta.factor)})"
+        )
+        started = time.monotonic()
+        step.run(ctx)
+        took[step.key] = time.monotonic() - started
+        recorded[step.key] = took[step.key]
+        timings.write_text(json.dumps(recorded, indent=2))
+        eta.finished(step, took[step.key])
+        done += 1
+    console.print(progress_line(done, len(steps), time.monotonic() - session_start, eta))
     return took
 
 
