@@ -61,7 +61,8 @@ class RecordingCli:
         stages = json.loads(_value(args, "stages").replace("[", '["').replace("]", '"]').replace(",", '","'))
         if "filter" in stages:
             (run / "train").mkdir(parents=True, exist_ok=True)
-            (run / "train" / "filter_stats.json").write_text(json.dumps({"kept": 7, "total": 10}))
+            stats = {"kept": 7, "total": 10, "examples_kept": 7, "examples_total": 10}
+            (run / "train" / "filter_stats.json").write_text(json.dumps(stats))
         if "train" in stages:
             steps = int(_value(args, "training.hyperparameters.max_steps"))
             every = int(_value(args, "training.checkpoints.interval_steps"))
@@ -172,8 +173,9 @@ def test_steps_call_the_recipe_with_each_arms_keys(tmp_path: Path) -> None:
     kd_calls = [_value(c, "stages") for c in by_name["smollm2-multiarith-kd_d4-s0"]]
     assert kd_calls == ["[train]", "[evaluate,select]", "[select]"]
     assert [_value(c, "stages") for c in by_name["smollm2-gsm8k-answer_d1-s0"]] == ["[train]", "[evaluate]"]
-    teacher = by_name["teacher-coin_flip"][0]
-    assert _value(teacher, "evaluation.evaluate_checkpoints") == "false"
+    teacher = by_name["teacher-coin_flip"][0]  # greedy two-stage Zero-shot-CoT on the test questions
+    assert _value(teacher, "stages") == "[sample,filter]" and _value(teacher, "sampling.split") == "test"
+    assert _value(teacher, "sampling.temperature") == "0"
     assert "smollm2-multiarith-cot_d4-s0-generic" in by_name and "untrained-smollm2-generic" in by_name
 
 

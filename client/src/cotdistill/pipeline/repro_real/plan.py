@@ -60,7 +60,6 @@ students get the same text; answers are one letter, so it is cheap on CPU; chanc
 GENERIC_FORMAT = "kojima_answer_only"
 BASELINE_FORMAT = "chat_zero_shot_cot"
 """The untrained instruct student asked fairly: the teacher's Zero-shot-CoT through its own chat template."""
-TEACHER_FORMAT = "chat_zero_shot_cot"
 TEACHER = "qwen2.5-coder-0.5b-instruct"
 STUDENTS = {"smollm2": "smollm2-135m-instruct", "gemma3": "gemma-3-270m"}
 

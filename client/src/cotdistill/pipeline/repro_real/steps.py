@@ -22,7 +22,6 @@ from cotdistill.pipeline.repro_real.plan import (
     MAIN_TASK,
     STUDENTS,
     TASKS,
-    TEACHER_FORMAT,
     Arm,
     Costs,
     Scale,
@@ -109,23 +108,26 @@ def _selection_sets(scale: Scale, task: str) -> list[dict[str, Any]]:
 
 
 def teacher_step(scale: Scale, costs: Costs, task: str) -> Step:
-    """(c): the teacher on the task's test sets, through its chat template."""
+    """(c): the teacher's greedy Zero-shot-CoT on the task's test questions, two-stage as Kojima et
+    al. evaluated it (rationale, then "Therefore, the answer ... is"), through its chat template:
+    the sampling job at temperature 0, scored by the filter. (The evaluator's one-stage reading
+    finds no answer in "the coin is still heads up".)"""
     name = f"teacher-{task}"
-    sets = _test_sets(scale, task)
-    estimate = costs.per_call_s + sum(s["limit"] for s in sets) * costs.teacher_eval_s_per_question
+    t = TASKS[task]
+    estimate = costs.per_call_s + scale.eval_limit * t.rationale_tokens / costs.teacher_tokens_per_s
 
     def run(ctx: Context) -> None:
-        shutil.rmtree(ctx.runs / name, ignore_errors=True)
         ctx.call(
             name,
             [
-                "stages=[evaluate]",
-                "evaluation.evaluate_teacher=true",
-                "evaluation.evaluate_checkpoints=false",
-                f"evaluation.checkpoints={flow([])}",
-                f"evaluation.formats={flow([TEACHER_FORMAT])}",
-                f"evaluation.datasets={flow(sets)}",
-                f"evaluation.max_tokens={max(scale.eval_max_tokens, TASKS[task].max_tokens)}",
+                "stages=[sample,filter]",
+                f"sampling.dataset={t.test[0]}",
+                f"sampling.split={t.test[1]}",
+                f"sampling.limit={scale.eval_limit}",
+                "sampling.num_samples=1",
+                "sampling.temperature=0",
+                f"sampling.max_tokens={t.max_tokens}",
+                f"sampling.unit_size={max(1, min(50, scale.eval_limit))}",
             ],
             f"teacher on {task}",
         )
