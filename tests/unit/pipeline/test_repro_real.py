@@ -230,3 +230,20 @@ def test_report_of_an_empty_run_says_not_measured(tmp_path: Path) -> None:
     (tmp_path / "runs").mkdir()
     text = report_module.write_report(tmp_path / "runs", tmp_path / "out", CPU).read_text()
     assert "Not measured" in text and "| multiarith (ID) | - |" in text
+
+
+def test_an_arm_without_kept_samples_is_skipped_and_reported(tmp_path: Path) -> None:
+    """A teacher that solves none of a task leaves nothing to train on: the arm is marked done and
+    skipped (the repro goes on), and the report names it."""
+    cli = RecordingCli(tmp_path, _accuracy)
+    steps = plan_steps(SMOKE, COSTS["smoke"])
+    ctx = _context(tmp_path, cli)
+    before_arms = [s for s in steps if not s.key.startswith(("smollm2-", "gemma3-"))]
+    run_steps(ctx, before_arms)
+    stats = tmp_path / "sample-last_letters-d4" / "train" / "filter_stats.json"
+    stats.write_text(json.dumps({"kept": 0, "total": 16, "examples_kept": 0, "examples_total": 4}))
+    run_steps(ctx, [s for s in steps if s not in before_arms])
+    assert not any(_value(c, "name") == "smollm2-last_letters-cot_d4-s0" for c in cli.calls)
+    text = report_module.write_report(tmp_path, tmp_path / "out", SMOKE).read_text()
+    assert "smollm2-last_letters-cot_d4-s0: the filter kept none of the teacher's samples" in text
+    assert "| last_letters | 70.0 | 2.0 | - |" in text

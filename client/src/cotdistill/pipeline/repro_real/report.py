@@ -83,6 +83,15 @@ class Results:
         value = final(self.run(f"{name}-generic"), f"{GENERIC[0]}|{GENERIC_FORMAT}")
         return (value, 0.0, 1) if value is not None else MISSING
 
+    def skipped(self) -> list[str]:
+        """Runs whose step ended without training (why, from their done.json)."""
+        out = []
+        for marker in sorted(self.runs.glob("*/done.json")):
+            reason = json.loads(marker.read_text()).get("skipped")
+            if reason:
+                out.append(f"{marker.parent.name}: {reason}")
+        return out
+
     def kept(self, task: str, d: int) -> str:
         stats = self.runs / f"sample-{task}-d{d}" / "train" / "filter_stats.json"
         if not stats.is_file():
@@ -349,6 +358,9 @@ def write_report(
         "f": "CoT + answer-only mixture",
     }
     head = ["## Summary", ""] + [f"- ({k}) {titles[k]}: {summary[k]}" for k in sorted(summary)] + [""]
+    skipped = r.skipped()
+    if skipped:
+        head += ["Arms not trained (shown as -): " + "; ".join(skipped) + ".", ""]
     lines[intro_end:intro_end] = head
     lines += _timings_table(timings)
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -250,6 +250,11 @@ def arm_step(scale: Scale, costs: Costs, arm: Arm, seed: int, student: str) -> S
 
         shutil.rmtree(ctx.runs / name, ignore_errors=True)  # a half-finished arm starts over
         samples = ctx.runs / f"sample-{arm.task}-d{arm.samples}" / "train"
+        kept = kept_samples(samples)
+        if kept == 0:  # e.g. a teacher that solves none of a task: a finding, not a crash
+            ctx.log(f"{name}: the filter kept no teacher sample to train on; the arm is skipped")
+            _mark(ctx.runs / name, skipped="the filter kept none of the teacher's samples")
+            return
         run_dir = ctx.call(
             name, ["stages=[train]", *train_overrides(scale, arm, samples, seed, student)], f"training {name}"
         )
@@ -279,6 +284,14 @@ def arm_step(scale: Scale, costs: Costs, arm: Arm, seed: int, student: str) -> S
 
     title = f"{student}: {arm.task} {arm.name} seed {seed}"
     return Step(name, title, estimate, f"{name}/{DONE}", run)
+
+
+def kept_samples(train_dir: Path) -> int | None:
+    """How many samples the filter kept in ``train_dir`` (None: no statistics there)."""
+    stats = train_dir / "filter_stats.json"
+    if not stats.is_file():
+        return None
+    return int(json.loads(stats.read_text()).get("kept") or 0)
 
 
 def plan_steps(scale: Scale, costs: Costs) -> list[Step]:
