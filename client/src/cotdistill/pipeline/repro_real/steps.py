@@ -143,35 +143,44 @@ def floor_formats(scale: Scale, student: str, task: str) -> list[str]:
     return [BASELINE_FORMAT, *sorted(trained)]
 
 
-def floor_step(scale: Scale, costs: Costs, student: str) -> Step:
-    """The untrained student on every task it is trained on, and on the generic set."""
-    name = f"untrained-{student}"
+def floor_steps(scale: Scale, costs: Costs, student: str) -> list[Step]:
+    """The untrained student on every task it is trained on (one step per task, so an interrupted
+    floor keeps the tasks done), and on the generic set."""
     tasks = sorted({a.task for a in arms(scale) if student in students_of(scale, a)})
+    out = [_floor_task(scale, costs, student, task) for task in tasks]
+    name = f"untrained-{student}-generic"
+
+    def generic(ctx: Context) -> None:
+        _generic(ctx, f"untrained-{student}", [STUDENTS[student]])
+        _mark(ctx.runs / name)
+
     estimate = costs.per_call_s + eval_cost(costs, GENERIC_FORMAT, scale.generic_limit)
-    for task in tasks:
-        n = sum(s["limit"] for s in _test_sets(scale, task))
-        estimate += costs.per_call_s + sum(
-            eval_cost(costs, f, n, untrained=True) for f in floor_formats(scale, student, task)
-        )
+    out.append(Step(name, f"untrained {student}: generic ability", estimate, f"{name}/{DONE}", generic))
+    return out
+
+
+def _floor_task(scale: Scale, costs: Costs, student: str, task: str) -> Step:
+    name = f"untrained-{student}-{task}"
+    formats = floor_formats(scale, student, task)
+    n = sum(s["limit"] for s in _test_sets(scale, task))
+    estimate = costs.per_call_s + sum(eval_cost(costs, f, n, untrained=True) for f in formats)
 
     def run(ctx: Context) -> None:
         shutil.rmtree(ctx.runs / name, ignore_errors=True)
-        for task in tasks:  # one run folder per task: a task's formats differ
-            ctx.call(
-                f"{name}-{task}",
-                [
-                    "stages=[evaluate]",
-                    f"evaluation.checkpoints={flow([STUDENTS[student]])}",
-                    f"evaluation.formats={flow(floor_formats(scale, student, task))}",
-                    f"evaluation.datasets={flow(_test_sets(scale, task))}",
-                    f"evaluation.max_tokens={scale.eval_max_tokens}",
-                ],
-                f"the untrained {student} on {task}",
-            )
-        _generic(ctx, name, [STUDENTS[student]])
+        ctx.call(
+            name,
+            [
+                "stages=[evaluate]",
+                f"evaluation.checkpoints={flow([STUDENTS[student]])}",
+                f"evaluation.formats={flow(formats)}",
+                f"evaluation.datasets={flow(_test_sets(scale, task))}",
+                f"evaluation.max_tokens={scale.eval_max_tokens}",
+            ],
+            f"the untrained {student} on {task}",
+        )
         _mark(ctx.runs / name)
 
-    return Step(name, f"untrained {student} (floor)", estimate, f"{name}/{DONE}", run)
+    return Step(name, f"untrained {student} on {task} (floor)", estimate, f"{name}/{DONE}", run)
 
 
 def _generic(ctx: Context, name: str, checkpoints: list[str]) -> None:
@@ -299,7 +308,7 @@ def plan_steps(scale: Scale, costs: Costs) -> list[Step]:
     runs (cached for every arm after), then the arms seed by seed (seed 0 of everything first, so a
     budget cut leaves every finding measured once)."""
     out = [teacher_step(scale, costs, t) for t in (MAIN_TASK, "coin_flip", "last_letters")]
-    out += [floor_step(scale, costs, s) for s in scale.students]
+    out += [step for s in scale.students for step in floor_steps(scale, costs, s)]
     out += [sample_step(scale, costs, t, d) for t, d in sampling_runs(scale)]
     for seed in range(scale.seeds):
         for arm in arms(scale):
