@@ -204,30 +204,32 @@ def test_record_ids_two_stage_and_answer_extraction(teacher: ServiceProcess) -> 
 
 
 def test_sigterm_drains_the_stream_in_flight(teacher: ServiceProcess) -> None:
-    """Runs last in this module: it stops the shared process."""
-    params = teacher_pb2.SamplingParams(n=16, temperature=1.0, max_tokens=120)
+    """Runs last in this module: it stops the shared process.
+
+    The request is the long one (32 x 500 tokens with top-20): a short one could start and end
+    between two scrapes of the in-flight gauge, and the test would wait for a stream already gone.
+    """
     results: list[teacher_pb2.SampleResponse] = []
     errors: list[BaseException] = []
 
     def consume() -> None:
         try:
-            results.extend(
-                stub(teacher.address).Sample(
-                    teacher_pb2.SampleRequest(prompts=[prompt("Tom")], params=params), timeout=60
-                )
-            )
+            results.extend(stub(teacher.address).Sample(long_request("drain"), timeout=120))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
     thread = threading.Thread(target=consume)
     thread.start()
     wait_until(
-        lambda: metric(scrape(teacher.metrics_port), "cotdistill_teacher_in_flight_requests") == 1, 30, "stream started"
+        lambda: metric(scrape(teacher.metrics_port), "cotdistill_teacher_in_flight_requests") == 1,
+        30,
+        "stream started",
+        poll_s=0.05,
     )
     teacher.proc.send_signal(signal.SIGTERM)
-    thread.join(60)
+    thread.join(120)
     assert not errors, errors
-    assert len(results) == 16
+    assert len(results) == 32
     assert teacher.proc.wait(30) == 0
     assert "draining" in teacher.log()
 
