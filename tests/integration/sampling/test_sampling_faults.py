@@ -256,20 +256,23 @@ def test_scoring_replica_killed_holding_a_unit_it_is_scored_elsewhere(
     The fault lands deterministically: the victim is frozen (SIGSTOP) once the job has started, so
     the next unit it gets hangs; the test waits until the job's last event is that unit starting
     on the victim (with concurrency 1 nothing else can move), then SIGKILLs it: the call fails
-    with UNAVAILABLE mid-unit, never before or after it. The module's second replica is the
-    survivor (the sampling test may have killed the first); the victim is started here.
+    with UNAVAILABLE mid-unit, never before or after it. Both replicas are started here: the
+    module's own may have been killed by the tests before (CI once found both gone).
     """
-    survivor = replicas[1]
     env = {**TEACHER_ENV, "COTDISTILL_TEACHER_MODEL": str(tiny_models["teacher"])}
     (tmp_path / "victim").mkdir()
+    (tmp_path / "survivor").mkdir()
     victim = start_service("teacher", tmp_path / "victim", env)
+    survivor = start_service("teacher", tmp_path / "survivor", env)
     try:
-        wait_until(lambda: grpc_serving(victim.address), 120, "victim SERVING", victim)
+        for service in (victim, survivor):
+            wait_until(lambda s=service: grpc_serving(s.address), 120, f"{service.name} SERVING", service)
         _score_and_kill(victim, survivor, tmp_path)
     finally:
         if victim.proc.poll() is None:
             victim.proc.send_signal(signal.SIGCONT)
             victim.terminate(timeout_s=10)
+        survivor.terminate(timeout_s=10)
 
 
 def _score_and_kill(victim: ServiceProcess, survivor: ServiceProcess, tmp_path: Path) -> None:
