@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cotdistill.pipeline.demo.runner import flow, run_checkpoints
 from cotdistill.pipeline.repro_real.plan import (
     BASELINE_FORMAT,
     GENERIC,
@@ -39,11 +40,6 @@ DEFAULT_RECIPE = Path("configs/repro-real.yaml")
 DONE = "done.json"
 Cli = Callable[[Sequence[str], str], None]
 """Runs ``cotdistill ARGS`` (``demo.runner.cli`` in the runner; a recorder in the unit tests)."""
-
-
-def flow(value: object) -> str:
-    """A YAML flow value for a ``key=value`` override (JSON is flow YAML)."""
-    return json.dumps(value)
 
 
 @dataclass
@@ -255,8 +251,6 @@ def arm_step(scale: Scale, costs: Costs, arm: Arm, seed: int, student: str) -> S
         estimate += eval_cost(costs, GENERIC_FORMAT, scale.generic_limit) + costs.per_call_s
 
     def run(ctx: Context) -> None:
-        from cotdistill.pipeline.demo.runner import run_checkpoints
-
         shutil.rmtree(ctx.runs / name, ignore_errors=True)  # a half-finished arm starts over
         samples = ctx.runs / f"sample-{arm.task}-d{arm.samples}" / "train"
         kept = kept_samples(samples)
