@@ -159,15 +159,11 @@ MULTIARITH_DEV = 60
 
 
 def _multiarith_dev(root: Path) -> list[Example]:
-    return _ftcot(_multiarith, "multiarith/reasoning_teacher/multiarith__default.json", "train")(root)[
-        -MULTIARITH_DEV:
-    ]
+    return _ftcot(_multiarith, "multiarith/reasoning_teacher/multiarith__default.json", "train")(root)[-MULTIARITH_DEV:]
 
 
 def _multiarith_train_nodev(root: Path) -> list[Example]:
-    return _ftcot(_multiarith, "multiarith/reasoning_teacher/multiarith__default.json", "train")(root)[
-        :-MULTIARITH_DEV
-    ]
+    return _ftcot(_multiarith, "multiarith/reasoning_teacher/multiarith__default.json", "train")(root)[:-MULTIARITH_DEV]
 
 
 def _gsm8k_split(split: str) -> Builder:
