@@ -175,7 +175,10 @@ def test_steps_call_the_recipe_with_each_arms_keys(tmp_path: Path) -> None:
     assert [_value(c, "stages") for c in by_name["smollm2-gsm8k-answer_d1-s0"]] == ["[train]", "[evaluate]"]
     teacher = by_name["teacher-coin_flip"][0]  # greedy two-stage Zero-shot-CoT on the test questions
     assert _value(teacher, "stages") == "[sample,filter]" and _value(teacher, "sampling.split") == "test"
-    assert _value(teacher, "sampling.temperature") == "0"
+    assert _value(teacher, "sampling.temperature") == "0" and _value(teacher, "sampling.two_stage") == "true"
+    # a coin-flip rationale ends "the coin is still heads up": its samples ask the answer in a second stage
+    assert _value(by_name["sample-coin_flip-d4"][0], "sampling.two_stage") == "true"
+    assert _value(sample, "sampling.two_stage") == "false"  # arithmetic rationales end in their number
     assert "smollm2-multiarith-cot_d4-s0-generic" in by_name and "untrained-smollm2-generic" in by_name
 
 

@@ -24,6 +24,11 @@ class TaskSets:
     ood_dev: Split | None = None  # out-of-distribution selection set (not one of the OOD test sets)
     rationale_tokens: int = 165  # the teacher's mean rationale length on it (sizing only)
     max_tokens: int = 320  # the teacher's sampling limit (truncated samples are dropped)
+    # Sample training rationales two-stage (rationale, then the answer trigger) as Fine-tune-CoT
+    # did: needed where a rationale ends in a conclusion that is not the answer's form ("the coin
+    # is still heads up" for a yes/no question). The arithmetic rationales end in their number,
+    # so they are sampled in one stage (cheaper; the filter reads the last number).
+    two_stage_samples: bool = False
 
 
 TASKS: dict[str, TaskSets] = {
@@ -45,9 +50,19 @@ TASKS: dict[str, TaskSets] = {
         rationale_tokens=230,
         max_tokens=400,
     ),
-    "coin_flip": TaskSets("coin_flip", train=("coin_flip", "train"), test=("coin_flip", "test"), rationale_tokens=90),
+    "coin_flip": TaskSets(
+        "coin_flip",
+        train=("coin_flip", "train"),
+        test=("coin_flip", "test"),
+        rationale_tokens=90,
+        two_stage_samples=True,
+    ),
     "last_letters": TaskSets(
-        "last_letters", train=("last_letters", "train"), test=("last_letters", "test"), rationale_tokens=110
+        "last_letters",
+        train=("last_letters", "train"),
+        test=("last_letters", "test"),
+        rationale_tokens=110,
+        two_stage_samples=True,
     ),
 }
 MAIN_TASK = "multiarith"
