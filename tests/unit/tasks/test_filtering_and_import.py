@@ -118,3 +118,12 @@ def test_truncated_samples_are_dropped_by_default() -> None:
     assert [s.example_id for s in kept] == ["a"] and stats.dropped["truncated"] == 1
     kept, stats = filter_samples(samples, drop_truncated=False)
     assert len(kept) == 2 and stats.dropped["truncated"] == 0
+
+
+def test_a_looping_teacher_shows_as_truncated_and_an_unread_answer_as_no_answer() -> None:
+    samples = [
+        _s("a", "- B\n- I\n- T\n- B\n- I", "t", finish_reason="length"),  # cut off and wrong
+        _s("b", "the coin is still heads up", None, correct=False),  # the teacher found no answer
+    ]
+    _, stats = filter_samples(samples)
+    assert stats.dropped["truncated"] == 1 and stats.dropped["no_answer"] == 1 and stats.dropped["incorrect"] == 0

@@ -1,10 +1,13 @@
 """Filtering of teacher samples before distillation, with counts of what was dropped and why.
 
 Checks run in this order, and a sample is counted under the first reason it fails:
-``empty_rationale``, ``no_answer`` (nothing extracted), ``incorrect`` (prediction != gold),
-``truncated`` (finish_reason "length", unless ``drop_truncated=False``), ``too_short``/``too_long``
+``empty_rationale``, ``truncated`` (finish_reason "length", unless ``drop_truncated=False``),
+``no_answer`` (nothing extracted), ``incorrect`` (prediction != gold), ``too_short``/``too_long``
 (rationale characters), ``duplicate`` (same example and same whitespace-normalized rationale as
-an earlier kept sample).
+an earlier kept sample). Truncation comes before correctness because a cut-off rationale is almost
+always also wrong, and a teacher that loops until max_tokens should show as truncated, not as
+merely incorrect; a sample with no extracted answer is ``no_answer`` even when the teacher marked
+it incorrect.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 from cotdistill.common.tasks.extraction import answers_match
 from cotdistill.common.tasks.specs import SPECS
 
-REASONS = ("empty_rationale", "no_answer", "incorrect", "truncated", "too_short", "too_long", "duplicate")
+REASONS = ("empty_rationale", "truncated", "no_answer", "incorrect", "too_short", "too_long", "duplicate")
 
 
 class SampleLike(Protocol):
@@ -129,12 +132,12 @@ def filter_samples(
         reason = None
         if not rationale:
             reason = "empty_rationale"
-        elif require_correct and s.prediction is None and s.correct is None:
+        elif drop_truncated and s.finish_reason == "length":
+            reason = "truncated"
+        elif require_correct and s.prediction is None and not s.correct:
             reason = "no_answer"
         elif require_correct and not _is_correct(s):
             reason = "incorrect"
-        elif drop_truncated and s.finish_reason == "length":
-            reason = "truncated"
         elif len(rationale) < min_rationale_chars:
             reason = "too_short"
         elif max_rationale_chars is not None and len(rationale) > max_rationale_chars:
