@@ -220,13 +220,27 @@ def test_report_states_each_finding_from_the_numbers(tmp_path: Path) -> None:
     assert "multiarith: Fine-tune-CoT vs answer-only (ID): +100.0 points (noise ±0.0): **reproduces**" in summary["a"]
     assert "gsm8k: Fine-tune-CoT vs answer-only (ID): +30.0 points, within noise (±51.9)" in summary["a"]
     assert "D = 4 vs D = 1 (ID): +70.0 points (noise ±51.9): **reproduces**" in summary["b"]
-    assert "coin_flip: teacher 70.0, student 100.0 (untrained 2.0)" in summary["c"]
+    assert "coin_flip: teacher 70.0, student 100.0 (untrained 2.0): student - teacher +30.0" in summary["c"]
+    # the recorder's arithmetic student passes its teacher: not Ho et al.'s pattern
+    assert "unlike the paper" in summary["c"] and "**reproduced in part**" in summary["c"]
     assert "after 1 steps vs 2: **reproduces**" in summary["d"]
     # the recorder's selections: ID takes the last checkpoint, OOD the first
     assert "step 1 instead of 2" in summary["e"] and "CommonsenseQA" in summary["e"]
     assert "**reproduces** (direct answers gained, CoT accuracy kept)" in summary["f"]
     assert "mixture vs CoT only (answer-only prompt, ID): +60.0 points" in summary["f"]
-    assert (out / "b_diverse_reasoning.png").is_file() and (out / "d_steps_to_target.png").is_file()
+    for plot in ("a_cot_vs_answer_only.png", "b_diverse_reasoning.png", "d_steps_to_target.png"):
+        assert (out / plot).is_file()
+
+
+def test_student_vs_teacher_follows_the_papers_pattern_per_task_kind() -> None:
+    gap, overall = report_module.teacher_gap, report_module.overall
+    assert gap("multiarith", 0.65, (0.125, 0.0, 1), 40)[1] is True  # far below on arithmetic
+    assert gap("multiarith", 0.65, (0.55, 0.0, 1), 40)[1] is False  # within noise of the teacher
+    assert gap("coin_flip", 0.425, (0.475, 0.0, 1), 40)[1] is True  # close to or above on symbolic
+    assert gap("coin_flip", 0.9, (0.2, 0.0, 1), 40)[1] is False
+    assert gap("last_letters", 0.0, (float("nan"), float("nan"), 0), 40)[1] is None
+    assert overall([True, True, None]).startswith("**reproduced** on every task measured (not all")
+    assert overall([True, False]) == "**reproduced in part**." and overall([None]) == "**not measured**."
 
 
 def test_report_of_an_empty_run_says_not_measured(tmp_path: Path) -> None:
