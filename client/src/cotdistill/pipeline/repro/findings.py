@@ -92,6 +92,13 @@ def pct1(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def noise_points(a: tuple[float, float, int], b: tuple[float, float, int], n: int) -> float:
+    """The noise of a difference a - b, in points: the larger of the seed spread and 1.96 x the
+    standard error of a difference of two binomial accuracies on ``n`` test questions each."""
+    binomial = 100 * 1.96 * math.sqrt((a[0] * (1 - a[0]) + b[0] * (1 - b[0])) / n)
+    return max(100 * max(a[1], b[1]), binomial)
+
+
 def compare(
     a: tuple[float, float, int],
     b: tuple[float, float, int],
@@ -109,8 +116,7 @@ def compare(
     if a[2] == 0 or b[2] == 0:
         return f"Not measured ({a_name} vs {b_name}): a run is missing."
     diff = 100 * (a[0] - b[0])
-    binomial = 100 * 1.96 * math.sqrt((a[0] * (1 - a[0]) + b[0] * (1 - b[0])) / n)
-    noise = max(100 * max(a[1], b[1]), binomial)
+    noise = noise_points(a, b, n)
     head = f"{a_name} vs {b_name} ({on}): {diff:+.1f} points"
     if abs(diff) <= noise:
         return f"{head}, within noise (±{noise:.1f}){': **not reproduced**' if claim else ''}."

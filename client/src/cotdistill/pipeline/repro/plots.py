@@ -6,13 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from cotdistill.pipeline.reports import wilson
+
 COLORS = ("#c44e52", "#4c72b0", "#dd8452", "#55a868")
 
 
 def _band(p: float, n: int) -> tuple[float, float]:
     """The 95% Wilson interval of accuracy ``p`` on ``n`` questions, in points."""
-    from cotdistill.pipeline.reports import wilson
-
     lo, hi = wilson(p, n)
     return 100 * lo, 100 * hi
 

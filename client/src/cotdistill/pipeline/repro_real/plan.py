@@ -31,6 +31,13 @@ class TaskSets:
     two_stage_samples: bool = False
 
 
+def _symbolic(key: str, rationale_tokens: int) -> TaskSets:
+    """Kojima et al.'s symbolic tasks: their own train/test splits, two-stage samples."""
+    return TaskSets(
+        key, train=(key, "train"), test=(key, "test"), rationale_tokens=rationale_tokens, two_stage_samples=True
+    )
+
+
 TASKS: dict[str, TaskSets] = {
     # MultiArith: a pretrained 135M student learns it in tens of steps (docs/demo-real: 1.7% -> 20%).
     # Its dev split is the last 60 train questions (our split: no paper defines one); sampling reads
@@ -50,20 +57,8 @@ TASKS: dict[str, TaskSets] = {
         rationale_tokens=230,
         max_tokens=400,
     ),
-    "coin_flip": TaskSets(
-        "coin_flip",
-        train=("coin_flip", "train"),
-        test=("coin_flip", "test"),
-        rationale_tokens=90,
-        two_stage_samples=True,
-    ),
-    "last_letters": TaskSets(
-        "last_letters",
-        train=("last_letters", "train"),
-        test=("last_letters", "test"),
-        rationale_tokens=110,
-        two_stage_samples=True,
-    ),
+    "coin_flip": _symbolic("coin_flip", rationale_tokens=90),
+    "last_letters": _symbolic("last_letters", rationale_tokens=110),
 }
 MAIN_TASK = "multiarith"
 GENERIC: Split = ("commonsenseqa", "test")

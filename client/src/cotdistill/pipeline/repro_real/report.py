@@ -8,7 +8,6 @@ a difference counts only beyond the larger of the seed spread and the test-set n
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,11 @@ from cotdistill.pipeline.repro.findings import (
     compare,
     final,
     interpolated_list,
+    kept_fraction,
     load_run,
     mean_sd,
     mixture_verdict,
+    noise_points,
     pct,
     pct1,
     selection_verdict,
@@ -41,6 +42,7 @@ from cotdistill.pipeline.repro_real.plan import (
     Scale,
     ood_sets,
 )
+from cotdistill.pipeline.repro_real.steps import filter_stats
 
 Stat = tuple[float, float, int]
 MISSING: Stat = (float("nan"), float("nan"), 0)
@@ -73,10 +75,7 @@ class Results:
 
     def teacher(self, task: str) -> float | None:
         """The teacher's greedy two-stage Zero-shot-CoT accuracy on the task's test questions."""
-        stats = self.runs / f"teacher-{task}" / "train" / "filter_stats.json"
-        if not stats.is_file():
-            return None
-        data = json.loads(stats.read_text())
+        data = filter_stats(self.runs / f"teacher-{task}" / "train") or {}
         total = int(data.get("examples_total") or 0)
         return int(data.get("examples_kept") or 0) / total if total else None
 
@@ -92,13 +91,6 @@ class Results:
             if reason:
                 out.append(f"{marker.parent.name}: {reason}")
         return out
-
-    def kept(self, task: str, d: int) -> str:
-        stats = self.runs / f"sample-{task}-d{d}" / "train" / "filter_stats.json"
-        if not stats.is_file():
-            return "-"
-        data = json.loads(stats.read_text())
-        return f"{data.get('kept', '?')}/{data.get('total', '?')}"
 
 
 def _key(split: tuple[str, str], fmt: str) -> str:
@@ -186,9 +178,8 @@ def write_report(
     )
     d_stats = {d: r.stat(student, MAIN_TASK, f"cot_d{d}", cot) for d in scale.diverse}
     for d, st in d_stats.items():
-        lines.append(
-            f"| {d} | {pct(st)} | {pct(r.stat(student, MAIN_TASK, f'cot_d{d}', cot_ood))} | {r.kept(MAIN_TASK, d)} |"
-        )
+        ood_d = r.stat(student, MAIN_TASK, f"cot_d{d}", cot_ood)
+        lines.append(f"| {d} | {pct(st)} | {pct(ood_d)} | {kept_fraction(runs, MAIN_TASK, d)} |")
     summary["b"] = " ".join(compare(d_stats[d], d_stats[1], f"D = {d}", "D = 1", n=n) for d in scale.diverse if d != 1)
     bar(
         plt,
@@ -404,7 +395,7 @@ def teacher_gap(task: str, teacher: float | None, student: Stat, n: int) -> tupl
     if teacher is None or student[2] == 0:
         return "not measured (no trained student: the teacher's samples gave nothing to train on)", None
     diff = 100 * (student[0] - teacher)
-    noise = max(100 * student[1], 100 * 1.96 * math.sqrt((student[0] * (1 - student[0]) + teacher * (1 - teacher)) / n))
+    noise = noise_points(student, (teacher, 0.0, 1), n)
     head = f"student - teacher {diff:+.1f} points (noise ±{noise:.1f})"
     if task in SYMBOLIC:
         if diff >= -noise:

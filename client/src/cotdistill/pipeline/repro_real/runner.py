@@ -82,11 +82,13 @@ def run_steps(ctx: Context, steps: Sequence[Step]) -> dict[str, float]:
     eta = Eta(steps)
     took: dict[str, float] = {}
     session_start = time.monotonic()
+    todo = []
     for step in steps:
         if ctx.resume and step.done(ctx):
             eta.skipped(step)
             console.print(f"resume: {step.title} already done")
-    todo = [s for s in steps if not (ctx.resume and s.done(ctx))]
+        else:
+            todo.append(step)
     done = len(steps) - len(todo)
     for step in todo:
         console.print(progress_line(done, len(steps), time.monotonic() - session_start, eta))

@@ -35,6 +35,7 @@ from cotdistill.pipeline.repro_real.plan import (
     seeds_of,
     students_of,
 )
+from cotdistill.pipeline.sampling.stage import FILTER_STATS
 
 DEFAULT_RECIPE = Path("configs/repro-real.yaml")
 DONE = "done.json"
@@ -291,12 +292,16 @@ def arm_step(scale: Scale, costs: Costs, arm: Arm, seed: int, student: str) -> S
     return Step(name, title, estimate, f"{name}/{DONE}", run)
 
 
+def filter_stats(train_dir: Path) -> dict[str, Any] | None:
+    """The filter's statistics in ``train_dir`` (None: the filter has not run there)."""
+    stats = train_dir / FILTER_STATS
+    return json.loads(stats.read_text()) if stats.is_file() else None
+
+
 def kept_samples(train_dir: Path) -> int | None:
     """How many samples the filter kept in ``train_dir`` (None: no statistics there)."""
-    stats = train_dir / "filter_stats.json"
-    if not stats.is_file():
-        return None
-    return int(json.loads(stats.read_text()).get("kept") or 0)
+    stats = filter_stats(train_dir)
+    return None if stats is None else int(stats.get("kept") or 0)
 
 
 def plan_steps(scale: Scale, costs: Costs) -> list[Step]:
